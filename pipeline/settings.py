@@ -1,0 +1,192 @@
+"""The only reader of config/ and the environment. Returns frozen, validated settings.
+
+Precedence, lowest first: built-in defaults, ``config/qasid.toml``, ``QASID_<SECTION>_<KEY>``
+environment variables, then the host conventions ``DATABASE_URL``, ``SENDGRID_API_KEY`` and
+``PORT``. A wrong value raises ConfigError naming the key, the value and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///var/qasid.db"
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        # Heroku-style hosts hand out postgres://, which SQLAlchemy 2 no longer accepts.
+        if value.startswith("postgres://"):
+            value = "postgresql+psycopg://" + value[len("postgres://") :]
+        elif value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        if not (value.startswith("sqlite:") or value.startswith("postgresql+")):
+            raise ValueError("must be a sqlite:/// path or a postgres:// URL")
+        return value
+
+
+class FetchSettings(_Section):
+    user_agent: str = "qasid/0.1 (+https://github.com/qasid/qasid; news digest)"
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(20.0, gt=0)  # between two reads
+    deadline: float = Field(45.0, gt=0)  # wall clock for a whole fetch, redirects included
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024)  # decoded body cap
+    max_redirects: int = Field(5, ge=0, le=20)
+    concurrency: int = Field(64, ge=1, le=1000)
+    per_host: int = Field(4, ge=1, le=100)
+    allow_hosts: tuple[str, ...] = ()  # hosts or CIDR ranges allowed despite the SSRF guard
+    parse_workers: int = Field(2, ge=0, le=64)  # 0 parses in-process (tests, tiny installs)
+    parse_timeout: float = Field(10.0, gt=0)
+    max_entries: int = Field(200, ge=1)  # newest N entries kept per poll
+    backoff_base_minutes: float = Field(5.0, gt=0)
+    backoff_max_minutes: float = Field(24 * 60.0, gt=0)
+    gone_after: int = Field(3, ge=1)  # consecutive 410s before a feed is disabled
+    verify_tls: bool = True
+
+
+class FeedsSettings(_Section):
+    file: str = "config/feeds.toml"
+    default_interval_minutes: int = Field(30, ge=1)
+
+
+class WorkerSettings(_Section):
+    tick_seconds: int = Field(60, ge=1)
+    lease_seconds: int = Field(300, ge=10)
+    name: str = ""  # defaults to host:pid
+
+
+class MailSettings(_Section):
+    backend: Literal["outbox", "smtp", "sendgrid"] = "outbox"
+    outbox_dir: str = "var/outbox"
+    from_address: str = "qasid <digest@localhost>"
+    reply_to: str = ""
+    postal_address: str = ""
+
+
+class SendGridSettings(_Section):
+    host: str = "https://api.sendgrid.com"
+    api_key: str = ""
+
+
+class SmtpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+
+
+class WebSettings(_Section):
+    base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Settings(_Section):
+    database: DatabaseSettings = DatabaseSettings()
+    fetch: FetchSettings = FetchSettings()
+    feeds: FeedsSettings = FeedsSettings()
+    worker: WorkerSettings = WorkerSettings()
+    mail: MailSettings = MailSettings()
+    sendgrid: SendGridSettings = SendGridSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    web: WebSettings = WebSettings()
+    root: str = str(PROJECT_ROOT)
+
+    def path(self, relative: str) -> Path:
+        """Resolve a configured path against the project root."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else Path(self.root) / candidate
+
+
+_HOST_VARIABLES = {
+    "DATABASE_URL": ("database", "url"),
+    "SENDGRID_API_KEY": ("sendgrid", "api_key"),
+    "PORT": ("web", "port"),
+}
+
+
+def _coerce_env(section_model: type[BaseModel], key: str, raw: str) -> Any:
+    """Environment values are strings; lists are comma-separated."""
+    field_info = section_model.model_fields.get(key)
+    if field_info is not None and "tuple" in str(field_info.annotation):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    root: str | Path | None = None,
+) -> Settings:
+    """Read config/qasid.toml (or ``config_file``) and the environment into Settings."""
+    environ = os.environ if environ is None else environ
+    root_path = Path(root) if root else PROJECT_ROOT
+    path = Path(config_file or environ.get("QASID_CONFIG") or root_path / "config" / "qasid.toml")
+    data: dict[str, dict[str, Any]] = {}
+    sources: dict[tuple[str, str], str] = {}
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                loaded = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError("config", f"not valid TOML: {error}", str(path)) from error
+        for section, values in loaded.items():
+            if section not in Settings.model_fields or section == "root":
+                raise ConfigError(section, "unknown section", str(path))
+            if not isinstance(values, dict):
+                raise ConfigError(section, "must be a table", str(path))
+            data[section] = dict(values)
+            for key in values:
+                sources[(section, key)] = str(path)
+    elif config_file:
+        raise ConfigError("config", "file not found", str(path))
+
+    sections = {name: f.annotation for name, f in Settings.model_fields.items() if name != "root"}
+    for variable, raw in environ.items():
+        if not variable.startswith("QASID_") or variable == "QASID_CONFIG":
+            continue
+        rest = variable[len("QASID_") :].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            continue
+        model = sections[section]
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        if key not in model.model_fields:
+            raise ConfigError(f"{section}.{key}", "unknown setting", f"environment {variable}")
+        data.setdefault(section, {})[key] = _coerce_env(model, key, raw)
+        sources[(section, key)] = f"environment {variable}"
+    for variable, (section, key) in _HOST_VARIABLES.items():
+        if environ.get(variable):
+            data.setdefault(section, {})[key] = environ[variable]
+            sources[(section, key)] = f"environment {variable}"
+
+    try:
+        return Settings(**data, root=str(root_path))
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = tuple(str(part) for part in first["loc"])
+        section = location[0] if location else "config"
+        key = location[1] if len(location) > 1 else ""
+        value = data.get(section, {}).get(key) if key else None
+        source = sources.get((section, key), str(path))
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown setting"
+        raise ConfigError(f"{section}.{key}" if key else section, message, source, value) from error

@@ -68,6 +68,23 @@ class FeedState:
     language: str = "en"
     country: str = ""
     kind: str = ""
+    site_url: str = ""
+    origin: str = ""
+    last_error: str | None = None
+    http_status: int | None = None
+    error_total: int = 0
+    last_success_at: datetime | None = None
+    items: int = 0  # stored items first seen in this feed (filled by listings only)
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """What one batch of items did to the store."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0  # the same story already stored from another feed
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,123 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations are written against these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both engines (SQLite keeps no zone: store naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+feed = Table(
+    "feed",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("url", Text, nullable=False, unique=True),
+    Column("title", Text, nullable=False, server_default=""),
+    Column("site_url", Text, nullable=False, server_default=""),
+    Column("language", String(16), nullable=False, server_default="en"),
+    Column("country", String(8), nullable=False, server_default=""),
+    Column("kind", String(32), nullable=False, server_default=""),
+    Column("interval_minutes", Integer, nullable=False, server_default="30"),
+    Column("origin", String(16), nullable=False, server_default="cli"),  # config, opml, cli
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    # conditional GET and change detection
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("body_hash", String(64)),
+    # last outcome and back-off
+    Column("status", String(32), nullable=False, server_default="never"),
+    Column("last_error", Text),
+    Column("http_status", Integer),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("gone_count", Integer, nullable=False, server_default="0"),
+    Column("error_total", Integer, nullable=False, server_default="0"),
+    Column("last_checked_at", UTCDateTime()),
+    Column("last_success_at", UTCDateTime()),
+    Column("next_poll_at", UTCDateTime()),
+    # a poll lease, so two workers never poll one feed at once
+    Column("lease_until", UTCDateTime()),
+    Column("leased_by", String(128)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_feed_due", "enabled", "next_poll_at"),
+)
+
+item = Table(
+    "item",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uid", String(32), nullable=False, unique=True),  # the public, stable id
+    Column("feed_id", Integer, ForeignKey("feed.id", ondelete="CASCADE"), nullable=False),
+    Column("guid_key", Text, nullable=False),
+    Column("link", Text, nullable=False, server_default=""),
+    Column("title", Text, nullable=False, server_default=""),
+    Column("summary_html", Text, nullable=False, server_default=""),
+    Column("summary_text", Text, nullable=False, server_default=""),
+    Column("author", Text, nullable=False, server_default=""),
+    Column("language", String(16), nullable=False, server_default="en"),
+    Column("published_at", UTCDateTime(), nullable=False),
+    Column("published_missing", Boolean, nullable=False, server_default=text("false")),
+    Column("fetched_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("content_hash", String(64), nullable=False, server_default=""),
+    # filled by the tagger; null until tagged
+    Column("relevant", Boolean),
+    Column("us_link", Boolean),
+    Column("themes", JSON),
+    Column("scores", JSON),
+    Column("evidence", JSON),
+    Index("uq_item_feed_id_guid_key", "feed_id", "guid_key", unique=True),
+    # one row per story URL across feeds; items without a safe link are exempt
+    Index(
+        "uq_item_link",
+        "link",
+        unique=True,
+        sqlite_where=text("link <> ''"),
+        postgresql_where=text("link <> ''"),
+    ),
+    Index("ix_item_published_at", "published_at"),
+)

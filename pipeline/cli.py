@@ -1,0 +1,424 @@
+"""The `qasid` command line. Commands parse arguments and call jobs or the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline import jobs
+from pipeline.bootstrap import App, build_app
+from pipeline.core.errors import QasidError
+from pipeline.core.models import FeedSource, FeedState
+from pipeline.services import FeedPollReport, PollSummary
+from pipeline.settings import Settings, load_settings
+
+log = logging.getLogger("pipeline")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+class _Context:
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+    @contextmanager
+    def app(self, *, migrated: bool = True) -> Iterator[App]:
+        app = build_app(self.settings)
+        try:
+            if migrated:
+                app.store.require_schema()
+            yield app
+        finally:
+            app.close()
+
+
+class _Group(click.Group):
+    """Turns every QasidError into one clear line and exit status 1 (never a traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QasidError as error:
+            click.echo(f"qasid: error: {error}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--config", type=click.Path(dir_okay=False), help="Settings file (default config/qasid.toml)."
+)
+@click.option("-v", "--verbose", count=True, help="-v for INFO logs, -vv for DEBUG.")
+@click.version_option(package_name="qasid")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, verbose: int) -> None:
+    """qasid: news about Pakistan and US-Pakistan relations, tagged and delivered."""
+    _configure_logging(verbose)
+    ctx.obj = _Context(config)
+
+
+# -- set-up ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_obj
+def init(obj: _Context) -> None:
+    """Create or migrate the database and load the configured feeds."""
+    with obj.app(migrated=False) as app:
+        app.store.upgrade()
+        added, known = jobs.sync_configured_feeds(app)
+        click.echo(f"database ready at {app.store.safe_url}; feeds: {added} added, {known} known")
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: _Context) -> None:
+    """Apply pending migrations."""
+    with obj.app(migrated=False) as app:
+        app.store.upgrade()
+        click.echo(f"database at {app.store.safe_url} is up to date")
+
+
+# -- feeds ----------------------------------------------------------------------------------
+
+
+def _feed_json(state: FeedState) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "url": state.url,
+        "title": state.title,
+        "status": state.status,
+        "last_error": state.last_error,
+        "failures": state.failures,
+        "items": state.items,
+        "enabled": state.enabled,
+        "language": state.language,
+        "country": state.country,
+        "kind": state.kind,
+        "interval_minutes": state.interval_minutes,
+        "http_status": state.http_status,
+        "error_total": state.error_total,
+        "last_checked": iso(state.last_checked_at),
+        "last_success": iso(state.last_success_at),
+        "next_poll": iso(state.next_poll_at),
+    }
+
+
+@main.group()
+def feeds() -> None:
+    """List, add and remove feeds; import and export OPML."""
+
+
+@feeds.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def feeds_list(obj: _Context, as_json: bool) -> None:
+    """Every feed with its last outcome."""
+    with obj.app() as app:
+        states = app.store.list_feeds()
+    if as_json:
+        click.echo(json.dumps([_feed_json(s) for s in states], indent=2, ensure_ascii=False))
+        return
+    if not states:
+        click.echo("no feeds yet: run `qasid init` or `qasid feeds add URL`")
+    for s in states:
+        flag = "" if s.enabled else " [disabled]"
+        click.echo(f"{s.status:<16} {s.items:>6} items  {s.title or '-'}  <{s.url}>{flag}")
+
+
+@feeds.command("status")
+@click.option("--failing", is_flag=True, help="Only feeds whose last poll failed.")
+@click.pass_obj
+def feeds_status(obj: _Context, failing: bool) -> None:
+    """Feed health: last poll, outcome, failures and the reason."""
+    with obj.app() as app:
+        states = app.store.list_feeds()
+    shown = 0
+    for s in states:
+        failed = s.failures > 0 or not s.enabled
+        if failing and not failed:
+            continue
+        shown += 1
+        checked = s.last_checked_at.strftime("%Y-%m-%d %H:%M") if s.last_checked_at else "never"
+        nxt = s.next_poll_at.strftime("%Y-%m-%d %H:%M") if s.next_poll_at else "now"
+        click.echo(f"{s.title or s.url}\n  {s.url}")
+        click.echo(
+            f"  status {s.status}, checked {checked} UTC, next {nxt} UTC, "
+            f"{s.failures} consecutive failures ({s.error_total} in all), {s.items} items"
+            + ("" if s.enabled else ", DISABLED")
+        )
+        if s.last_error:
+            click.echo(f"  last message: {s.last_error}")
+    if not shown:
+        click.echo("all feeds healthy" if failing else "no feeds yet")
+
+
+@feeds.command("add")
+@click.argument("url")
+@click.option("--title", default="")
+@click.option("--language", default="en", show_default=True)
+@click.option("--country", default="", help="ISO country code of the outlet, e.g. PK.")
+@click.option("--kind", default="", help="newspaper, wire, broadcaster, government, ...")
+@click.option("--interval", type=click.IntRange(1), default=None, help="Minutes between polls.")
+@click.pass_obj
+def feeds_add(
+    obj: _Context,
+    url: str,
+    title: str,
+    language: str,
+    country: str,
+    kind: str,
+    interval: int | None,
+) -> None:
+    """Add a feed by URL (checked before anything is fetched)."""
+    from pipeline.core.urls import check_feed_url
+
+    checked = check_feed_url(url)
+    with obj.app() as app:
+        source = FeedSource(
+            url=checked,
+            title=title,
+            language=language,
+            country=country.upper(),
+            kind=kind,
+            interval_minutes=interval or app.settings.feeds.default_interval_minutes,
+        )
+        _, created = app.store.add_feed(source, "cli", app.clock())
+    click.echo(f"{'added' if created else 'updated'} {checked}")
+
+
+@feeds.command("remove")
+@click.argument("url")
+@click.pass_obj
+def feeds_remove(obj: _Context, url: str) -> None:
+    """Remove a feed and the items that came only from it."""
+    with obj.app() as app:
+        if not app.store.remove_feed(url):
+            raise click.ClickException(f"no feed with URL {url}")
+    click.echo(f"removed {url}")
+
+
+@feeds.command("enable")
+@click.argument("url")
+@click.pass_obj
+def feeds_enable(obj: _Context, url: str) -> None:
+    """Re-enable a feed that was disabled (for example after repeated 410 Gone)."""
+    with obj.app() as app:
+        if not app.store.set_feed_enabled(url, True, app.clock()):
+            raise click.ClickException(f"no feed with URL {url}")
+    click.echo(f"enabled {url}; it will be polled on the next tick")
+
+
+@feeds.command("import-opml")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def feeds_import_opml(obj: _Context, file: Path) -> None:
+    """Add every feed of an OPML file (from any feed reader)."""
+    from pipeline.adapters.opml import read_opml
+    from pipeline.core.urls import check_feed_url
+
+    sources = read_opml(file.read_bytes(), str(file))
+    accepted: list[FeedSource] = []
+    for source in sources:
+        try:
+            accepted.append(_with_url(source, check_feed_url(source.url)))
+        except QasidError as error:
+            click.echo(f"skipped: {error}", err=True)
+    with obj.app() as app:
+        added, known = app.store.sync_sources(accepted, "opml", app.clock())
+    click.echo(
+        f"{file}: {added} feeds added, {known} already known, "
+        f"{len(sources) - len(accepted)} skipped"
+    )
+
+
+def _with_url(source: FeedSource, url: str) -> FeedSource:
+    from dataclasses import replace
+
+    return replace(source, url=url)
+
+
+@feeds.command("export-opml")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.pass_obj
+def feeds_export_opml(obj: _Context, output: Path | None) -> None:
+    """Write every feed as OPML 2.0 (stdout by default)."""
+    from pipeline.adapters.opml import write_opml
+
+    with obj.app() as app:
+        states = app.store.list_feeds()
+    sources = [
+        FeedSource(
+            url=s.url,
+            title=s.title,
+            language=s.language,
+            country=s.country,
+            kind=s.kind,
+            interval_minutes=s.interval_minutes,
+            site_url=s.site_url,
+        )
+        for s in states
+    ]
+    data = write_opml(sources, "qasid feeds")
+    if output:
+        output.write_bytes(data)
+        click.echo(f"wrote {len(sources)} feeds to {output}", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+# -- polling --------------------------------------------------------------------------------
+
+
+def _poll_reporter(label: str) -> tuple[Callable[[int], None], Callable[[FeedPollReport], None]]:
+    """Progress for long polls: a bar on a terminal, one line per feed otherwise."""
+    state: dict[str, Any] = {"total": 0, "done": 0}
+    interactive = sys.stderr.isatty()
+
+    def on_start(total: int) -> None:
+        state["total"] = total
+        click.echo(f"{label}: {total} feeds", err=True)
+
+    def on_report(report: FeedPollReport) -> None:
+        state["done"] += 1
+        done, total = state["done"], state["total"]
+        detail = f"{report.new} new, {report.updated} updated"
+        if report.outcome.is_failure or report.message:
+            detail = report.message or report.outcome.value
+        line = f"[{done}/{total}] {report.outcome.value:<16} {report.url}  {detail}"
+        if interactive:
+            width = 30
+            filled = int(width * done / max(total, 1))
+            bar = "#" * filled + "-" * (width - filled)
+            click.echo(f"\r[{bar}] {done}/{total} ", nl=False, err=True)
+            if done == total:
+                click.echo("", err=True)
+        else:
+            click.echo(line, err=True)
+
+    return on_start, on_report
+
+
+def print_poll_summary(summary: PollSummary) -> None:
+    click.echo(summary.line())
+    for report in summary.failed:
+        click.echo(f"  failed: {report.url}: {report.outcome.value}: {report.message}")
+
+
+@main.command()
+@click.option("--all", "all_feeds", is_flag=True, help="Poll every enabled feed, due or not.")
+@click.option("--feed", "urls", multiple=True, help="Poll only this feed URL (repeatable).")
+@click.pass_obj
+def poll(obj: _Context, all_feeds: bool, urls: tuple[str, ...]) -> None:
+    """Fetch due feeds once and store new items, with progress and a summary."""
+    with obj.app() as app:
+        jobs.sync_configured_feeds(app)
+        on_start, on_report = _poll_reporter("polling")
+        summary = jobs.poll_feeds(
+            app,
+            urls=list(urls) or None,
+            all_feeds=all_feeds,
+            on_start=on_start,
+            on_report=on_report,
+        )
+    if not summary.reports:
+        click.echo("no feeds due (use --all to poll every feed now)")
+        return
+    print_poll_summary(summary)
+
+
+# -- items ----------------------------------------------------------------------------------
+
+
+@main.group()
+def items() -> None:
+    """Stored items."""
+
+
+@items.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@click.pass_obj
+def items_list(obj: _Context, as_json: bool, limit: int) -> None:
+    """The newest items first."""
+    with obj.app() as app:
+        rows = app.store.list_items(limit)
+    if as_json:
+        payload = [
+            {
+                "id": r.id,
+                "feed": r.feed,
+                "title": r.title,
+                "link": r.link,
+                "published": r.published.isoformat(),
+                "summary": r.summary,
+                "relevant": r.relevant,
+                "us_link": r.us_link,
+                "themes": r.themes,
+            }
+            for r in rows
+        ]
+        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no items yet: run `qasid poll`")
+    for r in rows:
+        click.echo(f"{r.published:%Y-%m-%d %H:%M}  {r.title}\n    {r.link or r.feed}")
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_obj
+def worker(obj: _Context) -> None:
+    """Run the scheduler: poll due feeds every tick until SIGTERM."""
+    from pipeline.scheduler import run_worker
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    with obj.app() as app:
+        run_worker(app)
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the demo keeps its database (default var/demo).",
+)
+@click.pass_obj
+def demo(obj: _Context, workdir: Path | None) -> None:
+    """Run the pipeline offline on bundled feed snapshots served on 127.0.0.1."""
+    from pipeline.demo import run_demo
+
+    run_demo(obj.settings, workdir)
+
+
+if __name__ == "__main__":
+    main()

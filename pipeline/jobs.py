@@ -1,0 +1,67 @@
+"""Plain job functions. The CLI and the scheduler call these same functions; so do tests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from pipeline.bootstrap import App
+from pipeline.services import FeedPollReport, Poller, PollSummary
+
+__all__ = ["FeedPollReport", "PollSummary", "poll_feeds", "sync_configured_feeds"]
+
+log = logging.getLogger(__name__)
+
+
+def sync_configured_feeds(app: App) -> tuple[int, int]:
+    """Make the store hold every feed in the configured feed list. Returns (added, known)."""
+    added, known = app.store.sync_sources(app.configured_sources(), "config", app.clock())
+    if added:
+        log.info("feeds synced from config: added=%d known=%d", added, known)
+    return added, known
+
+
+def poll_feeds(
+    app: App,
+    *,
+    urls: Sequence[str] | None = None,
+    all_feeds: bool = False,
+    on_start: Callable[[int], None] | None = None,
+    on_report: Callable[[FeedPollReport], None] | None = None,
+) -> PollSummary:
+    """Poll the feeds that are due (or all, or the given URLs) once, and record every outcome.
+
+    Feeds are leased first, so a second worker running the same job polls other feeds.
+    """
+    settings = app.settings
+    feeds = app.store.claim_feeds(
+        app.clock(),
+        app.worker_name,
+        timedelta(seconds=settings.worker.lease_seconds),
+        urls=urls,
+        due_only=not all_feeds,
+    )
+    if on_start:
+        on_start(len(feeds))
+    if not feeds:
+        return PollSummary()
+
+    async def run() -> PollSummary:
+        async with app.fetcher() as fetcher:
+            with app.parse_pool() as parser:
+                poller = Poller(
+                    store=app.store,
+                    fetcher=fetcher,
+                    parser=parser,
+                    clock=app.clock,
+                    policy=app.backoff_policy(),
+                    concurrency=settings.fetch.concurrency,
+                    on_report=on_report,
+                )
+                return await poller.poll(feeds)
+
+    summary = asyncio.run(run())
+    log.info("poll finished: %s", summary.line())
+    return summary

@@ -1,0 +1,79 @@
+"""APScheduler wiring for the `worker` process. Nothing else lives here.
+
+APScheduler 3 is a single-process scheduler and its job store is not shared between
+processes, so due work is decided by the database (each feed's next poll time and lease),
+and the scheduler only ticks. An in-memory store is therefore enough: a restart loses
+nothing, because the next tick finds everything that became due while the worker was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from pipeline import jobs
+from pipeline.bootstrap import App
+
+log = logging.getLogger(__name__)
+
+
+def build_scheduler(app: App) -> BackgroundScheduler:
+    """One polling tick, every ``worker.tick_seconds``.
+
+    coalesce: several missed ticks are one tick (the database query finds all due work).
+    max_instances=1: a long poll is never overlapped by the next tick in this process.
+    misfire_grace_time=None: a tick that starts late still runs rather than being dropped.
+    """
+    scheduler = BackgroundScheduler(
+        timezone="UTC",
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+    )
+    scheduler.add_job(
+        poll_tick,
+        "interval",
+        seconds=app.settings.worker.tick_seconds,
+        args=[app],
+        id="poll",
+        name="poll due feeds",
+        next_run_time=datetime.now(scheduler.timezone),
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+    )
+
+    def on_event(event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("scheduler tick missed: job=%s", event.job_id)
+        elif event.exception is not None:
+            log.error("scheduler job failed: job=%s error=%r", event.job_id, event.exception)
+
+    scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    return scheduler
+
+
+def poll_tick(app: App) -> None:
+    """One worker tick: sync configured feeds, then poll what is due."""
+    jobs.sync_configured_feeds(app)
+    jobs.poll_feeds(app)
+
+
+def run_worker(app: App, stop: threading.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set), then let the running tick finish."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    scheduler = build_scheduler(app)
+    scheduler.start()
+    log.info("worker started: name=%s tick=%ss", app.worker_name, app.settings.worker.tick_seconds)
+    try:
+        stop.wait()
+    finally:
+        log.info("worker stopping: waiting for the running tick to finish")
+        scheduler.shutdown(wait=True)
+        log.info("worker stopped")

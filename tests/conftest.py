@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.support.fixtures_store", "tests.support.fixtures_http"]

@@ -331,7 +331,10 @@ class Store:
             links = sorted({it.link for it in fresh if it.link})
             elsewhere: set[str] = set()
             for chunk in _chunks(links):
-                rows = conn.execute(select(item.c.link).where(item.c.link.in_(chunk)))
+                # `link <> ''` lets both engines use the partial unique index on link.
+                rows = conn.execute(
+                    select(item.c.link).where(item.c.link != "", item.c.link.in_(chunk))
+                )
                 elsewhere.update(r.link for r in rows)
             to_insert: list[dict[str, Any]] = []
             seen_links: set[str] = set()

@@ -1,0 +1,120 @@
+"""Text normalisation and tokens shared by theme rules, watchlists and the matcher.
+
+Both scripts are folded the same way before matching, so a term matches however a site
+typed it: Unicode NFKC, case folding, Latin accents removed, curly quotes and dashes made
+plain, and for Urdu the Arabic/Farsi letter variants unified (yeh, kaf, heh), diacritics
+and tatweel dropped. Tokens are runs of letters and digits; a word boundary is any other
+character, which holds in Urdu too (no regex ``\\b``, which fails on Arabic script).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# Arabic-script letters that Urdu sites type in several ways → one form each.
+_URDU_FOLD = str.maketrans(
+    {
+        "\u064a": "\u06cc",  # Arabic yeh → Farsi/Urdu yeh
+        "\u0649": "\u06cc",  # alef maksura → yeh
+        "\u06d0": "\u06cc",  # yeh with vertical dots (e) → yeh
+        "\u0643": "\u06a9",  # Arabic kaf → keheh
+        "\u0647": "\u06c1",  # Arabic heh → heh goal
+        "\u06d5": "\u06c1",  # ae → heh goal
+        "\u0629": "\u06c1",  # teh marbuta → heh goal
+        "\u06c3": "\u06c1",  # teh marbuta goal → heh goal
+        "\u0623": "\u0627",  # alef with hamza above → alef
+        "\u0625": "\u0627",  # alef with hamza below → alef
+        "\u0622": "\u0627",  # alef with madda → alef
+        "\u0671": "\u0627",  # alef wasla → alef
+        "\u06c2": "\u06c1",  # heh goal with hamza → heh goal
+        "\u0624": "\u0648",  # waw with hamza → waw
+        "\u0626": "\u06cc",  # yeh with hamza → yeh
+        "\u0640": None,  # tatweel
+        "\u200c": None,  # zero-width non-joiner
+        "\u200d": None,  # zero-width joiner
+        "\u200e": None,  # left-to-right mark
+        "\u200f": None,  # right-to-left mark
+        "\u00ad": None,  # soft hyphen
+    }
+)
+
+# Typographic punctuation that should not split or block a match.
+_PUNCT_FOLD = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u02bc": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2015": "-",
+        "\u2212": "-",
+        "\u060c": ",",  # Arabic comma
+        "\u061f": "?",  # Arabic question mark
+        "\u06d4": ".",  # Urdu full stop
+    }
+)
+
+# Letters and digits of any script, after marks are gone. Everything else separates words,
+# so "Pakistan's" is "pakistan" + "s" and "F-16" is "f" + "16".
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def _strip_marks(text: str) -> str:
+    """Drop combining marks (Latin accents, Arabic harakat) after canonical decomposition."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def fold_surface(text: str) -> str:
+    """Normalise everything except case: NFKC, marks, letter variants, punctuation."""
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_URDU_FOLD).translate(_PUNCT_FOLD)
+    text = _strip_marks(text)
+    return unicodedata.normalize("NFC", text)
+
+
+def normalize(text: str) -> str:
+    """Full fold for matching: ``fold_surface`` plus case folding."""
+    return fold_surface(text).casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One word: ``text`` is fully folded, ``surface`` keeps the original case."""
+
+    text: str
+    surface: str
+
+
+def tokenize(text: str) -> list[Token]:
+    """Words of ``text`` in order, each folded for matching and with its cased surface."""
+    surface = fold_surface(text)
+    return [Token(match.casefold(), match) for match in _TOKEN.findall(surface)]
+
+
+def token_texts(text: str) -> list[str]:
+    """Just the folded words."""
+    return _TOKEN.findall(normalize(text))
+
+
+def is_urdu(text: str) -> bool:
+    """True when Arabic-script letters outnumber Latin ones (Urdu headlines)."""
+    arabic = latin = 0
+    for ch in text:
+        if "\u0600" <= ch <= "\u06ff" or "\u0750" <= ch <= "\u077f" or "\ufb50" <= ch <= "\ufeff":
+            arabic += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+    return arabic > latin

@@ -178,7 +178,7 @@ def load_settings(
             sources[(section, key)] = f"environment {variable}"
 
     try:
-        return Settings(**data, root=str(root_path))
+        return Settings.model_validate({**data, "root": str(root_path)})
     except ValidationError as error:
         first = error.errors()[0]
         location = tuple(str(part) for part in first["loc"])

@@ -1,0 +1,227 @@
+"""The poller against a hostile local origin: every feed gets a recorded outcome,
+good entries are stored once and sanitized, and the next poll is conditional."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline import jobs
+from pipeline.bootstrap import App
+from pipeline.core.models import FeedOutcome
+from tests.support.app import FakeClock, add_feeds, make_app
+from tests.support.feedserver import FeedServer
+
+
+def rss(*entries: str, title: str = "Test feed") -> bytes:
+    body = "".join(entries)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>{title}</title><link>https://news.example/</link>{body}</channel></rss>"
+    ).encode()
+
+
+def entry(n: int, *, guid: str | None = None, link: bool = True, date: bool = True) -> str:
+    parts = [f"<title>Pakistan story {n}</title>"]
+    if link:
+        parts.append(f"<link>https://news.example/story/{n}?utm_source=rss</link>")
+    parts.append(f"<guid>{guid or f'story-{n}'}</guid>")
+    if date:
+        parts.append(f"<pubDate>Sat, 28 Nov 2026 {n % 24:02d}:00:00 GMT</pubDate>")
+    parts.append(f"<description>Summary of story {n}</description>")
+    return "<item>" + "".join(parts) + "</item>"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app(store_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[App]:
+    app = make_app(store_url, tmp_path, clock)
+    yield app
+    app.close()
+
+
+def outcomes(app: App) -> dict[str, str]:
+    return {f.url.rsplit("/", 1)[-1]: f.status for f in app.store.list_feeds()}
+
+
+def test_hostile_origin_gives_every_feed_a_recorded_outcome(
+    app: App, feed_server: FeedServer
+) -> None:
+    s = feed_server
+    s.route("/ok.xml", body=rss(entry(1), entry(2)), etag='"v1"')
+    s.route("/gzip.xml", body=gzip.compress(rss(entry(3))), headers={"Content-Encoding": "gzip"})
+    s.route("/moved.xml", body=rss(entry(4)))
+    s.redirect("/hop2", s.url("/moved.xml"), status=302)
+    s.redirect("/redirected", s.url("/hop2"), status=301)
+    s.route("/missing", status=404, body=b"not here")
+    s.route("/error", status=500, body=b"oops")
+    s.route("/busy", status=429, headers={"Retry-After": "120"})
+    s.route(
+        "/page.html", body=b"<!doctype html><html><body>Hi</body></html>", content_type="text/html"
+    )
+    s.route("/huge.xml", body=lambda: iter([b"<rss>" + b" " * 65536] * 40))
+    s.route("/never-ends", body=rss(entry(5)), chunk_size=1, delay=0.5)
+    s.route("/dupes.xml", body=rss(entry(6, guid="same"), entry(7, guid="same"), entry(8)))
+    s.route("/bare.xml", body=rss(entry(9, link=False, date=False)))
+    s.route(
+        "/latin1.xml",
+        body='<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+        "<item><title>Caf\xe9 in Lahore</title><guid>l1</guid></item></channel></rss>".encode(
+            "latin-1"
+        ),
+    )
+    names = [
+        "ok.xml", "gzip.xml", "redirected", "missing", "error", "busy", "page.html",
+        "huge.xml", "never-ends", "dupes.xml", "bare.xml", "latin1.xml",
+    ]  # fmt: skip
+    add_feeds(app, *(s.url(f"/{name}") for name in names))
+
+    summary = jobs.poll_feeds(app, all_feeds=True)
+
+    assert len(summary.reports) == len(names)
+    got = outcomes(app)
+    assert got["ok.xml"] == FeedOutcome.OK
+    assert got["gzip.xml"] == FeedOutcome.OK
+    assert got["redirected"] == FeedOutcome.OK  # 301 then 302: the stored URL stays
+    assert got["missing"] == FeedOutcome.HTTP_ERROR
+    assert got["error"] == FeedOutcome.HTTP_ERROR
+    assert got["busy"] == FeedOutcome.HTTP_ERROR
+    assert got["page.html"] == FeedOutcome.NOT_A_FEED
+    assert got["huge.xml"] == FeedOutcome.TOO_LARGE
+    assert got["never-ends"] == FeedOutcome.TIMEOUT
+    assert got["dupes.xml"] == FeedOutcome.OK
+    assert got["bare.xml"] == FeedOutcome.OK
+    assert got["latin1.xml"] in (FeedOutcome.OK, FeedOutcome.MALFORMED)
+    failed = {f.url.rsplit("/", 1)[-1]: f for f in app.store.list_feeds() if f.failures}
+    assert set(failed) == {"missing", "error", "busy", "page.html", "huge.xml", "never-ends"}
+    assert all(f.last_error for f in failed.values())
+    busy = failed["busy"]
+    assert busy.next_poll_at is not None
+    assert (busy.next_poll_at - app.clock()).total_seconds() >= 120
+    titles = sorted(i.title for i in app.store.list_items(100))
+    assert titles.count("Pakistan story 6") == 1  # duplicate GUIDs: the first one wins
+    assert "Pakistan story 7" not in titles
+    assert "Pakistan story 9" in titles  # no link, no date: kept, dated at fetch time
+    assert all("utm_source" not in i.link for i in app.store.list_items(100))
+
+
+def test_redirect_chain_with_a_302_hop_keeps_the_original_url(
+    app: App, feed_server: FeedServer
+) -> None:
+    s = feed_server
+    s.route("/target.xml", body=rss(entry(1)))
+    s.redirect("/temp", s.url("/target.xml"), status=302)
+    s.redirect("/perm", s.url("/temp"), status=301)
+    s.redirect("/perm-only", s.url("/target.xml"), status=301)
+    add_feeds(app, s.url("/perm"), s.url("/perm-only"))
+    jobs.poll_feeds(app, all_feeds=True)
+    urls = {f.url for f in app.store.list_feeds()}
+    assert s.url("/perm") in urls  # a 302 in the chain: not a permanent move
+    assert s.url("/target.xml") in urls  # 301 all the way: the stored URL is updated
+
+
+def test_second_poll_is_conditional_and_stores_nothing_new(
+    app: App, feed_server: FeedServer, clock: FakeClock
+) -> None:
+    feed_server.route(
+        "/ok.xml",
+        body=rss(entry(1), entry(2)),
+        etag='"v1"',
+        last_modified="Sat, 28 Nov 2026 10:00:00 GMT",
+    )
+    add_feeds(app, feed_server.url("/ok.xml"))
+    first = jobs.poll_feeds(app, all_feeds=True)
+    assert first.new == 2
+    clock.advance(hours=1)
+    second = jobs.poll_feeds(app)  # due again after the 30-minute interval
+    assert [r.outcome for r in second.reports] == [FeedOutcome.NOT_MODIFIED]
+    request = feed_server.requests_for("/ok.xml")[-1]
+    assert request.headers.get("if-none-match") == '"v1"'
+    assert request.headers.get("if-modified-since") == "Sat, 28 Nov 2026 10:00:00 GMT"
+    assert app.store.count_items() == 2
+
+
+def test_identical_body_without_validators_is_not_parsed_again(
+    app: App, feed_server: FeedServer, clock: FakeClock
+) -> None:
+    feed_server.route("/plain.xml", body=rss(entry(1)))
+    add_feeds(app, feed_server.url("/plain.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    clock.advance(hours=1)
+    second = jobs.poll_feeds(app)
+    assert second.reports[0].outcome is FeedOutcome.NOT_MODIFIED
+    assert second.reports[0].message == "body unchanged"
+
+
+def test_entry_changed_at_the_source_is_updated_in_place(
+    app: App, feed_server: FeedServer, clock: FakeClock
+) -> None:
+    feed_server.route("/f.xml", body=rss(entry(1)))
+    add_feeds(app, feed_server.url("/f.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    changed = entry(1).replace("Summary of story 1", "Corrected summary")
+    feed_server.route("/f.xml", body=rss(changed))
+    clock.advance(hours=1)
+    summary = jobs.poll_feeds(app)
+    assert (summary.new, summary.updated) == (0, 1)
+    [stored] = app.store.list_items()
+    assert "Corrected summary" in stored.summary_text
+
+
+def test_same_story_in_two_feeds_is_stored_once(app: App, feed_server: FeedServer) -> None:
+    feed_server.route("/a.xml", body=rss(entry(1, guid="a-1")))
+    feed_server.route("/b.xml", body=rss(entry(1, guid="b-1")))
+    add_feeds(app, feed_server.url("/a.xml"), feed_server.url("/b.xml"))
+    summary = jobs.poll_feeds(app, all_feeds=True)
+    assert summary.new == 1
+    assert app.store.count_items() == 1
+
+
+def test_hostile_markup_is_sanitized_before_it_is_stored(app: App, feed_server: FeedServer) -> None:
+    hostile = (
+        "<item><title>&lt;img src=x onerror=alert(1)&gt;Budget</title>"
+        "<link>javascript:alert(1)</link><guid>x1</guid>"
+        '<description>&lt;p onclick="evil()"&gt;Hi&lt;script&gt;alert(2)&lt;/script&gt;'
+        '&lt;a href="javascript:alert(3)"&gt;link&lt;/a&gt;&lt;/p&gt;</description></item>'
+    )
+    feed_server.route("/x.xml", body=rss(hostile))
+    add_feeds(app, feed_server.url("/x.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    [stored] = app.store.list_items()
+    assert "<" not in stored.title
+    assert stored.link == ""
+    lowered = stored.summary.lower()
+    assert "<script" not in lowered and "onclick" not in lowered and "javascript:" not in lowered
+
+
+def test_repeated_410_disables_the_feed(
+    app: App, feed_server: FeedServer, clock: FakeClock
+) -> None:
+    feed_server.route("/gone.xml", status=410, body=b"gone")
+    add_feeds(app, feed_server.url("/gone.xml"))
+    for _ in range(3):
+        jobs.poll_feeds(app, urls=[feed_server.url("/gone.xml")])
+        clock.advance(days=2)
+    [feed] = app.store.list_feeds()
+    assert not feed.enabled
+    assert feed.status == FeedOutcome.GONE
+    assert jobs.poll_feeds(app).reports == []  # disabled feeds are not polled
+
+
+def test_blocked_destination_is_recorded_and_other_feeds_still_poll(
+    app: App, feed_server: FeedServer
+) -> None:
+    feed_server.route("/ok.xml", body=rss(entry(1)))
+    feed_server.redirect("/sneaky", "http://127.0.0.1:9/secret", status=302)
+    add_feeds(app, feed_server.url("/ok.xml"), feed_server.url("/sneaky"))
+    jobs.poll_feeds(app, all_feeds=True)
+    got = outcomes(app)
+    assert got["ok.xml"] == FeedOutcome.OK
+    assert got["sneaky"] == FeedOutcome.BLOCKED

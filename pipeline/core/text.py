@@ -71,16 +71,64 @@ _PUNCT_FOLD = str.maketrans(
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
+def _marks_class(first: int, last: int) -> re.Pattern[str]:
+    """A character class of every combining mark (canonical combining class > 0) in
+    [first, last). Every such code point lies below U+20000, so the scans are short (~10 ms
+    at import) and stripping runs in C instead of a Python loop over each character. The
+    Basic Multilingual Plane gets its own class because the regex engine compiles a BMP-only
+    class to a bitmap, while one spanning planes is a slow list of ranges.
+    """
+    ranges: list[tuple[int, int]] = []
+    for code in range(first, last):
+        if unicodedata.combining(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    parts = "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+        for a, b in ranges
+    )
+    return re.compile(f"[{parts}]+")
+
+
+_MARKS = _marks_class(0, 0x10000)
+_ASTRAL_MARKS = _marks_class(0x10000, 0x20000)
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+# Both folding tables as one map and one character class, so a single regex pass touches
+# only the characters that change (str.translate with a dict looks up every character).
+# The tables' keys are disjoint and no replacement is itself a key, so one pass equals two.
+_FOLD_MAP: dict[str, str] = {
+    chr(code): ("" if value is None else value if isinstance(value, str) else chr(value))
+    for table in (_URDU_FOLD, _PUNCT_FOLD)
+    for code, value in table.items()
+}
+_FOLD_CHARS = re.compile("[" + "".join(re.escape(ch) for ch in _FOLD_MAP) + "]")
+
+
+def _fold_char(match: re.Match[str]) -> str:
+    return _FOLD_MAP[match.group()]
+
+
 def _strip_marks(text: str) -> str:
     """Drop combining marks (Latin accents, Arabic harakat) after canonical decomposition."""
     decomposed = unicodedata.normalize("NFD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if decomposed.isascii():
+        return decomposed
+    decomposed = _MARKS.sub("", decomposed)
+    if _ASTRAL.search(decomposed):
+        decomposed = _ASTRAL_MARKS.sub("", decomposed)
+    return decomposed
 
 
 def fold_surface(text: str) -> str:
     """Normalise everything except case: NFKC, marks, letter variants, punctuation."""
+    if text.isascii():  # nothing below changes plain ASCII: the common fast path
+        return text
     text = unicodedata.normalize("NFKC", text)
-    text = text.translate(_URDU_FOLD).translate(_PUNCT_FOLD)
+    text = _FOLD_CHARS.sub(_fold_char, text)
     text = _strip_marks(text)
     return unicodedata.normalize("NFC", text)
 
@@ -102,6 +150,11 @@ def tokenize(text: str) -> list[Token]:
     """Words of ``text`` in order, each folded for matching and with its cased surface."""
     surface = fold_surface(text)
     return [Token(match.casefold(), match) for match in _TOKEN.findall(surface)]
+
+
+def surface_words(text: str) -> list[str]:
+    """The cased surfaces of ``tokenize(text)`` without building Token objects (hot path)."""
+    return _TOKEN.findall(fold_surface(text))
 
 
 def token_texts(text: str) -> list[str]:

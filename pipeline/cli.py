@@ -240,27 +240,27 @@ def feeds_enable(obj: _Context, url: str) -> None:
 def feeds_import_opml(obj: _Context, file: Path) -> None:
     """Add every feed of an OPML file (from any feed reader)."""
     from pipeline.adapters.opml import read_opml
-    from pipeline.core.urls import check_feed_url
+    from pipeline.sources import validate_feed_sources
 
     sources = read_opml(file.read_bytes(), str(file))
     accepted: list[FeedSource] = []
+    seen: set[str] = set()
     for source in sources:
+        # One bad outline (a file: URL, an unknown kind) is reported and skipped; the rest land.
         try:
-            accepted.append(_with_url(source, check_feed_url(source.url)))
+            [checked] = validate_feed_sources([source], str(file))
         except QasidError as error:
             click.echo(f"skipped: {error}", err=True)
+            continue
+        if checked.url not in seen:
+            seen.add(checked.url)
+            accepted.append(checked)
     with obj.app() as app:
         added, known = app.store.sync_sources(accepted, "opml", app.clock())
     click.echo(
         f"{file}: {added} feeds added, {known} already known, "
         f"{len(sources) - len(accepted)} skipped"
     )
-
-
-def _with_url(source: FeedSource, url: str) -> FeedSource:
-    from dataclasses import replace
-
-    return replace(source, url=url)
 
 
 @feeds.command("export-opml")

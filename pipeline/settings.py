@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.urls import parse_allow_list
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,12 @@ class FetchSettings(_Section):
     backoff_max_minutes: float = Field(24 * 60.0, gt=0)
     gone_after: int = Field(3, ge=1)  # consecutive 410s before a feed is disabled
     verify_tls: bool = True
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _check_allow_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_allow_list(value)  # raises ValueError naming the bad entry
+        return value
 
 
 class FeedsSettings(_Section):

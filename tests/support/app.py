@@ -40,6 +40,7 @@ def settings_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> Se
         "QASID_WORKER_NAME": "test-worker",
     }
     env.update({f"QASID_FETCH_{key.upper()}": str(value) for key, value in fetch.items()})
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "qasid.toml"
     config.write_text("", encoding="utf-8")
     return load_settings(config, environ=env)

@@ -82,10 +82,10 @@ def test_unknown_keys_sections_and_broken_toml_are_refused(
 
 
 def test_unknown_environment_setting_is_refused() -> None:
-    with pytest.raises(ConfigError, match="fetch.speed"):
+    with pytest.raises(ConfigError, match=r"fetch\.speed"):
         load_settings(environ={"QASID_FETCH_SPEED": "11"})
 
 
 def test_database_url_that_is_neither_sqlite_nor_postgres_is_refused() -> None:
-    with pytest.raises(ConfigError, match="database.url"):
+    with pytest.raises(ConfigError, match=r"database\.url"):
         load_settings(environ={"DATABASE_URL": "mysql://x"})

@@ -64,3 +64,15 @@ class OPMLError(QasidError):
 
 class StorageError(QasidError):
     """The store could not do what was asked (connection, migration, constraint)."""
+
+
+class QueryError(QasidError):
+    """A watchlist query cannot be parsed. ``column`` is 1-based; ``expected`` says what
+    would have fitted there."""
+
+    def __init__(self, query: str, column: int, message: str, expected: str = "") -> None:
+        self.query = query
+        self.column = column
+        self.expected = expected
+        self.message = message
+        super().__init__(f"{message} at column {column}")

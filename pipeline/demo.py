@@ -9,6 +9,7 @@ private-address guard.
 from __future__ import annotations
 
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -71,9 +72,12 @@ def run_demo(settings: Settings, workdir: Path | None = None) -> None:
     finally:
         server.close()
     env = f"DATABASE_URL=sqlite:///{workdir / 'qasid.db'}"
+    # Name the installed command by its path: the venv's bin is often not on PATH.
+    installed = Path(sys.executable).parent / "qasid"
+    qasid = str(installed) if installed.exists() else f"{sys.executable} -m pipeline"
     click.echo(
         f"\ndemo finished: {count} items stored.\nLook at them with:\n"
-        f"  {env} qasid items list --limit 10\n"
-        f"  {env} qasid feeds status\n"
-        f"  {env} qasid items list --json --limit 3"
+        f"  {env} {qasid} items list --limit 10\n"
+        f"  {env} {qasid} feeds status\n"
+        f"  {env} {qasid} items list --json --limit 3"
     )

@@ -191,3 +191,36 @@ def test_syncing_sources_twice_adds_each_feed_once(store: Store) -> None:
     listed = store.list_feeds()
     assert [f.url for f in listed] == [s.url for s in sources]
     assert all(f.items == 0 and f.status == "never" for f in listed)
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "NUL\x00inside and &#0; escaped",
+        "bad surrogate \udc80 here",
+        "emoji 🇵🇰 and non-BMP 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+        "\u200fعمران خان\u200e RTL marks",
+        "long " * 400_000,  # a 2 MB title
+    ],
+)
+def test_hostile_strings_survive_normalisation_and_store_on_both_engines(
+    store: Store, title: str
+) -> None:
+    from pipeline.core.models import ParsedEntry
+    from pipeline.core.normalize import TITLE_MAX, item_from_entry
+
+    entry = ParsedEntry(
+        guid="g1",
+        link="https://news.example/1",
+        title=title,
+        summary=f"<p>{title[:5000]}</p>",
+        published=None,
+    )
+    normalised = item_from_entry(entry, "https://a.example/feed", "en", NOW)
+    feed_id = add(store)
+    assert store.store_items(feed_id, "u", [normalised], NOW).new == 1
+    [stored] = store.list_items()
+    assert stored.title == normalised.title
+    assert "\x00" not in stored.title
+    assert len(stored.title) <= TITLE_MAX
+    stored.title.encode("utf-8")  # no lone surrogates

@@ -37,8 +37,7 @@ class App:
         return Fetcher(self.settings.fetch)
 
     def parse_pool(self) -> ParsePool:
-        fetch = self.settings.fetch
-        return ParsePool(fetch.parse_workers, fetch.parse_timeout, fetch.max_entries)
+        return ParsePool.from_settings(self.settings.fetch)
 
     def backoff_policy(self) -> BackoffPolicy:
         fetch = self.settings.fetch

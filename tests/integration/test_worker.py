@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import jobs
+from pipeline.bootstrap import App
 from pipeline.scheduler import poll_tick, run_worker
 from tests.support.app import FakeClock, add_feeds, make_app
 from tests.support.feedserver import FeedServer
@@ -87,16 +88,22 @@ def test_two_workers_on_one_postgres_never_poll_the_same_feed(
         app.close()
 
 
-def test_worker_polls_on_start_and_stops_when_asked(
-    sqlite_url: str, tmp_path: Path, feed_server: FeedServer
-) -> None:
+def app_with_one_configured_feed(database_url: str, tmp_path: Path, server: FeedServer) -> App:
+    """An app whose config/feeds.toml lists one feed served by ``server``."""
     feeds_file = tmp_path / "feeds.toml"
-    feeds_file.write_text(f'[[feed]]\nurl = "{feed_server.url("/f.xml")}"\ntitle = "F"\n')
-    feed_server.route("/f.xml", body=feed_body(1))
-    app = make_app(sqlite_url, tmp_path, FakeClock())
+    feeds_file.write_text(f'[[feed]]\nurl = "{server.url("/f.xml")}"\ntitle = "F"\n')
+    server.route("/f.xml", body=feed_body(1))
+    app = make_app(database_url, tmp_path, FakeClock())
     app.settings = app.settings.model_copy(
         update={"feeds": app.settings.feeds.model_copy(update={"file": str(feeds_file)})}
     )
+    return app
+
+
+def test_worker_polls_on_start_and_stops_when_asked(
+    sqlite_url: str, tmp_path: Path, feed_server: FeedServer
+) -> None:
+    app = app_with_one_configured_feed(sqlite_url, tmp_path, feed_server)
     stop = threading.Event()
     thread = threading.Thread(target=run_worker, args=(app, stop))
     thread.start()
@@ -114,13 +121,7 @@ def test_worker_polls_on_start_and_stops_when_asked(
 def test_poll_tick_syncs_configured_feeds_before_polling(
     sqlite_url: str, tmp_path: Path, feed_server: FeedServer
 ) -> None:
-    feeds_file = tmp_path / "feeds.toml"
-    feeds_file.write_text(f'[[feed]]\nurl = "{feed_server.url("/f.xml")}"\ntitle = "F"\n')
-    feed_server.route("/f.xml", body=feed_body(1))
-    app = make_app(sqlite_url, tmp_path, FakeClock())
-    app.settings = app.settings.model_copy(
-        update={"feeds": app.settings.feeds.model_copy(update={"file": str(feeds_file)})}
-    )
+    app = app_with_one_configured_feed(sqlite_url, tmp_path, feed_server)
     poll_tick(app)
     [feed] = app.store.list_feeds()
     assert (feed.title, feed.status, feed.items) == ("F", "ok", 1)

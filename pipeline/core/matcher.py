@@ -1,0 +1,262 @@
+"""One multi-pattern matcher for every theme term and (later) every watchlist term.
+
+Text is matched as its folded token stream (``pipeline.core.text``): the words of a field
+joined by single spaces and padded with a space at each end, e.g. ``" us sanctions on f 16 "``.
+A term is folded the same way, so the automaton key ``" f 16 "`` can only match whole words,
+in Latin and Arabic script alike ("US" never inside "bus", "ISI" never inside "crisis"); a
+trailing-wildcard term (``sanction*``) drops the right-hand space and matches word prefixes.
+One Aho-Corasick pass (pyahocorasick, in C) over a field reports every occurrence of every
+term, overlapping ones included, with token positions. Case-sensitive terms ("US", "PM") are
+matched folded and then checked against the field's cased surface.
+
+Terms are registered in sets, each under an owner id (a theme, a lexicon, a watchlist).
+Owners can be added and removed at any time: a large *base* automaton holds the bulk of the
+keys and a small *delta* automaton holds keys added since the base was built; only the delta
+is rebuilt after a change, and the two are merged when the delta grows past a fraction of
+the base. Removed owners' keys stay in the automata as dead keys (ignored) until the next
+merge. Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import ahocorasick
+
+from pipeline.core.text import fold_surface, surface_words, token_texts
+
+_NON_WORD = re.compile(r"[\W_]+")  # the complement of text._TOKEN: runs between words
+
+# Delta automaton size that triggers a merge into the base: the larger of these.
+DELTA_MIN_KEYS = 2_000
+DELTA_FRACTION = 0.10
+
+
+class Hit(NamedTuple):
+    """One occurrence of a registered term: tokens ``start`` (inclusive) to ``end``
+    (exclusive) of the scanned field."""
+
+    owner: Hashable
+    payload: Any
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A term compiled for the automaton."""
+
+    term: str  # as written
+    key: str  # " a b " (or " a b" for a trailing wildcard)
+    ntokens: int
+    wildcard: bool
+    case_surface: str | None  # the cased words joined by spaces, when case-sensitive
+
+
+def compile_pattern(term: str, case_sensitive: bool = False) -> Pattern:
+    """Fold ``term`` into an automaton key. Raises ValueError when it holds no word."""
+    stripped = term.strip()
+    wildcard = stripped.endswith("*")
+    body = stripped.rstrip("*").strip() if wildcard else stripped
+    words = token_texts(body)
+    if not words:
+        raise ValueError(f"term {term!r} has no letters or digits")
+    if wildcard and not _NON_WORD.sub("", body[-1:]):
+        # "F-*" would mean "any word after F": not a prefix, refuse rather than guess.
+        raise ValueError(f"term {term!r}: a wildcard must follow a letter or digit")
+    key = " " + " ".join(words) + ("" if wildcard else " ")
+    case_surface = " ".join(surface_words(body)) if case_sensitive else None
+    return Pattern(term, key, len(words), wildcard, case_surface)
+
+
+class Field(NamedTuple):
+    """One field of an item prepared for scanning (see ``prepare``)."""
+
+    folded: str  # " w1 w2 ... " folded (case and script variants)
+    surface: str  # the same words with their case, aligned char-for-char when ``aligned``
+    aligned: bool
+    ntokens: int
+
+
+def prepare(text: str) -> Field:
+    """Normalise and tokenise one field: the form ``Matcher.scan`` matches against."""
+    surface = _NON_WORD.sub(" ", fold_surface(text)).strip()
+    if not surface:
+        return Field(" ", " ", True, 0)
+    surface = f" {surface} "
+    folded = surface.casefold()
+    return Field(folded, surface, len(folded) == len(surface), surface.count(" ") - 1)
+
+
+class _Entry(NamedTuple):
+    owner: Hashable
+    payload: Any
+    ntokens: int
+    case_surface: str | None
+    wildcard: bool
+
+
+class Matcher:
+    """All registered terms in one Aho-Corasick automaton (base + delta)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list[_Entry]] = {}  # key → who registered it
+        self._owner_keys: dict[Hashable, set[str]] = {}
+        self._base: Any = None  # ahocorasick.Automaton, built over _base_keys
+        self._base_keys: set[str] = set()
+        self._delta: Any = None
+        self._delta_keys: set[str] = set()
+        self._delta_dirty = False
+        self._dead = 0  # keys in the automata that no owner uses any more
+
+    # -- registration ------------------------------------------------------------------
+
+    def add(
+        self,
+        owner: Hashable,
+        terms: Iterable[tuple[str, bool, Any]] | Iterable[tuple[Pattern, Any]],
+    ) -> int:
+        """Register ``terms`` under ``owner`` (replacing whatever it had): each is
+        ``(term, case_sensitive, payload)`` or ``(Pattern, payload)``. Returns the number of
+        terms registered. Raises ValueError, naming the term, when one holds no word."""
+        if owner in self._owner_keys:
+            self.remove(owner)
+        keys: set[str] = set()
+        count = 0
+        for spec in terms:
+            if len(spec) == 3:
+                term, case_sensitive, payload = spec  # type: ignore[misc]
+                pattern = compile_pattern(term, case_sensitive)
+            else:
+                pattern, payload = spec  # type: ignore[misc]
+            entry = _Entry(
+                owner, payload, pattern.ntokens, pattern.case_surface, pattern.wildcard
+            )
+            bucket = self._entries.get(pattern.key)
+            if bucket is None:
+                self._entries[pattern.key] = [entry]
+                if pattern.key in self._base_keys or pattern.key in self._delta_keys:
+                    self._dead -= 1  # a dead key comes back to life
+                else:
+                    self._delta_keys.add(pattern.key)
+                    self._delta_dirty = True
+            else:
+                bucket.append(entry)
+            keys.add(pattern.key)
+            count += 1
+        self._owner_keys[owner] = keys
+        return count
+
+    def remove(self, owner: Hashable) -> bool:
+        """Forget every term of ``owner``. True when it was registered."""
+        keys = self._owner_keys.pop(owner, None)
+        if keys is None:
+            return False
+        for key in keys:
+            bucket = [entry for entry in self._entries[key] if entry.owner != owner]
+            if bucket:
+                self._entries[key] = bucket
+            else:
+                del self._entries[key]
+                self._dead += 1
+        if self._dead > max(DELTA_MIN_KEYS, DELTA_FRACTION * len(self._base_keys)):
+            self.rebuild()
+        return True
+
+    def owners(self) -> list[Hashable]:
+        return list(self._owner_keys)
+
+    def __len__(self) -> int:
+        """Distinct live keys."""
+        return len(self._entries)
+
+    # -- automata ----------------------------------------------------------------------
+
+    @staticmethod
+    def _build(keys: Iterable[str]) -> Any:
+        automaton = ahocorasick.Automaton()
+        for key in keys:
+            automaton.add_word(key, key)
+        if len(automaton):
+            automaton.make_automaton()
+            return automaton
+        return None
+
+    def rebuild(self) -> None:
+        """Merge everything live into a fresh base automaton and empty the delta."""
+        self._base_keys = set(self._entries)
+        self._base = self._build(self._base_keys)
+        self._delta_keys = set()
+        self._delta = None
+        self._delta_dirty = False
+        self._dead = 0
+
+    def _ready(self) -> None:
+        if not self._delta_dirty:
+            return
+        if len(self._delta_keys) > max(DELTA_MIN_KEYS, DELTA_FRACTION * len(self._base_keys)):
+            self.rebuild()
+        else:
+            self._delta = self._build(self._delta_keys)
+            self._delta_dirty = False
+
+    # -- matching ----------------------------------------------------------------------
+
+    def scan(self, field: Field | str) -> list[Hit]:
+        """Every occurrence of every registered term in ``field`` (text or ``prepare``d),
+        in order of where they end."""
+        if isinstance(field, str):
+            field = prepare(field)
+        self._ready()
+        hits: list[Hit] = []
+        folded = field.folded
+        for automaton in (self._base, self._delta):
+            if automaton is None:
+                continue
+            for end_index, key in automaton.iter(folded):
+                bucket = self._entries.get(key)
+                if bucket is None:
+                    continue  # dead key
+                start_char = end_index - len(key) + 1  # the key's leading space
+                start = folded.count(" ", 0, start_char)
+                for entry in bucket:
+                    if entry.case_surface is not None and not _case_ok(
+                        field, start_char, start, entry
+                    ):
+                        continue
+                    hits.append(Hit(entry.owner, entry.payload, start, start + entry.ntokens))
+        return hits
+
+
+def _case_ok(field: Field, start_char: int, start: int, entry: _Entry) -> bool:
+    """Does the cased surface at the hit equal the term's cased words?"""
+    wanted = entry.case_surface
+    assert wanted is not None
+    if field.aligned:
+        got = field.surface[start_char + 1 : start_char + 1 + len(wanted)]
+        return got == wanted  # the key's own spaces already fixed where the words end
+    words = field.surface.split(" ")[1 + start : 1 + start + entry.ntokens]
+    joined = " ".join(words)
+    return joined.startswith(wanted) if entry.wildcard else joined == wanted
+
+
+def leftmost_longest(hits: list[Hit]) -> list[Hit]:
+    """Drop hits overlapping a longer (or earlier, equally long) hit: "US dollar" wins over
+    "US" when both are registered by the same owner."""
+    if len(hits) < 2:
+        return hits
+    ordered = sorted(hits, key=lambda hit: (hit.start, hit.start - hit.end))
+    kept: list[Hit] = []
+    reach = -1
+    for hit in ordered:
+        if hit.start >= reach:
+            kept.append(hit)
+            reach = hit.end
+        elif hit.end > reach and hit.end - hit.start > kept[-1].end - kept[-1].start:
+            # a longer term starting inside the kept one: the longer reading wins
+            kept[-1] = hit
+            reach = hit.end
+    return kept

@@ -1,0 +1,472 @@
+"""The theme tagger: is an item about Pakistan, is the United States involved, which themes.
+
+Rules are data (``TaggerRules``, built from config/themes.toml by ``pipeline.rules``); this
+module reads no files. Every term of every rule is registered in one ``Matcher``; an item is
+scanned once per field (title, summary) and scored from the hits:
+
+- A *lexicon* is a named, weighted term set: the Pakistan anchor, US involvement, foreign
+  places, and suppressors (sport, showbiz, local crime, routine weather, consumer notices).
+  A *theme* is a lexicon with a threshold, context conditions and penalties.
+- Score of a lexicon = sum over the distinct terms found of ``weight``, times the lexicon's
+  ``title_weight`` when the term is in the title. Where two terms of one lexicon overlap the
+  longer wins, so a zero-weight "US dollar" cancels "US" and "hunger strike" cancels
+  "strike". A term with ``requires`` counts only when that lexicon or theme fires too.
+- A lexicon *fires* when its score reaches its threshold. A theme is assigned when its
+  score, less the penalty of every penalising lexicon that fired, reaches its threshold and
+  its ``requires`` (all) / ``requires_any`` (one) lexicons or themes fire.
+- The anchor fires on the text, or with the *source prior*: an item from an outlet in a
+  prior country (Pakistan) counts ``prior.anchor_weight`` towards the anchor, unless its
+  title names a foreign place or leader and no Pakistani one (a Pakistani paper carrying a
+  wire story about UK inflation). US involvement likewise may take a prior from official US
+  sources (kind ``government``, country ``US``).
+- ``relevant`` = anchored and at least one theme; ``themes`` is empty when not relevant;
+  ``us_link`` is decided on every item.
+
+Evidence: ``evidence[theme_id]`` lists the terms that fired for each assigned theme, as
+written in the rules (alias spellings as matched), in the order found, title first.
+Keys starting with ``_`` are not themes: ``_pakistan`` (anchor terms), ``_us`` (US terms),
+``_source`` (what the source prior contributed, e.g. ``"prior:PK Pakistan Observer"`` or
+``"prior:PK cancelled by foreign title"``) and ``_suppressed`` (suppressing lexicons that
+fired, with their penalty). ``scores`` holds each theme's adjusted score when above zero,
+rounded to two decimals, assigned or not, so a near miss is visible.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline.core.matcher import Hit, Matcher, compile_pattern, leftmost_longest, prepare
+
+THEME_IDS: tuple[str, ...] = (
+    "counterterrorism",
+    "sanctions",
+    "nuclear_missile",
+    "military_establishment",
+    "afghanistan",
+    "china",
+    "india",
+    "democracy_rights",
+    "climate",
+    "iran_energy",
+    "gulf",
+    "economy",
+    "us_diplomacy",
+    "diaspora",
+)
+
+
+# -- rules ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One weighted term or phrase. ``text`` may end in ``*`` (word-prefix wildcard)."""
+
+    text: str
+    weight: float = 1.0
+    case_sensitive: bool = False
+    requires: str | None = None  # a lexicon or theme id that must fire for this to count
+    label: str = ""  # shown in evidence; ``text`` when empty
+
+
+@dataclass(frozen=True, slots=True)
+class Lexicon:
+    """A named weighted term set (anchor, US involvement, suppressors, helpers)."""
+
+    id: str
+    terms: tuple[Term, ...]
+    threshold: float = 1.0
+    title_weight: float = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class ThemeRule:
+    """A theme: weighted terms, title weight, threshold, context conditions, penalties."""
+
+    id: str
+    name: str
+    description: str
+    terms: tuple[Term, ...]
+    threshold: float = 2.0
+    title_weight: float = 1.5
+    requires: tuple[str, ...] = ()  # every one of these lexicons/themes must fire
+    requires_any: tuple[str, ...] = ()  # at least one of these must fire
+    penalties: tuple[tuple[str, float], ...] = ()  # lexicon id → subtracted when it fires
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the configured feeds say about a source (a FeedSource, reduced)."""
+
+    url: str = ""
+    title: str = ""
+    language: str = ""
+    country: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePrior:
+    """How the source counts as evidence."""
+
+    anchor_countries: tuple[str, ...] = ("PK",)
+    anchor_weight: float = 2.0
+    cancel_lexicon: str | None = "foreign"  # in the title, without an anchor there: no prior
+    us_countries: tuple[str, ...] = ("US",)
+    us_kinds: tuple[str, ...] = ("government",)
+    us_weight: float = 2.0
+
+
+@dataclass(frozen=True)
+class TaggerRules:
+    themes: tuple[ThemeRule, ...]
+    lexicons: tuple[Lexicon, ...]
+    anchor: str = "pakistan"  # lexicon id of the Pakistan anchor
+    us: str = "us"  # lexicon id of US involvement
+    text_anchor: str = "pakistan_text"  # fires when the anchor fires on the text alone
+    penalties: tuple[tuple[str, float], ...] = ()  # applied to every theme
+    prior: SourcePrior = field(default_factory=SourcePrior)
+    sources: Mapping[str, SourceInfo] = field(default_factory=dict)  # see source_keys()
+
+
+# -- items ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TagInput:
+    """One item as ``qasid tag`` reads it. ``summary`` may hold HTML."""
+
+    id: Any = None
+    title: str = ""
+    summary: str = ""
+    link: str = ""
+    published: str = ""
+    source: str = ""
+    feed_url: str = ""
+
+
+@dataclass(slots=True)
+class TagResult:
+    id: Any
+    relevant: bool
+    us_link: bool
+    themes: list[str]
+    scores: dict[str, float]
+    evidence: dict[str, list[str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "relevant": self.relevant,
+            "us_link": self.us_link,
+            "themes": self.themes,
+            "scores": self.scores,
+            "evidence": self.evidence,
+        }
+
+
+_TAG = re.compile(r"<[^>]*>|<!--.*?-->", re.DOTALL)
+_SPACES = re.compile(r"\s+")
+
+
+def plain_text(markup: str) -> str:
+    """HTML (or plain text) → plain text: tags dropped, entities decoded, spaces collapsed."""
+    if "<" in markup:
+        markup = _TAG.sub(" ", markup)
+    if "&" in markup:
+        markup = html.unescape(markup)
+    return _SPACES.sub(" ", markup).strip()
+
+
+# -- source lookup -------------------------------------------------------------------------
+
+_NAME_NOISE = re.compile(r"[^\w]+")
+
+
+def _name_key(name: str) -> str:
+    name = name.casefold().strip()
+    for sep in (" – ", " — ", " - ", " | ", ": "):
+        name = name.split(sep)[0]
+    name = _NAME_NOISE.sub(" ", name).strip()
+    if name.startswith("the "):
+        name = name[4:]
+    return "name:" + name
+
+
+def _url_keys(url: str) -> list[str]:
+    """Most to least specific keys for a feed URL: host+path+query, host+path, host."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return []
+    host = (parts.hostname or "").casefold()
+    if host.startswith("www."):
+        host = host[4:]
+    if not host:
+        return []
+    path = parts.path.rstrip("/")
+    keys = []
+    if parts.query:
+        keys.append(f"url:{host}{path}?{parts.query}")
+    keys.append(f"url:{host}{path}")
+    keys.append(f"host:{host}")
+    return keys
+
+
+def source_keys(info: SourceInfo) -> list[str]:
+    """The lookup keys under which ``info`` is indexed (URL forms, host, outlet name)."""
+    keys = _url_keys(info.url) if info.url else []
+    if info.title:
+        keys.append(_name_key(info.title))
+    return keys
+
+
+def build_source_index(sources: list[SourceInfo]) -> dict[str, SourceInfo]:
+    """Index sources by every key; a host or name shared by outlets of different countries
+    is left out (ambiguous), the first of equal ones wins."""
+    index: dict[str, SourceInfo] = {}
+    ambiguous: set[str] = set()
+    for info in sources:
+        for key in source_keys(info):
+            known = index.get(key)
+            if known is None:
+                if key not in ambiguous:
+                    index[key] = info
+            elif known.country != info.country and not key.startswith("url:"):
+                ambiguous.add(key)
+                del index[key]
+    return index
+
+
+# -- the tagger ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Lex:
+    id: str
+    weights: list[float]
+    requires: list[int]  # per term: index of the required lexicon, -1 when none
+    labels: list[str]
+    threshold: float
+    title_weight: float
+    theme: ThemeRule | None = None
+    theme_requires: tuple[int, ...] = ()
+    theme_requires_any: tuple[int, ...] = ()
+    theme_penalties: tuple[tuple[int, float], ...] = ()
+
+
+class Tagger:
+    """Tags items against theme rules. Build once, call ``tag`` per item."""
+
+    def __init__(self, rules: TaggerRules) -> None:
+        self.rules = rules
+        self.theme_ids = [theme.id for theme in rules.themes]
+        lexicons: list[_Lex] = []
+        index: dict[str, int] = {}
+        specs: list[tuple[str, tuple[Term, ...]]] = []
+        for lexicon in rules.lexicons:
+            if lexicon.id in index:
+                raise ValueError(f"lexicon {lexicon.id!r} defined twice")
+            index[lexicon.id] = len(lexicons)
+            lexicons.append(_Lex(lexicon.id, [], [], [], lexicon.threshold, lexicon.title_weight))
+            specs.append((lexicon.id, lexicon.terms))
+        for theme in rules.themes:
+            if theme.id in index:
+                raise ValueError(f"theme {theme.id!r} clashes with another rule id")
+            index[theme.id] = len(lexicons)
+            lexicons.append(
+                _Lex(theme.id, [], [], [], theme.threshold, theme.title_weight, theme)
+            )
+            specs.append((theme.id, theme.terms))
+
+        # The text-only anchor: a rule id conditions can name, with no terms of its own.
+        index[rules.text_anchor] = len(lexicons)
+        lexicons.append(_Lex(rules.text_anchor, [], [], [], 0.0, 1.0))
+        specs.append((rules.text_anchor, ()))
+
+        def ref(name: str, where: str) -> int:
+            if name not in index:
+                raise ValueError(f"{where}: unknown lexicon or theme {name!r}")
+            return index[name]
+
+        self._matcher = Matcher()
+        for position, (owner, terms) in enumerate(specs):
+            lex = lexicons[position]
+            patterns = []
+            for number, term in enumerate(terms):
+                try:
+                    pattern = compile_pattern(term.text, term.case_sensitive)
+                except ValueError as error:
+                    raise ValueError(f"{owner}: {error}") from error
+                lex.weights.append(term.weight)
+                lex.requires.append(ref(term.requires, owner) if term.requires else -1)
+                lex.labels.append(term.label or term.text)
+                patterns.append((pattern, number))
+            self._matcher.add(position, patterns)
+            if lex.theme is not None:
+                lex.theme_requires = tuple(ref(n, owner) for n in lex.theme.requires)
+                lex.theme_requires_any = tuple(ref(n, owner) for n in lex.theme.requires_any)
+                lex.theme_penalties = tuple(
+                    (ref(n, owner), amount) for n, amount in lex.theme.penalties
+                )
+        self._lex = lexicons
+        self._anchor = ref(rules.anchor, "anchor")
+        self._us = ref(rules.us, "us")
+        self._text_anchor = index[rules.text_anchor]
+        cancel = rules.prior.cancel_lexicon
+        self._cancel = ref(cancel, "prior.cancel_lexicon") if cancel else -1
+        self._penalties = tuple((ref(n, "penalties"), amount) for n, amount in rules.penalties)
+        self._themes = [index[theme.id] for theme in rules.themes]
+        self._sources = rules.sources
+        self._matcher.rebuild()
+
+    @property
+    def matcher(self) -> Matcher:
+        """The shared matcher (watchlists may register their own owners on it)."""
+        return self._matcher
+
+    def source_info(self, item: TagInput) -> SourceInfo | None:
+        """The configured source ``item`` comes from, by feed URL, then host, then name."""
+        if not self._sources:
+            return None
+        for key in _url_keys(item.feed_url or ""):
+            info = self._sources.get(key)
+            if info is not None:
+                return info
+        if item.source:
+            return self._sources.get(_name_key(item.source))
+        return None
+
+    def tag(self, item: TagInput) -> TagResult:
+        lexicons = self._lex
+        title_field = prepare(item.title or "")
+        body_field = prepare(plain_text(item.summary or ""))
+        # term index → found in title? per lexicon
+        found: dict[int, dict[int, bool]] = {}
+        for hits, in_title in (
+            (self._matcher.scan(title_field), True),
+            (self._matcher.scan(body_field), False),
+        ):
+            by_owner: dict[int, list[Hit]] = {}
+            for hit in hits:
+                by_owner.setdefault(hit.owner, []).append(hit)
+            for owner, owned in by_owner.items():
+                terms = found.setdefault(owner, {})
+                for hit in leftmost_longest(owned) if len(owned) > 1 else owned:
+                    if in_title or hit.payload not in terms:
+                        terms[hit.payload] = in_title
+
+        # Phase 1: unconditional terms.
+        scores: dict[int, float] = {}
+        for owner, terms in found.items():
+            lex = lexicons[owner]
+            total = 0.0
+            for number, in_title in terms.items():
+                if lex.requires[number] < 0:
+                    weight = lex.weights[number]
+                    total += weight * lex.title_weight if in_title else weight
+            scores[owner] = total
+
+        evidence: dict[str, list[str]] = {}
+        # Source prior: the anchor and US involvement.
+        info = self.source_info(item)
+        prior = self.rules.prior
+        anchor_text = scores.get(self._anchor, 0.0)
+        if info is not None and info.country in prior.anchor_countries:
+            title_terms = found.get(self._cancel, {}) if self._cancel >= 0 else {}
+            anchor_in_title = any(found.get(self._anchor, {}).values())
+            foreign_title = any(title_terms.values())
+            if foreign_title and not anchor_in_title:
+                evidence["_source"] = [
+                    f"prior:{info.country} {info.title} cancelled by foreign title"
+                ]
+            else:
+                scores[self._anchor] = anchor_text + prior.anchor_weight
+                evidence["_source"] = [f"prior:{info.country} {info.title}".strip()]
+        elif info is not None:
+            evidence["_source"] = [f"source:{info.country or '-'} {info.title}".strip()]
+        if (
+            info is not None
+            and info.country in prior.us_countries
+            and info.kind in prior.us_kinds
+        ):
+            scores[self._us] = scores.get(self._us, 0.0) + prior.us_weight
+            evidence.setdefault("_source", []).append(f"us-prior:{info.kind}")
+
+        fired = {
+            owner for owner, score in scores.items() if score >= lexicons[owner].threshold
+        }
+        if anchor_text >= lexicons[self._anchor].threshold:
+            fired.add(self._text_anchor)
+        # Phase 2: conditional terms, now that we know what fired.
+        for owner, terms in found.items():
+            lex = lexicons[owner]
+            extra = 0.0
+            for number, in_title in terms.items():
+                needed = lex.requires[number]
+                if needed >= 0 and needed in fired:
+                    weight = lex.weights[number]
+                    extra += weight * lex.title_weight if in_title else weight
+            if extra:
+                scores[owner] = scores.get(owner, 0.0) + extra
+                if scores[owner] >= lex.threshold:
+                    fired.add(owner)
+                else:
+                    fired.discard(owner)
+
+        penalty = 0.0
+        suppressed: list[str] = []
+        for owner, amount in self._penalties:
+            if owner in fired:
+                penalty += amount
+                suppressed.append(f"{lexicons[owner].id}:-{amount:g}")
+
+        anchored = self._anchor in fired
+        us_link = self._us in fired
+        themes: list[str] = []
+        theme_scores: dict[str, float] = {}
+        for owner in self._themes:
+            raw = scores.get(owner)
+            if raw is None:
+                continue
+            lex = lexicons[owner]
+            score = raw - penalty
+            for needed, amount in lex.theme_penalties:
+                if needed in fired:
+                    score -= amount
+                    suppressed.append(f"{lexicons[needed].id}:-{amount:g}>{lex.id}")
+            if score > 0:
+                theme_scores[lex.id] = round(score, 2)
+            if score < lex.threshold:
+                continue
+            if any(needed not in fired for needed in lex.theme_requires):
+                continue
+            if lex.theme_requires_any and not any(
+                needed in fired for needed in lex.theme_requires_any
+            ):
+                continue
+            themes.append(lex.id)
+
+        relevant = anchored and bool(themes)
+        if not relevant:
+            themes = []
+        for theme_id in themes:
+            evidence[theme_id] = self._labels(found, self._themes[self.theme_ids.index(theme_id)])
+        if self._anchor in found:
+            evidence["_pakistan"] = self._labels(found, self._anchor)
+        if us_link and self._us in found:
+            evidence["_us"] = self._labels(found, self._us)
+        if suppressed:
+            evidence["_suppressed"] = suppressed
+        return TagResult(item.id, relevant, us_link, themes, theme_scores, evidence)
+
+    def _labels(self, found: dict[int, dict[int, bool]], owner: int) -> list[str]:
+        lex = self._lex[owner]
+        terms = found.get(owner, {})
+        ordered = sorted(terms.items(), key=lambda pair: not pair[1])  # title first
+        return [lex.labels[number] for number, _ in ordered if lex.weights[number] != 0]

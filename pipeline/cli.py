@@ -14,8 +14,9 @@ import click
 
 from pipeline import jobs
 from pipeline.bootstrap import App, build_app
-from pipeline.core.errors import QasidError
+from pipeline.core.errors import QasidError, QueryError
 from pipeline.core.models import FeedSource, FeedState
+from pipeline.core.subscribers import Subscriber
 from pipeline.services import FeedPollReport, PollSummary
 from pipeline.settings import Settings, load_settings
 
@@ -57,6 +58,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except QueryError as error:
+            # Point at the column, as a compiler would.
+            click.echo(
+                f"qasid: error: {error}\n  {error.query}\n  {' ' * (error.column - 1)}^", err=True
+            )
+            sys.exit(1)
         except QasidError as error:
             click.echo(f"qasid: error: {error}", err=True)
             sys.exit(1)
@@ -389,6 +396,170 @@ def items_list(obj: _Context, as_json: bool, limit: int) -> None:
         click.echo("no items yet: run `qasid poll`")
     for r in rows:
         click.echo(f"{r.published:%Y-%m-%d %H:%M}  {r.title}\n    {r.link or r.feed}")
+
+
+# -- subscribers and watchlists ------------------------------------------------------------
+
+
+def _subscriber_json(sub: Subscriber) -> dict[str, Any]:
+    return {
+        "email": sub.email,
+        "status": sub.status.value,
+        "themes": list(sub.themes),
+        "frequency": sub.frequency.value,
+        "hour": sub.hour,
+        "timezone": sub.timezone,
+        "watchlists": [
+            {"id": w.id, "query": w.query, "instant": w.instant} for w in sub.watchlists
+        ],
+    }
+
+
+@main.group()
+def subscribers() -> None:
+    """Add, list and remove subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--themes", default="", help="Comma-separated theme ids (default: all themes).")
+@click.option(
+    "--frequency",
+    type=click.Choice(["instant", "daily", "weekly"]),
+    default="daily",
+    show_default=True,
+)
+@click.option("--hour", type=int, default=7, show_default=True, help="Local delivery hour.")
+@click.option("--timezone", default="Asia/Karachi", show_default=True, help="IANA zone name.")
+@click.pass_obj
+def subscribers_add(
+    obj: _Context, email: str, themes: str, frequency: str, hour: int, timezone: str
+) -> None:
+    """Add a subscriber (active at once: an editor adds people who asked), or update one."""
+    from pipeline.subscriptions import subscribe
+
+    with obj.app() as app:
+        sub, created = subscribe(
+            app,
+            email,
+            themes=[t for t in themes.split(",") if t.strip()],
+            frequency=frequency,
+            hour=hour,
+            timezone=timezone,
+        )
+    verb = "added" if created else "updated"
+    click.echo(
+        f"{verb} {sub.email}: {sub.frequency.value} at {sub.hour:02d}:00 {sub.timezone}, "
+        f"{len(sub.themes)} themes"
+    )
+
+
+@subscribers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def subscribers_list(obj: _Context, as_json: bool) -> None:
+    """Every subscriber with their choices and watchlists."""
+    from pipeline.adapters.subscriber_store import SubscriberStore
+
+    with obj.app() as app:
+        subs = SubscriberStore(app.store).all()
+    if as_json:
+        click.echo(json.dumps([_subscriber_json(s) for s in subs], indent=2, ensure_ascii=False))
+        return
+    if not subs:
+        click.echo("no subscribers yet: `qasid subscribers add EMAIL`")
+    for sub in subs:
+        click.echo(
+            f"{sub.email}  {sub.status.value}  {sub.frequency.value} {sub.hour:02d}:00 "
+            f"{sub.timezone}  themes: {', '.join(sub.themes) or '-'}  "
+            f"watchlists: {len(sub.watchlists)}"
+        )
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_obj
+def subscribers_remove(obj: _Context, email: str) -> None:
+    """Delete a subscriber and their watchlists."""
+    from pipeline.adapters.subscriber_store import SubscriberStore
+    from pipeline.subscriptions import normalise_email
+
+    with obj.app() as app:
+        if not SubscriberStore(app.store).remove(normalise_email(email)):
+            raise click.ClickException(f"no subscriber {email}")
+    click.echo(f"removed {email}")
+
+
+@main.group()
+def watchlist() -> None:
+    """Keyword watchlists in the query language (see docs/watchlists.md)."""
+
+
+@watchlist.command("add")
+@click.argument("email")
+@click.argument("query")
+@click.option("--instant", is_flag=True, help="Send an alert as soon as an item matches.")
+@click.pass_obj
+def watchlist_add(obj: _Context, email: str, query: str, instant: bool) -> None:
+    """Save a watchlist for a subscriber."""
+    from pipeline.subscriptions import add_watchlist
+
+    with obj.app() as app:
+        saved = add_watchlist(app, email, query, instant=instant)
+    click.echo(
+        f"watchlist {saved.id} for {email}: {saved.query}" + (" [instant]" if instant else "")
+    )
+
+
+@watchlist.command("list")
+@click.argument("email", required=False)
+@click.pass_obj
+def watchlist_list(obj: _Context, email: str | None) -> None:
+    """Watchlists of one subscriber, or of everyone."""
+    from pipeline.adapters.subscriber_store import SubscriberStore
+    from pipeline.subscriptions import normalise_email
+
+    with obj.app() as app:
+        store = SubscriberStore(app.store)
+        subs = [s for s in [store.get(normalise_email(email))] if s] if email else store.all()
+    rows = [(s, w) for s in subs for w in s.watchlists]
+    if not rows:
+        click.echo("no watchlists")
+    for sub, w in rows:
+        click.echo(f"{w.id:>5}  {sub.email}  {w.query}" + ("  [instant]" if w.instant else ""))
+
+
+@watchlist.command("remove")
+@click.argument("watchlist_id", type=int)
+@click.pass_obj
+def watchlist_remove(obj: _Context, watchlist_id: int) -> None:
+    """Delete a watchlist by its id (see `qasid watchlist list`)."""
+    from pipeline.adapters.subscriber_store import SubscriberStore
+
+    with obj.app() as app:
+        if not SubscriberStore(app.store).remove_watchlist(watchlist_id):
+            raise click.ClickException(f"no watchlist {watchlist_id}")
+    click.echo(f"removed watchlist {watchlist_id}")
+
+
+@watchlist.command("test")
+@click.argument("query")
+@click.option("--days", type=click.IntRange(1, 366), default=30, show_default=True)
+@click.pass_obj
+def watchlist_test(obj: _Context, query: str, days: int) -> None:
+    """How often QUERY would have matched stored items, per week, with examples."""
+    from pipeline.subscriptions import backtest_query
+
+    with obj.app() as app:
+        result = backtest_query(app, query, days)
+    click.echo(
+        f"{result.query}: {result.matches} of {result.items_scanned} items in the last "
+        f"{days} days (about {result.weekly_average:.1f} a week)"
+    )
+    for start, count in result.per_week:
+        click.echo(f"  week of {start:%Y-%m-%d}  {'#' * min(count, 60)} {count}")
+    for example in result.examples:
+        click.echo(f"  e.g. {example.published:%Y-%m-%d}  {example.title}")
 
 
 # -- processes ------------------------------------------------------------------------------

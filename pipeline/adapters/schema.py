@@ -121,3 +121,30 @@ item = Table(
     ),
     Index("ix_item_published_at", "published_at"),
 )
+
+subscriber = Table(
+    "subscriber",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # normalised (lower-cased domain)
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("themes", JSON, nullable=False),
+    Column("frequency", String(16), nullable=False, server_default="daily"),
+    Column("hour", Integer, nullable=False, server_default="7"),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+watchlist = Table(
+    "watchlist",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("query", Text, nullable=False),
+    Column("instant", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("uq_watchlist_subscriber_id_query", "subscriber_id", "query", unique=True),
+)

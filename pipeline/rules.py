@@ -253,9 +253,11 @@ def load_rules(
 
     weights = dict(DEFAULT_WEIGHTS)
     for tier, value in _table(document, "weights", source).items():
-        if tier not in DEFAULT_WEIGHTS:
-            raise ConfigError(f"weights.{tier}", "unknown weight tier", source)
+        if not _ID.match(tier) or tier in _THEME_KEYS - set(DEFAULT_WEIGHTS):
+            raise ConfigError(f"weights.{tier}", "not a usable tier name", source)
         weights[tier] = _number(value, f"weights.{tier}", source)
+    lexicon_keys = _LEXICON_KEYS | set(weights)
+    theme_keys = _THEME_KEYS | set(weights)
     defaults = _table(document, "defaults", source)
     for key in defaults:
         if key not in ("title_weight", "theme_threshold", "lexicon_threshold"):
@@ -278,7 +280,7 @@ def load_rules(
             raise ConfigError(where, "a lexicon cannot take a theme's id", source)
         if not isinstance(table, dict):
             raise ConfigError(where, "must be a table", source)
-        _known_keys(table, _LEXICON_KEYS, where, source)
+        _known_keys(table, lexicon_keys, where, source)
         lexicons.append(
             Lexicon(
                 lexicon_id,
@@ -302,7 +304,7 @@ def load_rules(
             raise ConfigError(where, "missing: every one of the 14 themes needs a rule", source)
         if not isinstance(table, dict):
             raise ConfigError(where, "must be a table", source)
-        _known_keys(table, _THEME_KEYS, where, source)
+        _known_keys(table, theme_keys, where, source)
         for key in ("name", "description"):
             if not isinstance(table.get(key), str) or not table[key].strip():
                 raise ConfigError(f"{where}.{key}", "required text", source)

@@ -1,0 +1,382 @@
+"""Building a digest: select, rank, cluster near-duplicates, and lay out sections.
+
+Pure: takes tagged items, a subscriber's choices and the period, returns a Digest. Ranking is
+a sum of named parts so an editor can explain any position:
+
+    rank = theme score (best of the item's chosen themes, capped)
+         + US involvement bonus
+         + title bonus (the theme's evidence is in the headline)
+         + source variety (other outlets carrying the same story)
+         + recency (newer items within the period score higher)
+         + watchlist bonus (the reader asked for this explicitly)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+
+from pipeline.core.text import token_texts
+
+# Ranking weights: small integers so that a reader can follow the arithmetic.
+THEME_SCORE_CAP = 12.0
+US_BONUS = 2.0
+TITLE_BONUS = 1.5
+VARIETY_BONUS = 1.0  # per other outlet, up to VARIETY_CAP
+VARIETY_CAP = 3.0
+RECENCY_BONUS = 2.0  # for an item at the very end of the period, falling linearly to 0
+WATCHLIST_BONUS = 3.0
+
+TOP_STORIES = 3
+MAX_PER_SECTION = 8
+SNIPPET_CHARS = 240
+SIMILARITY_THRESHOLD = 0.5  # Jaccard of headline words, or of summary word 3-grams
+# Words too common to say two headlines are about the same story.
+_STOP = frozenset(
+    "a an and are as at be by for from has have in is it its of on or said says that the to "
+    "was were will with after over amid into new".split()
+)
+
+
+@dataclass(frozen=True)
+class ThemeInfo:
+    """A theme as a reader sees it: name, one-line description, context paragraph."""
+
+    id: str
+    name: str
+    description: str = ""
+    context: str = ""
+
+
+@dataclass(frozen=True)
+class DigestCandidate:
+    """A stored, tagged item as the digest builder needs it."""
+
+    id: str
+    title: str
+    link: str
+    source: str  # the outlet's name
+    published: datetime  # aware UTC
+    summary_text: str
+    themes: tuple[str, ...]
+    scores: Mapping[str, float]
+    evidence: Mapping[str, Sequence[str]]
+    us_link: bool
+    relevant: bool
+    watchlists: tuple[str, ...] = ()  # queries of the reader's watchlists that matched
+
+
+@dataclass(frozen=True)
+class DigestEntry:
+    """One story in a digest: the best-ranked item of a cluster and the other outlets."""
+
+    item: DigestCandidate
+    rank: float
+    reasons: tuple[str, ...]  # why it is here: evidence terms or the watchlist hit
+    also: tuple[str, ...] = ()  # other outlets that carried the same story
+    snippet: str = ""
+
+
+@dataclass(frozen=True)
+class DigestSection:
+    theme: ThemeInfo
+    entries: tuple[DigestEntry, ...]
+    count: int  # stories in this theme this period (before the per-section cap)
+    previous_count: int | None  # the same in the previous period, when known
+    volume_line: str = ""
+
+
+@dataclass(frozen=True)
+class Digest:
+    period_start: datetime
+    period_end: datetime
+    subject: str
+    preheader: str
+    top: tuple[DigestEntry, ...]
+    sections: tuple[DigestSection, ...]
+    watchlist_entries: tuple[DigestEntry, ...] = ()  # matched a watchlist, no chosen theme
+    item_ids: tuple[str, ...] = field(default_factory=tuple)  # every item shown, once
+
+    @property
+    def empty(self) -> bool:
+        return not self.item_ids
+
+
+@dataclass(frozen=True)
+class DigestRequest:
+    """What to build: whose choices, which period, how it is titled."""
+
+    themes: Sequence[str]  # the reader's themes; all themes for the public edition
+    period_start: datetime
+    period_end: datetime
+    title: str = "qasid"
+    label_date: date | None = None  # the reader's local date for the subject line
+    previous_counts: Mapping[str, int] | None = None  # theme → stories in the prior period
+    top_stories: int = TOP_STORIES
+    max_per_section: int = MAX_PER_SECTION
+
+
+# -- similarity ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Signature:
+    title: frozenset[str]  # headline words without stop words
+    body: frozenset[str]  # word 3-grams of the opening of the summary
+
+
+def _signature(candidate: DigestCandidate) -> _Signature:
+    title_words = [w for w in token_texts(candidate.title) if w not in _STOP]
+    body_words = [w for w in token_texts(candidate.summary_text)[:60] if w not in _STOP]
+    shingles = {" ".join(body_words[i : i + 3]) for i in range(max(len(body_words) - 2, 0))}
+    return _Signature(frozenset(title_words), frozenset(shingles))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """|a ∩ b| / |a ∪ b|, and 0 when either is empty."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def similarity(a: _Signature, b: _Signature) -> float:
+    """Headlines that share most words, or summaries that share most phrases (wire copy
+    under a rewritten headline), are the same story."""
+    body = jaccard(a.body, b.body) if min(len(a.body), len(b.body)) >= 5 else 0.0
+    return max(jaccard(a.title, b.title), body)
+
+
+def cluster(
+    candidates: Sequence[DigestCandidate], threshold: float = SIMILARITY_THRESHOLD
+) -> list[list[DigestCandidate]]:
+    """Group near-duplicate stories (greedy, in the given order: pass them best first).
+
+    Each cluster's first member is its representative. Items sharing a link are always one
+    story; otherwise titles and opening text must overlap by ``threshold`` (Jaccard).
+    """
+    clusters: list[list[DigestCandidate]] = []
+    signatures: list[_Signature] = []
+    links: list[set[str]] = []
+    for candidate in candidates:
+        sig = _signature(candidate)
+        for index, members in enumerate(clusters):
+            same_link = bool(candidate.link) and candidate.link in links[index]
+            if same_link or similarity(sig, signatures[index]) >= threshold:
+                members.append(candidate)
+                if candidate.link:
+                    links[index].add(candidate.link)
+                break
+        else:
+            clusters.append([candidate])
+            signatures.append(sig)
+            links.append({candidate.link} if candidate.link else set())
+    return clusters
+
+
+# -- ranking -------------------------------------------------------------------------------
+
+
+def rank_parts(
+    candidate: DigestCandidate,
+    themes: Iterable[str],
+    period_start: datetime,
+    period_end: datetime,
+    other_outlets: int = 0,
+) -> dict[str, float]:
+    """The named parts of an item's rank, for display and for tests."""
+    chosen = [t for t in themes if t in candidate.themes]
+    theme_score = max((candidate.scores.get(t, 0.0) for t in chosen), default=0.0)
+    title_words = set(token_texts(candidate.title))
+    in_title = any(
+        set(token_texts(term)) <= title_words
+        for t in chosen
+        for term in candidate.evidence.get(t, ())
+        if token_texts(term)
+    )
+    span = (period_end - period_start).total_seconds() or 1.0
+    age = (period_end - min(candidate.published, period_end)).total_seconds()
+    recency = max(0.0, 1.0 - age / span) * RECENCY_BONUS
+    return {
+        "theme": min(theme_score, THEME_SCORE_CAP),
+        "us": US_BONUS if candidate.us_link else 0.0,
+        "title": TITLE_BONUS if in_title else 0.0,
+        "variety": min(other_outlets * VARIETY_BONUS, VARIETY_CAP),
+        "recency": round(recency, 3),
+        "watchlist": WATCHLIST_BONUS if candidate.watchlists else 0.0,
+    }
+
+
+def _reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ...]:
+    reasons = [f"watchlist: {query}" for query in candidate.watchlists]
+    for theme in themes:
+        if theme in candidate.themes:
+            terms = list(dict.fromkeys(candidate.evidence.get(theme, ())))[:4]
+            if terms:
+                reasons.append(f"{theme}: {', '.join(terms)}")
+    return tuple(reasons)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?۔])\s")
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """One or two sentences of the summary, cut on a word boundary."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    sentences = _SENTENCE_END.split(text)
+    out = ""
+    for sentence in sentences:
+        if len(out) + len(sentence) + 1 > limit:
+            break
+        out = f"{out} {sentence}".strip()
+    if out:
+        return out
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + "…"
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def _volume_line(count: int, previous: int | None, period_word: str) -> str:
+    stories = "story" if count == 1 else "stories"
+    if previous is None:
+        return f"{count} {stories} this {period_word}."
+    if previous == count:
+        trend = "the same as"
+    elif count > previous:
+        trend = f"up from {previous} in"
+    else:
+        trend = f"down from {previous} in"
+    return f"{count} {stories} this {period_word}, {trend} the {period_word} before."
+
+
+def _period_word(start: datetime, end: datetime) -> str:
+    days = (end - start) / timedelta(days=1)
+    if days <= 1.5:
+        return "day"
+    if days <= 8:
+        return "week"
+    return "period"
+
+
+def build_digest(
+    candidates: Iterable[DigestCandidate],
+    request: DigestRequest,
+    themes: Sequence[ThemeInfo],
+) -> Digest:
+    """Select, rank, cluster and lay out one digest. ``themes`` gives the editorial order.
+
+    An item appears once: in the top stories, or else in the section of its best-scoring
+    chosen theme, or else (matched only by a watchlist) under "Your watchlists".
+    """
+    order = [t.id for t in themes]
+    wanted = [t for t in order if t in set(request.themes)]
+    pool = [
+        c
+        for c in candidates
+        if request.period_start <= c.published < request.period_end
+        and ((c.relevant and any(t in c.themes for t in wanted)) or c.watchlists)
+    ]
+    base = {
+        c.id: sum(rank_parts(c, wanted, request.period_start, request.period_end).values())
+        for c in pool
+    }
+    pool.sort(key=lambda c: (-base[c.id], c.published, c.id))
+    stories = cluster(pool)
+
+    entries: list[DigestEntry] = []
+    for members in stories:
+        lead = members[0]
+        outlets = [m.source for m in members[1:] if m.source and m.source != lead.source]
+        also = tuple(dict.fromkeys(outlets))
+        parts = rank_parts(lead, wanted, request.period_start, request.period_end, len(also))
+        watchlists = tuple(dict.fromkeys(q for m in members for q in m.watchlists))
+        if watchlists != lead.watchlists:
+            lead = replace(lead, watchlists=watchlists)
+        entries.append(
+            DigestEntry(
+                item=lead,
+                rank=round(sum(parts.values()), 3),
+                reasons=_reasons(lead, wanted),
+                also=also,
+                snippet=snippet(lead.summary_text),
+            )
+        )
+    entries.sort(key=lambda e: (-e.rank, e.item.published, e.item.id))
+
+    top = tuple(entries[: request.top_stories])
+    shown = {e.item.id for e in top}
+    by_theme: dict[str, list[DigestEntry]] = {t: [] for t in wanted}
+    counts = dict.fromkeys(wanted, 0)
+    watch_only: list[DigestEntry] = []
+    for entry in entries:
+        item_themes = [t for t in wanted if t in entry.item.themes and entry.item.relevant]
+        for t in item_themes:
+            counts[t] += 1
+        if entry.item.id in shown:
+            continue
+        if item_themes:
+            home = max(item_themes, key=lambda t: (entry.item.scores.get(t, 0.0), -order.index(t)))
+            by_theme[home].append(entry)
+        else:
+            watch_only.append(entry)
+
+    period_word = _period_word(request.period_start, request.period_end)
+    info = {t.id: t for t in themes}
+    sections = []
+    for theme_id in wanted:
+        listed = by_theme[theme_id][: request.max_per_section]
+        if not listed:
+            continue
+        previous = (request.previous_counts or {}).get(theme_id)
+        if request.previous_counts is not None and previous is None:
+            previous = 0
+        sections.append(
+            DigestSection(
+                theme=info[theme_id],
+                entries=tuple(listed),
+                count=counts[theme_id],
+                previous_count=previous,
+                volume_line=_volume_line(counts[theme_id], previous, period_word),
+            )
+        )
+    shown_ids = [e.item.id for e in top]
+    shown_ids += [e.item.id for s in sections for e in s.entries]
+    shown_ids += [e.item.id for e in watch_only]
+    covered = sorted((t for t in wanted if counts[t]), key=lambda t: (-counts[t], order.index(t)))
+    lead_names = [info[t].name for t in covered[:3]]
+    return Digest(
+        period_start=request.period_start,
+        period_end=request.period_end,
+        subject=digest_subject(
+            request.title,
+            request.label_date or request.period_end.date(),
+            lead_names,
+            len(sections),
+        ),
+        preheader=_preheader(top),
+        top=top,
+        sections=tuple(sections),
+        watchlist_entries=tuple(watch_only),
+        item_ids=tuple(dict.fromkeys(shown_ids)),
+    )
+
+
+def digest_subject(title: str, day_of: date, lead_themes: Sequence[str], sections: int) -> str:
+    """E.g. "qasid, 29 Nov: Sanctions, The economy, India (+2 more)"."""
+    day = f"{day_of.day} {day_of:%b}"
+    if not lead_themes:
+        return f"{title}, {day}: your watchlists"
+    more = sections - len(lead_themes)
+    tail = f" (+{more} more)" if more > 0 else ""
+    return f"{title}, {day}: {', '.join(lead_themes)}{tail}"
+
+
+def _preheader(top: Sequence[DigestEntry]) -> str:
+    if not top:
+        return ""
+    return " · ".join(e.item.title for e in top)[:200]

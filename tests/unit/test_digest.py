@@ -1,0 +1,174 @@
+"""Digest building: selection, ranking, near-duplicates, sections, subject."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.core.digest import (
+    DigestCandidate,
+    DigestRequest,
+    ThemeInfo,
+    build_digest,
+    cluster,
+    rank_parts,
+    snippet,
+)
+
+END = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+START = END - timedelta(days=1)
+THEMES = [
+    ThemeInfo("counterterrorism", "Counterterrorism", context="Why CT matters."),
+    ThemeInfo("sanctions", "Sanctions"),
+    ThemeInfo("india", "India"),
+    ThemeInfo("economy", "The economy"),
+]
+ALL = [t.id for t in THEMES]
+WORDS = "apple banana cherry damson elder fig grape hazel iris juniper kiwi lime mango".split()
+
+
+def item(n: int, **changes: object) -> DigestCandidate:
+    base = DigestCandidate(
+        id=f"i{n}",
+        title=f"Story {n}: {WORDS[n % len(WORDS)]} {WORDS[(n * 7 + 3) % len(WORDS)]}",
+        link=f"https://news.example/{n}",
+        source="Dawn",
+        published=END - timedelta(hours=n % 20 + 1),
+        summary_text=f"Body text {n} distinct words alpha{n} beta{n} gamma{n}.",
+        themes=("economy",),
+        scores={"economy": 4.0},
+        evidence={"economy": ["IMF"]},
+        us_link=False,
+        relevant=True,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def request(**changes: object) -> DigestRequest:
+    return replace(DigestRequest(themes=ALL, period_start=START, period_end=END), **changes)  # type: ignore[arg-type]
+
+
+def test_top_stories_lead_and_sections_follow_the_editorial_order() -> None:
+    items = [
+        item(1, themes=("economy",), scores={"economy": 5.0}),
+        item(2, themes=("india",), scores={"india": 9.0}, evidence={"india": ["LoC"]}),
+        item(3, themes=("counterterrorism",), scores={"counterterrorism": 4.0}),
+        item(4, themes=("india",), scores={"india": 4.0}),
+        item(5, themes=("economy",), scores={"economy": 3.6}),
+    ]
+    digest = build_digest(items, request(top_stories=1), THEMES)
+    assert [e.item.id for e in digest.top] == ["i2"]
+    assert [s.theme.id for s in digest.sections] == ["counterterrorism", "india", "economy"]
+    assert digest.sections[0].theme.context == "Why CT matters."
+    assert sorted(digest.item_ids) == ["i1", "i2", "i3", "i4", "i5"]
+
+
+def test_us_involvement_and_a_headline_hit_raise_the_rank() -> None:
+    plain = item(1)
+    with_us = replace(plain, us_link=True)
+    titled = replace(plain, title="IMF mission arrives in Islamabad")
+    parts = [rank_parts(c, ALL, START, END) for c in (plain, with_us, titled)]
+    assert parts[1]["us"] > parts[0]["us"]
+    assert parts[2]["title"] > parts[0]["title"]
+
+
+def test_the_same_story_from_several_outlets_appears_once_naming_the_others() -> None:
+    story = "Pakistan and IMF reach staff-level agreement on loan programme"
+    items = [
+        item(1, title=story, source="Dawn", scores={"economy": 6.0}),
+        item(2, title=story + " - report", source="Reuters", link="https://r.example/x"),
+        item(
+            3, title="IMF and Pakistan reach staff-level agreement on loan programme", source="Geo"
+        ),
+    ]
+    digest = build_digest(items, request(), THEMES)
+    [entry] = [*digest.top, *(e for s in digest.sections for e in s.entries)]
+    assert entry.item.source == "Dawn"
+    assert entry.also == ("Reuters", "Geo")
+    assert digest.item_ids == ("i1",)
+
+
+def test_different_stories_are_not_merged() -> None:
+    a = item(1, title="Senate passes budget with new taxes on retailers")
+    b = item(2, title="Army chief meets CENTCOM commander in Rawalpindi")
+    assert len(cluster([a, b])) == 2
+
+
+def test_items_outside_the_period_or_not_relevant_are_left_out() -> None:
+    items = [
+        item(1, published=START - timedelta(minutes=1)),
+        item(2, published=END),  # the end is exclusive
+        item(3, relevant=False),
+        item(4, themes=("gulf",), scores={"gulf": 9.0}),  # a theme the reader did not choose
+    ]
+    assert build_digest(items, request(), THEMES).empty
+
+
+def test_watchlist_matches_come_in_even_without_a_chosen_theme() -> None:
+    hit = item(1, relevant=False, themes=(), scores={}, watchlists=('F-16 OR "fighter jets"',))
+    digest = build_digest([hit, item(2)], request(top_stories=0, themes=["economy"]), THEMES)
+    assert [e.item.id for e in digest.watchlist_entries] == ["i1"]
+    assert digest.watchlist_entries[0].reasons == ('watchlist: F-16 OR "fighter jets"',)
+
+
+def test_volume_line_compares_with_the_previous_period() -> None:
+    items = [item(n) for n in range(3)]
+    up = build_digest(items, request(top_stories=0, previous_counts={"economy": 1}), THEMES)
+    assert up.sections[0].volume_line == "3 stories this day, up from 1 in the day before."
+    none_before = build_digest(items, request(top_stories=0, previous_counts={}), THEMES)
+    assert "up from 0" in none_before.sections[0].volume_line
+    unknown = build_digest(items, request(top_stories=0), THEMES)
+    assert unknown.sections[0].volume_line == "3 stories this day."
+
+
+def test_subject_names_the_lead_themes_and_the_date() -> None:
+    items = [
+        item(1, themes=("india",), scores={"india": 5.0}),
+        item(
+            2, themes=("india",), scores={"india": 5.0}, title="Kashmir LoC ceasefire holds again"
+        ),
+        item(3),
+    ]
+    digest = build_digest(items, request(label_date=date(2026, 11, 29)), THEMES)
+    assert digest.subject.startswith("qasid, 29 Nov: ")
+    assert "India" in digest.subject and "The economy" in digest.subject
+
+
+def test_snippet_keeps_whole_sentences_within_the_limit() -> None:
+    text = "First sentence here. Second one is longer than the first. " + "x " * 200
+    assert snippet(text, 60) == "First sentence here. Second one is longer than the first."
+    assert snippet("word " * 100, 30).endswith("…")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),  # title family: equal families are near-duplicates
+            st.sampled_from(ALL),
+            st.floats(0, 15),
+            st.booleans(),
+        ),
+        max_size=40,
+    )
+)
+def test_a_digest_never_repeats_an_item(rows: list[tuple[int, str, float, bool]]) -> None:
+    items = [
+        item(
+            n,
+            title=f"Story family {family} about {theme} developments",
+            themes=(theme,),
+            scores={theme: score},
+            us_link=us,
+        )
+        for n, (family, theme, score, us) in enumerate(rows)
+    ]
+    digest = build_digest(items, request(), THEMES)
+    shown = [e.item.id for e in digest.top]
+    shown += [e.item.id for s in digest.sections for e in s.entries]
+    shown += [e.item.id for e in digest.watchlist_entries]
+    assert len(shown) == len(set(shown))
+    assert set(shown) == set(digest.item_ids)

@@ -40,9 +40,7 @@ _LEXICON_KEYS = frozenset({"threshold", "title_weight", *DEFAULT_WEIGHTS})
 _THEME_KEYS = frozenset(
     {"name", "description", "requires", "requires_any", "penalties", *_LEXICON_KEYS}
 )
-_TOP_KEYS = frozenset(
-    {"weights", "defaults", "tagger", "prior", "source", "lexicons", "themes"}
-)
+_TOP_KEYS = frozenset({"weights", "defaults", "tagger", "prior", "source", "lexicons", "themes"})
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,9 @@ def load_aliases(path: Path) -> dict[str, Alias]:
             raise ConfigError(where, "must be a table", source)
         alias_id = entry.get("id")
         if not isinstance(alias_id, str) or not _ID.match(alias_id):
-            raise ConfigError(f"{where}.id", "must be lowercase letters, digits, _", source, alias_id)
+            raise ConfigError(
+                f"{where}.id", "must be lowercase letters, digits, _", source, alias_id
+            )
         where = f"alias.{alias_id}"
         unknown = set(entry) - _ALIAS_KEYS
         if unknown:
@@ -198,7 +198,7 @@ class _Reader:
             unknown = set(item) - _TERM_KEYS
             if unknown:
                 raise ConfigError(f"{key}.{sorted(unknown)[0]}", "unknown key", self.source)
-            text = item.get("term")
+            text = item.get("term", "")
             if "weight" in item:
                 weight = _number(item["weight"], f"{key}.weight", self.source)
             case = item.get("case", False)
@@ -262,7 +262,9 @@ def load_rules(
     for key in defaults:
         if key not in ("title_weight", "theme_threshold", "lexicon_threshold"):
             raise ConfigError(f"defaults.{key}", "unknown setting", source)
-    title_weight = _number(defaults.get("title_weight", 1.5), "defaults.title_weight", source, minimum=0)
+    title_weight = _number(
+        defaults.get("title_weight", 1.5), "defaults.title_weight", source, minimum=0
+    )
     theme_threshold = _number(
         defaults.get("theme_threshold", 3.0), "defaults.theme_threshold", source, minimum=0
     )
@@ -285,8 +287,18 @@ def load_rules(
             Lexicon(
                 lexicon_id,
                 reader.terms(table, where),
-                _number(table.get("threshold", lexicon_threshold), f"{where}.threshold", source, minimum=0),
-                _number(table.get("title_weight", title_weight), f"{where}.title_weight", source, minimum=0),
+                _number(
+                    table.get("threshold", lexicon_threshold),
+                    f"{where}.threshold",
+                    source,
+                    minimum=0,
+                ),
+                _number(
+                    table.get("title_weight", title_weight),
+                    f"{where}.title_weight",
+                    source,
+                    minimum=0,
+                ),
             )
         )
 
@@ -294,7 +306,9 @@ def load_rules(
     for theme_id in themes_table:
         if theme_id not in THEME_IDS:
             raise ConfigError(
-                f"themes.{theme_id}", f"unknown theme id; the ids are: {', '.join(THEME_IDS)}", source
+                f"themes.{theme_id}",
+                f"unknown theme id; the ids are: {', '.join(THEME_IDS)}",
+                source,
             )
     themes = []
     for theme_id in THEME_IDS:
@@ -317,8 +331,15 @@ def load_rules(
                 table["name"].strip(),
                 table["description"].strip(),
                 terms,
-                _number(table.get("threshold", theme_threshold), f"{where}.threshold", source, minimum=0),
-                _number(table.get("title_weight", title_weight), f"{where}.title_weight", source, minimum=0),
+                _number(
+                    table.get("threshold", theme_threshold), f"{where}.threshold", source, minimum=0
+                ),
+                _number(
+                    table.get("title_weight", title_weight),
+                    f"{where}.title_weight",
+                    source,
+                    minimum=0,
+                ),
                 reader.ids(table.get("requires", []), f"{where}.requires"),
                 reader.ids(table.get("requires_any", []), f"{where}.requires_any"),
                 reader.penalties(table.get("penalties", {}), f"{where}.penalties"),
@@ -328,14 +349,23 @@ def load_rules(
     tagger = _table(document, "tagger", source)
     _known_keys(tagger, {"anchor", "text_anchor", "us", "penalties"}, "tagger", source)
     anchor = _id_value(tagger.get("anchor", "pakistan"), "tagger.anchor", source)
-    text_anchor = _id_value(tagger.get("text_anchor", "pakistan_text"), "tagger.text_anchor", source)
+    text_anchor = _id_value(
+        tagger.get("text_anchor", "pakistan_text"), "tagger.text_anchor", source
+    )
     us = _id_value(tagger.get("us", "us"), "tagger.us", source)
     penalties = reader.penalties(tagger.get("penalties", {}), "tagger.penalties")
 
     prior_table = _table(document, "prior", source)
     _known_keys(
         prior_table,
-        {"anchor_countries", "anchor_weight", "cancel_lexicon", "us_countries", "us_kinds", "us_weight"},
+        {
+            "anchor_countries",
+            "anchor_weight",
+            "cancel_lexicon",
+            "us_countries",
+            "us_kinds",
+            "us_weight",
+        },
         "prior",
         source,
     )
@@ -343,16 +373,22 @@ def load_rules(
     if cancel is not None:
         reader.requires_seen.append(("prior.cancel_lexicon", cancel))
     prior = SourcePrior(
-        anchor_countries=_strings(prior_table.get("anchor_countries", ["PK"]), "prior.anchor_countries", source),
-        anchor_weight=_number(prior_table.get("anchor_weight", 2.0), "prior.anchor_weight", source, minimum=0),
+        anchor_countries=_strings(
+            prior_table.get("anchor_countries", ["PK"]), "prior.anchor_countries", source
+        ),
+        anchor_weight=_number(
+            prior_table.get("anchor_weight", 2.0), "prior.anchor_weight", source, minimum=0
+        ),
         cancel_lexicon=cancel or None,
-        us_countries=_strings(prior_table.get("us_countries", ["US"]), "prior.us_countries", source),
+        us_countries=_strings(
+            prior_table.get("us_countries", ["US"]), "prior.us_countries", source
+        ),
         us_kinds=_strings(prior_table.get("us_kinds", ["government"]), "prior.us_kinds", source),
         us_weight=_number(prior_table.get("us_weight", 2.0), "prior.us_weight", source, minimum=0),
     )
 
     known_ids = {lexicon.id for lexicon in lexicons} | set(THEME_IDS) | {text_anchor}
-    for key, name in reader.requires_seen + [("tagger.anchor", anchor), ("tagger.us", us)]:
+    for key, name in [*reader.requires_seen, ("tagger.anchor", anchor), ("tagger.us", us)]:
         if name not in known_ids:
             raise ConfigError(key, "names no lexicon or theme", source, name)
     if text_anchor in {lexicon.id for lexicon in lexicons}:
@@ -396,7 +432,9 @@ def _table(document: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     return value
 
 
-def _known_keys(table: dict[str, Any], allowed: set[str] | frozenset[str], where: str, source: str) -> None:
+def _known_keys(
+    table: dict[str, Any], allowed: set[str] | frozenset[str], where: str, source: str
+) -> None:
     unknown = set(table) - set(allowed)
     if unknown:
         raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key", source)

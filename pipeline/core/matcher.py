@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import ahocorasick
 
-from pipeline.core.text import fold_surface, surface_words, token_texts
+from pipeline.core.text import fold_surface, join_folded_words, surface_words, token_texts
 
 _NON_WORD = re.compile(r"[\W_]+")  # the complement of text._TOKEN: runs between words
 
@@ -83,7 +83,26 @@ class Field(NamedTuple):
 
 def prepare(text: str) -> Field:
     """Normalise and tokenise one field: the form ``Matcher.scan`` matches against."""
-    surface = _NON_WORD.sub(" ", fold_surface(text)).strip()
+    return prepare_folded(fold_surface(text))
+
+
+def prepare_many(*texts: str) -> tuple[Field, list[int]]:
+    """Several fields (an item's title and summary) prepared and ``join``ed in one go: one
+    normalisation pass over them all. Returns the joined field and each field's offset."""
+    if len(texts) == 1:
+        return prepare(texts[0]), [0]
+    folded = fold_surface(
+        _FIELD_BREAK.join(t.replace(_FIELD_BREAK, " ") if _FIELD_BREAK in t else t for t in texts)
+    )
+    return join(prepare_folded(part) for part in folded.split(_FIELD_BREAK))
+
+
+_FIELD_BREAK = "\x1e"  # record separator: folding keeps it, and it is not a word character
+
+
+def prepare_folded(surface: str) -> Field:
+    """``prepare`` for text already through ``fold_surface``."""
+    surface = join_folded_words(surface)
     if not surface:
         return Field(" ", " ", True, 0)
     surface = f" {surface} "
@@ -103,51 +122,52 @@ class Matcher:
     """All registered terms in one Aho-Corasick automaton (base + delta)."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, list[_Entry]] = {}  # key → who registered it
+        # key → who registered it. A bucket list lives as long as its key is in an
+        # automaton (it is the automaton's value too): removal empties it in place, and an
+        # empty bucket is a dead key, skipped until the next rebuild drops it.
+        self._entries: dict[str, list[_Entry]] = {}
         self._owner_keys: dict[Hashable, set[str]] = {}
-        self._base: Any = None  # ahocorasick.Automaton, built over _base_keys
-        self._base_keys: set[str] = set()
-        self._delta: Any = None
+        self._base: Any = None  # ahocorasick.Automaton over the keys at the last rebuild
+        self._base_size = 0
+        self._delta: Any = None  # automaton over the keys added since
         self._delta_keys: set[str] = set()
         self._delta_dirty = False
-        self._dead = 0  # keys in the automata that no owner uses any more
+        self._dead = 0  # keys with an empty bucket
 
     # -- registration ------------------------------------------------------------------
 
     def add(
         self,
         owner: Hashable,
-        terms: Iterable[tuple[str, bool, Any]] | Iterable[tuple[Pattern, Any]],
+        terms: Iterable[tuple[Any, ...]],
     ) -> int:
         """Register ``terms`` under ``owner`` (replacing whatever it had): each is
         ``(term, case_sensitive, payload)`` or ``(Pattern, payload)``. Returns the number of
-        terms registered. Raises ValueError, naming the term, when one holds no word."""
+        terms registered. Raises ValueError, naming the term, when one holds no word; the
+        owner's earlier terms are gone by then."""
         if owner in self._owner_keys:
             self.remove(owner)
         keys: set[str] = set()
+        self._owner_keys[owner] = keys
         count = 0
         for spec in terms:
-            if len(spec) == 3:
-                term, case_sensitive, payload = spec  # type: ignore[misc]
-                pattern = compile_pattern(term, case_sensitive)
+            if isinstance(spec[0], Pattern):
+                pattern, payload = spec[0], spec[-1]
             else:
-                pattern, payload = spec  # type: ignore[misc]
-            entry = _Entry(
-                owner, payload, pattern.ntokens, pattern.case_surface, pattern.wildcard
-            )
+                pattern = compile_pattern(str(spec[0]), bool(spec[1]))
+                payload = spec[-1]
+            entry = _Entry(owner, payload, pattern.ntokens, pattern.case_surface, pattern.wildcard)
             bucket = self._entries.get(pattern.key)
             if bucket is None:
                 self._entries[pattern.key] = [entry]
-                if pattern.key in self._base_keys or pattern.key in self._delta_keys:
-                    self._dead -= 1  # a dead key comes back to life
-                else:
-                    self._delta_keys.add(pattern.key)
-                    self._delta_dirty = True
+                self._delta_keys.add(pattern.key)
+                self._delta_dirty = True
             else:
+                if not bucket:
+                    self._dead -= 1  # a dead key comes back to life
                 bucket.append(entry)
             keys.add(pattern.key)
             count += 1
-        self._owner_keys[owner] = keys
         return count
 
     def remove(self, owner: Hashable) -> bool:
@@ -156,13 +176,11 @@ class Matcher:
         if keys is None:
             return False
         for key in keys:
-            bucket = [entry for entry in self._entries[key] if entry.owner != owner]
-            if bucket:
-                self._entries[key] = bucket
-            else:
-                del self._entries[key]
+            bucket = self._entries[key]
+            bucket[:] = [entry for entry in bucket if entry.owner != owner]
+            if not bucket:
                 self._dead += 1
-        if self._dead > max(DELTA_MIN_KEYS, DELTA_FRACTION * len(self._base_keys)):
+        if self._dead > max(DELTA_MIN_KEYS, DELTA_FRACTION * self._base_size):
             self.rebuild()
         return True
 
@@ -171,15 +189,16 @@ class Matcher:
 
     def __len__(self) -> int:
         """Distinct live keys."""
-        return len(self._entries)
+        return len(self._entries) - self._dead
 
     # -- automata ----------------------------------------------------------------------
 
-    @staticmethod
-    def _build(keys: Iterable[str]) -> Any:
+    def _build(self, keys: Iterable[str]) -> Any:
         automaton = ahocorasick.Automaton()
         for key in keys:
-            automaton.add_word(key, key)
+            # value: the bucket, how far back the key starts, where its last letter ends
+            ends_with_space = key[-1] == " "
+            automaton.add_word(key, (self._entries[key], len(key) - 1, 0 if ends_with_space else 1))
         if len(automaton):
             automaton.make_automaton()
             return automaton
@@ -187,8 +206,9 @@ class Matcher:
 
     def rebuild(self) -> None:
         """Merge everything live into a fresh base automaton and empty the delta."""
-        self._base_keys = set(self._entries)
-        self._base = self._build(self._base_keys)
+        self._entries = {key: bucket for key, bucket in self._entries.items() if bucket}
+        self._base = self._build(self._entries)
+        self._base_size = len(self._entries)
         self._delta_keys = set()
         self._delta = None
         self._delta_dirty = False
@@ -197,7 +217,7 @@ class Matcher:
     def _ready(self) -> None:
         if not self._delta_dirty:
             return
-        if len(self._delta_keys) > max(DELTA_MIN_KEYS, DELTA_FRACTION * len(self._base_keys)):
+        if len(self._delta_keys) > max(DELTA_MIN_KEYS, DELTA_FRACTION * self._base_size):
             self.rebuild()
         else:
             self._delta = self._build(self._delta_keys)
@@ -207,37 +227,69 @@ class Matcher:
 
     def scan(self, field: Field | str) -> list[Hit]:
         """Every occurrence of every registered term in ``field`` (text or ``prepare``d),
-        in order of where they end."""
+        with token positions, in order of where they end."""
         if isinstance(field, str):
             field = prepare(field)
-        self._ready()
-        hits: list[Hit] = []
         folded = field.folded
+        hits = []
+        for owner, payload, start_char, end_char in self.spans(field):
+            start = folded.count(" ", 0, start_char)
+            inner = folded.count(" ", start_char + 1, end_char)  # spaces between its words
+            hits.append(Hit(owner, payload, start, start + inner + 1))
+        return hits
+
+    def spans(self, field: Field) -> list[tuple[Any, Any, int, int]]:
+        """The hot path of ``scan``: ``(owner, payload, start, end)`` with character offsets
+        into ``field.folded`` (start at the term's leading space, end exclusive, past its
+        last letter), in order of where they end. Several fields may be scanned in one call
+        by joining their prepared forms with a character no term contains (``join``)."""
+        if self._delta_dirty:
+            self._ready()
+        spans: list[tuple[Any, Any, int, int]] = []
+        append = spans.append
         for automaton in (self._base, self._delta):
             if automaton is None:
                 continue
-            for end_index, key in automaton.iter(folded):
-                bucket = self._entries.get(key)
-                if bucket is None:
-                    continue  # dead key
-                start_char = end_index - len(key) + 1  # the key's leading space
-                start = folded.count(" ", 0, start_char)
+            for end_index, (bucket, back, adjust) in automaton.iter(field.folded):
+                start_char = end_index - back  # the key's leading space
+                end_char = end_index + adjust
                 for entry in bucket:
-                    if entry.case_surface is not None and not _case_ok(
-                        field, start_char, start, entry
-                    ):
+                    if entry.case_surface is not None and not _case_ok(field, start_char, entry):
                         continue
-                    hits.append(Hit(entry.owner, entry.payload, start, start + entry.ntokens))
-        return hits
+                    append((entry.owner, entry.payload, start_char, end_char))
+        return spans
 
 
-def _case_ok(field: Field, start_char: int, start: int, entry: _Entry) -> bool:
+def join(fields: Iterable[Field]) -> tuple[Field, list[int]]:
+    """Several prepared fields as one, separated so that no term can span two of them, and
+    the offset where each begins (to tell which field a span fell in)."""
+    offsets: list[int] = []
+    folded: list[str] = []
+    surface: list[str] = []
+    aligned = True
+    position = 0
+    count = 0
+    for item in fields:
+        offsets.append(position)
+        folded.append(item.folded)
+        surface.append(item.surface)
+        aligned = aligned and item.aligned
+        position += len(item.folded) + 1
+        count += item.ntokens
+    return Field(SEPARATOR.join(folded), SEPARATOR.join(surface), aligned, count), offsets
+
+
+SEPARATOR = "\x00"  # never part of a key: keys hold only letters, digits and spaces
+
+
+def _case_ok(field: Field, start_char: int, entry: _Entry) -> bool:
     """Does the cased surface at the hit equal the term's cased words?"""
     wanted = entry.case_surface
     assert wanted is not None
     if field.aligned:
-        got = field.surface[start_char + 1 : start_char + 1 + len(wanted)]
-        return got == wanted  # the key's own spaces already fixed where the words end
+        # The key's own spaces already fixed where the words end.
+        return field.surface.startswith(wanted, start_char + 1)
+    start = field.folded.count(" ", 0, start_char)
     words = field.surface.split(" ")[1 + start : 1 + start + entry.ntokens]
     joined = " ".join(words)
     return joined.startswith(wanted) if entry.wildcard else joined == wanted

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.core.matcher import Hit, Matcher, compile_pattern, leftmost_longest, prepare
+from pipeline.core.matcher import Matcher, compile_pattern, prepare_many
 
 THEME_IDS: tuple[str, ...] = (
     "counterterrorism",
@@ -258,6 +258,16 @@ class _Lex:
     theme_requires: tuple[int, ...] = ()
     theme_requires_any: tuple[int, ...] = ()
     theme_penalties: tuple[tuple[int, float], ...] = ()
+    conditional: bool = False  # any term with ``requires``
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    anchor_weight: float = 0.0
+    label: str = ""
+    cancelled: str = ""
+    us_weight: float = 0.0
+    us_label: str = ""
 
 
 class Tagger:
@@ -279,9 +289,7 @@ class Tagger:
             if theme.id in index:
                 raise ValueError(f"theme {theme.id!r} clashes with another rule id")
             index[theme.id] = len(lexicons)
-            lexicons.append(
-                _Lex(theme.id, [], [], [], theme.threshold, theme.title_weight, theme)
-            )
+            lexicons.append(_Lex(theme.id, [], [], [], theme.threshold, theme.title_weight, theme))
             specs.append((theme.id, theme.terms))
 
         # The text-only anchor: a rule id conditions can name, with no terms of its own.
@@ -307,6 +315,7 @@ class Tagger:
                 lex.requires.append(ref(term.requires, owner) if term.requires else -1)
                 lex.labels.append(term.label or term.text)
                 patterns.append((pattern, number))
+            lex.conditional = any(needed >= 0 for needed in lex.requires)
             self._matcher.add(position, patterns)
             if lex.theme is not None:
                 lex.theme_requires = tuple(ref(n, owner) for n in lex.theme.requires)
@@ -323,6 +332,7 @@ class Tagger:
         self._penalties = tuple((ref(n, "penalties"), amount) for n, amount in rules.penalties)
         self._themes = [index[theme.id] for theme in rules.themes]
         self._sources = rules.sources
+        self._source_cache: dict[tuple[str, str], _Source] = {}
         self._matcher.rebuild()
 
     @property
@@ -344,68 +354,81 @@ class Tagger:
 
     def tag(self, item: TagInput) -> TagResult:
         lexicons = self._lex
-        title_field = prepare(item.title or "")
-        body_field = prepare(plain_text(item.summary or ""))
-        # term index → found in title? per lexicon
+        summary = item.summary or ""
+        if "<" in summary or "&" in summary:  # markup or entities: the words only
+            summary = plain_text(summary)
+        both, offsets = prepare_many(item.title or "", summary)
+        body_start = offsets[1]
+        # Per lexicon: term number → found in the title? Overlapping hits of one lexicon:
+        # the longer wins (spans arrive ordered by where they end).
         found: dict[int, dict[int, bool]] = {}
-        for hits, in_title in (
-            (self._matcher.scan(title_field), True),
-            (self._matcher.scan(body_field), False),
-        ):
-            by_owner: dict[int, list[Hit]] = {}
-            for hit in hits:
-                by_owner.setdefault(hit.owner, []).append(hit)
-            for owner, owned in by_owner.items():
-                terms = found.setdefault(owner, {})
-                for hit in leftmost_longest(owned) if len(owned) > 1 else owned:
-                    if in_title or hit.payload not in terms:
-                        terms[hit.payload] = in_title
+        last: dict[int, tuple[int, int, int]] = {}  # owner → (start, end, term) kept last
+        for owner, number, start, end in self._matcher.spans(both):
+            terms = found.get(owner)
+            if terms is None:
+                found[owner] = {number: start < body_start}
+                last[owner] = (start, end, number)
+                continue
+            previous = last[owner]
+            if start < previous[1]:
+                if end - start <= previous[1] - previous[0]:
+                    continue  # inside (or as long as) the one kept: drop
+                # longer: replaces the one kept
+                if terms.get(previous[2]) == (previous[0] < body_start):
+                    del terms[previous[2]]
+            last[owner] = (start, end, number)
+            if start < body_start:
+                terms[number] = True
+            elif number not in terms:
+                terms[number] = False
 
         # Phase 1: unconditional terms.
         scores: dict[int, float] = {}
         for owner, terms in found.items():
             lex = lexicons[owner]
+            weights = lex.weights
+            title_weight = lex.title_weight
             total = 0.0
-            for number, in_title in terms.items():
-                if lex.requires[number] < 0:
-                    weight = lex.weights[number]
-                    total += weight * lex.title_weight if in_title else weight
+            if lex.conditional:
+                requires = lex.requires
+                for number, in_title in terms.items():
+                    if requires[number] < 0:
+                        total += weights[number] * title_weight if in_title else weights[number]
+            else:
+                for number, in_title in terms.items():
+                    total += weights[number] * title_weight if in_title else weights[number]
             scores[owner] = total
 
-        evidence: dict[str, list[str]] = {}
         # Source prior: the anchor and US involvement.
-        info = self.source_info(item)
-        prior = self.rules.prior
+        source = self._source_evidence(item)
+        evidence: dict[str, list[str]] = {}
         anchor_text = scores.get(self._anchor, 0.0)
-        if info is not None and info.country in prior.anchor_countries:
-            title_terms = found.get(self._cancel, {}) if self._cancel >= 0 else {}
-            anchor_in_title = any(found.get(self._anchor, {}).values())
-            foreign_title = any(title_terms.values())
-            if foreign_title and not anchor_in_title:
-                evidence["_source"] = [
-                    f"prior:{info.country} {info.title} cancelled by foreign title"
-                ]
+        if source.anchor_weight:
+            anchor_terms = found.get(self._anchor)
+            foreign_terms = found.get(self._cancel) if self._cancel >= 0 else None
+            if (
+                foreign_terms
+                and any(foreign_terms.values())
+                and not (anchor_terms and any(anchor_terms.values()))
+            ):
+                evidence["_source"] = [source.cancelled]
             else:
-                scores[self._anchor] = anchor_text + prior.anchor_weight
-                evidence["_source"] = [f"prior:{info.country} {info.title}".strip()]
-        elif info is not None:
-            evidence["_source"] = [f"source:{info.country or '-'} {info.title}".strip()]
-        if (
-            info is not None
-            and info.country in prior.us_countries
-            and info.kind in prior.us_kinds
-        ):
-            scores[self._us] = scores.get(self._us, 0.0) + prior.us_weight
-            evidence.setdefault("_source", []).append(f"us-prior:{info.kind}")
+                scores[self._anchor] = anchor_text + source.anchor_weight
+                evidence["_source"] = [source.label]
+        elif source.label:
+            evidence["_source"] = [source.label]
+        if source.us_weight:
+            scores[self._us] = scores.get(self._us, 0.0) + source.us_weight
+            evidence.setdefault("_source", []).append(source.us_label)
 
-        fired = {
-            owner for owner, score in scores.items() if score >= lexicons[owner].threshold
-        }
+        fired = {owner for owner, score in scores.items() if score >= lexicons[owner].threshold}
         if anchor_text >= lexicons[self._anchor].threshold:
             fired.add(self._text_anchor)
         # Phase 2: conditional terms, now that we know what fired.
         for owner, terms in found.items():
             lex = lexicons[owner]
+            if not lex.conditional:
+                continue
             extra = 0.0
             for number, in_title in terms.items():
                 needed = lex.requires[number]
@@ -428,7 +451,7 @@ class Tagger:
 
         anchored = self._anchor in fired
         us_link = self._us in fired
-        themes: list[str] = []
+        themes: list[int] = []
         theme_scores: dict[str, float] = {}
         for owner in self._themes:
             raw = scores.get(owner)
@@ -450,23 +473,59 @@ class Tagger:
                 needed in fired for needed in lex.theme_requires_any
             ):
                 continue
-            themes.append(lex.id)
+            themes.append(owner)
 
         relevant = anchored and bool(themes)
         if not relevant:
             themes = []
-        for theme_id in themes:
-            evidence[theme_id] = self._labels(found, self._themes[self.theme_ids.index(theme_id)])
+        for owner in themes:
+            evidence[lexicons[owner].id] = self._labels(found[owner], owner, fired)
         if self._anchor in found:
-            evidence["_pakistan"] = self._labels(found, self._anchor)
+            evidence["_pakistan"] = self._labels(found[self._anchor], self._anchor, fired)
         if us_link and self._us in found:
-            evidence["_us"] = self._labels(found, self._us)
+            evidence["_us"] = self._labels(found[self._us], self._us, fired)
         if suppressed:
             evidence["_suppressed"] = suppressed
-        return TagResult(item.id, relevant, us_link, themes, theme_scores, evidence)
+        theme_ids = [lexicons[owner].id for owner in themes]
+        return TagResult(item.id, relevant, us_link, theme_ids, theme_scores, evidence)
 
-    def _labels(self, found: dict[int, dict[int, bool]], owner: int) -> list[str]:
+    def _labels(self, terms: dict[int, bool], owner: int, fired: set[int]) -> list[str]:
+        """The terms that counted, as written in the rules: title ones first."""
         lex = self._lex[owner]
-        terms = found.get(owner, {})
-        ordered = sorted(terms.items(), key=lambda pair: not pair[1])  # title first
-        return [lex.labels[number] for number, _ in ordered if lex.weights[number] != 0]
+        labels = []
+        for title_pass in (True, False):
+            for number, in_title in terms.items():
+                if in_title != title_pass:
+                    continue
+                weight = lex.weights[number]
+                needed = lex.requires[number]
+                if weight == 0 or (needed >= 0 and needed not in fired):
+                    continue
+                labels.append(lex.labels[number] if weight > 0 else "-" + lex.labels[number])
+        return labels
+
+    def _source_evidence(self, item: TagInput) -> _Source:
+        """What the item's source contributes (cached per feed URL and source name)."""
+        key = (item.feed_url or "", item.source or "")
+        cached = self._source_cache.get(key)
+        if cached is not None:
+            return cached
+        info = self.source_info(item)
+        prior = self.rules.prior
+        if info is None:
+            result = _Source()
+        else:
+            name = f"{info.country or '-'} {info.title}".strip()
+            anchor = info.country in prior.anchor_countries
+            us = info.country in prior.us_countries and info.kind in prior.us_kinds
+            result = _Source(
+                anchor_weight=prior.anchor_weight if anchor else 0.0,
+                label=f"prior:{name}" if anchor else f"source:{name}",
+                cancelled=f"prior:{name} cancelled by foreign title",
+                us_weight=prior.us_weight if us else 0.0,
+                us_label=f"us-prior:{info.kind}",
+            )
+        if len(self._source_cache) > 10_000:
+            self._source_cache.clear()
+        self._source_cache[key] = result
+        return result

@@ -157,6 +157,27 @@ def surface_words(text: str) -> list[str]:
     return _TOKEN.findall(fold_surface(text))
 
 
+# ASCII letters and digits kept, every other byte a space: the ASCII fast path of tokenising.
+_ASCII_WORD_BYTES = bytes(
+    code if chr(code).isascii() and chr(code).isalnum() else 0x20 for code in range(256)
+)
+
+
+def joined_words(text: str) -> str:
+    """``" ".join(surface_words(text))``, faster: plain ASCII (most English copy once folded)
+    is split by a byte table in C instead of the Unicode word regex."""
+    return join_folded_words(fold_surface(text))
+
+
+def join_folded_words(surface: str) -> str:
+    """The words of already folded (``fold_surface``) text joined by single spaces."""
+    if surface.isascii():
+        return b" ".join(surface.encode("ascii").translate(_ASCII_WORD_BYTES).split()).decode(
+            "ascii"
+        )
+    return " ".join(_TOKEN.findall(surface))
+
+
 def token_texts(text: str) -> list[str]:
     """Just the folded words."""
     return _TOKEN.findall(normalize(text))

@@ -148,3 +148,60 @@ watchlist = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index("uq_watchlist_subscriber_id_query", "subscriber_id", "query", unique=True),
 )
+
+edition = Table(
+    "edition",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # personal or public
+    # personal editions belong to one subscriber; public ones to nobody (NULL)
+    Column("subscriber_id", Integer, ForeignKey("subscriber.id", ondelete="CASCADE")),
+    Column("frequency", String(16), nullable=False),  # daily or weekly
+    Column("period_start", UTCDateTime(), nullable=False),
+    Column("period_end", UTCDateTime(), nullable=False),
+    Column("local_date", String(10), nullable=False),  # the reader's date, YYYY-MM-DD
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("item_count", Integer, nullable=False, server_default="0"),
+    Column("content", JSON, nullable=False),  # the built digest, for rendering and the archive
+    Column("created_at", UTCDateTime(), nullable=False),
+    # one edition per subscriber and period; one public edition per frequency and period
+    Index("uq_edition_personal", "subscriber_id", "frequency", "period_end", unique=True),
+    Index(
+        "uq_edition_public",
+        "kind",
+        "frequency",
+        "period_end",
+        unique=True,
+        sqlite_where=text("kind = 'public'"),
+        postgresql_where=text("kind = 'public'"),
+    ),
+    Index("ix_edition_kind_period_end", "kind", "period_end"),
+)
+
+delivery = Table(
+    "delivery",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("edition_id", Integer, ForeignKey("edition.id", ondelete="CASCADE")),
+    Column("alert_item_id", Integer, ForeignKey("item.id", ondelete="CASCADE")),
+    Column("channel", String(16), nullable=False),  # digest, alert, confirm
+    # queued → sending → sent | failed | unknown | suppressed; unknown → sent | failed
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("not_before", UTCDateTime(), nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claimed_at", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Column("provider_message_id", String(255)),
+    Column("last_error", Text),
+    Column("resent", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("uq_delivery_subscriber_id_edition_id", "subscriber_id", "edition_id", unique=True),
+    Index(
+        "uq_delivery_subscriber_id_alert_item_id", "subscriber_id", "alert_item_id", unique=True
+    ),
+    Index("ix_delivery_status_not_before", "status", "not_before"),
+)

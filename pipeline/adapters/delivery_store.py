@@ -1,0 +1,407 @@
+"""Editions and the delivery ledger (RELIABILITY.md, "The delivery ledger").
+
+One row per (subscriber, edition) and per (subscriber, alert item), written in the same
+transaction as the edition, so a crash mid-build leaves nothing or everything. Workers claim
+queued rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), send, and record the outcome. A row is
+``sent`` only after the provider accepted it; an ambiguous outcome is ``unknown`` and is
+resolved by provider events or, after a window, resent once and flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.adapters.schema import delivery, edition
+from pipeline.adapters.storage import Store
+from pipeline.core.errors import StorageError
+
+
+class DeliveryStatus:
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SUPPRESSED = "suppressed"  # the address was suppressed between build and send
+
+
+@dataclass(frozen=True)
+class EditionRow:
+    id: int
+    kind: str
+    subscriber_id: int | None
+    frequency: str
+    period_start: datetime
+    period_end: datetime
+    local_date: str
+    subject: str
+    item_count: int
+    content: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    subscriber_id: int
+    edition_id: int | None
+    alert_item_id: int | None
+    channel: str
+    status: str
+    attempts: int
+    resent: bool
+
+
+class DeliveryStore:
+    """Editions and deliveries through a Store's engine."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- editions -------------------------------------------------------------------------
+
+    def create_edition(
+        self,
+        *,
+        kind: str,
+        subscriber_id: int | None,
+        frequency: str,
+        period_start: datetime,
+        period_end: datetime,
+        local_date: str,
+        subject: str,
+        item_count: int,
+        content: Mapping[str, Any],
+        now: datetime,
+        queue_delivery: bool,
+    ) -> tuple[int, bool]:
+        """Insert an edition and (when asked) its delivery row in one transaction.
+
+        Idempotent: building the same (subscriber, frequency, period) twice — two workers,
+        or a retry after a crash — returns the existing edition and inserts nothing.
+        Returns (edition id, created).
+        """
+        try:
+            with self.store._begin() as conn:
+                edition_id = conn.execute(
+                    edition.insert()
+                    .values(
+                        kind=kind,
+                        subscriber_id=subscriber_id,
+                        frequency=frequency,
+                        period_start=period_start,
+                        period_end=period_end,
+                        local_date=local_date,
+                        subject=subject,
+                        item_count=item_count,
+                        content=dict(content),
+                        created_at=now,
+                    )
+                    .returning(edition.c.id)
+                ).scalar_one()
+                if queue_delivery and subscriber_id is not None:
+                    conn.execute(
+                        delivery.insert().values(
+                            subscriber_id=subscriber_id,
+                            edition_id=edition_id,
+                            channel="digest",
+                            status=DeliveryStatus.QUEUED,
+                            not_before=now,
+                            created_at=now,
+                        )
+                    )
+            return int(edition_id), True
+        except StorageError as error:  # the unique index says it exists already
+            if not _is_integrity_error(error):
+                raise
+        existing = self._find_edition(kind, subscriber_id, frequency, period_end)
+        if existing is None:  # pragma: no cover - the conflict was something else
+            raise RuntimeError("edition insert conflicted but no edition was found")
+        return existing, False
+
+    def _find_edition(
+        self, kind: str, subscriber_id: int | None, frequency: str, period_end: datetime
+    ) -> int | None:
+        owner = (
+            edition.c.subscriber_id.is_(None)
+            if subscriber_id is None
+            else edition.c.subscriber_id == subscriber_id
+        )
+        with self.store._begin() as conn:
+            found = conn.execute(
+                select(edition.c.id).where(
+                    edition.c.kind == kind,
+                    owner,
+                    edition.c.frequency == frequency,
+                    edition.c.period_end == period_end,
+                )
+            ).scalar()
+        return int(found) if found is not None else None
+
+    def last_period_end(
+        self, kind: str, subscriber_id: int | None, frequency: str
+    ) -> datetime | None:
+        """Where the latest edition of this kind ended (None before the first one)."""
+        owner = (
+            edition.c.subscriber_id.is_(None)
+            if subscriber_id is None
+            else edition.c.subscriber_id == subscriber_id
+        )
+        with self.store._begin() as conn:
+            return conn.execute(
+                select(func.max(edition.c.period_end)).where(
+                    edition.c.kind == kind, owner, edition.c.frequency == frequency
+                )
+            ).scalar()
+
+    def last_period_ends(self, frequency: str) -> dict[int, datetime]:
+        """subscriber id → end of their latest personal edition of this frequency."""
+        with self.store._begin() as conn:
+            rows = conn.execute(
+                select(edition.c.subscriber_id, func.max(edition.c.period_end))
+                .where(edition.c.kind == "personal", edition.c.frequency == frequency)
+                .group_by(edition.c.subscriber_id)
+            ).all()
+        return {int(sid): end for sid, end in rows}
+
+    def get_edition(self, edition_id: int) -> EditionRow | None:
+        with self.store._begin() as conn:
+            row = conn.execute(select(edition).where(edition.c.id == edition_id)).first()
+        return _edition_row(row._mapping) if row else None
+
+    def public_editions(self, limit: int = 20, offset: int = 0) -> list[EditionRow]:
+        """Public editions, newest first."""
+        query = (
+            select(edition)
+            .where(edition.c.kind == "public")
+            .order_by(edition.c.period_end.desc(), edition.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.store._begin() as conn:
+            return [_edition_row(row._mapping) for row in conn.execute(query)]
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def queue_alert(self, subscriber_id: int, item_id: int, now: datetime) -> bool:
+        """Queue one alert for (subscriber, item). False when it was queued before."""
+        try:
+            with self.store._begin() as conn:
+                conn.execute(
+                    delivery.insert().values(
+                        subscriber_id=subscriber_id,
+                        alert_item_id=item_id,
+                        channel="alert",
+                        status=DeliveryStatus.QUEUED,
+                        not_before=now,
+                        created_at=now,
+                    )
+                )
+        except StorageError as error:
+            if _is_integrity_error(error):
+                return False
+            raise
+        return True
+
+    def alerts_since(self, subscriber_id: int, since: datetime) -> int:
+        """Alerts queued for a subscriber since ``since`` (for the daily cap)."""
+        with self.store._begin() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(delivery)
+                    .where(
+                        delivery.c.subscriber_id == subscriber_id,
+                        delivery.c.channel == "alert",
+                        delivery.c.created_at >= since,
+                    )
+                ).scalar_one()
+            )
+
+    # -- the drain ------------------------------------------------------------------------
+
+    def claim(self, now: datetime, worker: str, limit: int) -> list[DeliveryRow]:
+        """Move up to ``limit`` due rows from queued to sending, owned by ``worker``."""
+        candidates = (
+            select(delivery.c.id)
+            .where(delivery.c.status == DeliveryStatus.QUEUED, delivery.c.not_before <= now)
+            .order_by(delivery.c.id)
+            .limit(limit)
+        )
+        if not self.store.is_sqlite:
+            candidates = candidates.with_for_update(skip_locked=True)
+        statement = (
+            update(delivery)
+            .where(delivery.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                status=DeliveryStatus.SENDING,
+                claimed_by=worker,
+                claimed_at=now,
+                attempts=delivery.c.attempts + 1,
+            )
+            .returning(*delivery.c)
+        )
+        with self.store._begin() as conn:
+            rows = conn.execute(statement).all()
+        return sorted((_delivery_row(r._mapping) for r in rows), key=lambda r: r.id)
+
+    def _finish(self, delivery_id: int, worker: str | None, **values: Any) -> bool:
+        condition = delivery.c.id == delivery_id
+        if worker is not None:  # only the claimer may record the outcome of its claim
+            condition = and_(
+                condition,
+                delivery.c.status == DeliveryStatus.SENDING,
+                delivery.c.claimed_by == worker,
+            )
+        with self.store._begin() as conn:
+            return bool(conn.execute(update(delivery).where(condition).values(**values)).rowcount)
+
+    def mark_sent(
+        self, delivery_id: int, worker: str, provider_message_id: str | None, now: datetime
+    ) -> bool:
+        return self._finish(
+            delivery_id,
+            worker,
+            status=DeliveryStatus.SENT,
+            sent_at=now,
+            provider_message_id=provider_message_id,
+            last_error=None,
+        )
+
+    def mark_retry(self, delivery_id: int, worker: str, error: str, not_before: datetime) -> bool:
+        return self._finish(
+            delivery_id,
+            worker,
+            status=DeliveryStatus.QUEUED,
+            not_before=not_before,
+            last_error=error,
+            claimed_by=None,
+        )
+
+    def mark_failed(self, delivery_id: int, worker: str | None, error: str) -> bool:
+        return self._finish(delivery_id, worker, status=DeliveryStatus.FAILED, last_error=error)
+
+    def mark_unknown(self, delivery_id: int, worker: str, error: str) -> bool:
+        return self._finish(delivery_id, worker, status=DeliveryStatus.UNKNOWN, last_error=error)
+
+    def mark_suppressed(self, delivery_id: int, worker: str, reason: str) -> bool:
+        return self._finish(
+            delivery_id, worker, status=DeliveryStatus.SUPPRESSED, last_error=reason
+        )
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def reap(self, now: datetime, lease: timedelta) -> int:
+        """Rows stuck in sending past the lease (their worker died) become unknown."""
+        with self.store._begin() as conn:
+            return int(
+                conn.execute(
+                    update(delivery)
+                    .where(
+                        delivery.c.status == DeliveryStatus.SENDING,
+                        delivery.c.claimed_at < now - lease,
+                    )
+                    .values(
+                        status=DeliveryStatus.UNKNOWN,
+                        last_error="worker stopped while sending; outcome unknown",
+                    )
+                ).rowcount
+            )
+
+    def resolve(
+        self, delivery_id: int, status: str, provider_message_id: str | None = None
+    ) -> bool:
+        """Settle an unknown row from provider events (sent, or failed)."""
+        values: dict[str, Any] = {"status": status}
+        if provider_message_id:
+            values["provider_message_id"] = provider_message_id
+        with self.store._begin() as conn:
+            return bool(
+                conn.execute(
+                    update(delivery)
+                    .where(
+                        delivery.c.id == delivery_id,
+                        delivery.c.status.in_([DeliveryStatus.UNKNOWN, DeliveryStatus.SENDING]),
+                    )
+                    .values(**values)
+                ).rowcount
+            )
+
+    def requeue_unresolved(self, now: datetime, window: timedelta) -> int:
+        """Unknown rows with no news after ``window`` are resent, once, and flagged.
+
+        This is the only place a duplicate email can come from; ``resent`` counts them.
+        """
+        with self.store._begin() as conn:
+            return int(
+                conn.execute(
+                    update(delivery)
+                    .where(
+                        delivery.c.status == DeliveryStatus.UNKNOWN,
+                        delivery.c.resent.is_(False),
+                        delivery.c.claimed_at < now - window,
+                    )
+                    .values(status=DeliveryStatus.QUEUED, resent=True, not_before=now)
+                ).rowcount
+            )
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self.store._begin() as conn:
+            rows = conn.execute(
+                select(delivery.c.status, func.count()).group_by(delivery.c.status)
+            ).all()
+        return {status: int(n) for status, n in rows}
+
+    def deliveries_for(self, subscriber_id: int) -> list[DeliveryRow]:
+        with self.store._begin() as conn:
+            rows = conn.execute(
+                select(delivery)
+                .where(delivery.c.subscriber_id == subscriber_id)
+                .order_by(delivery.c.id)
+            ).all()
+        return [_delivery_row(r._mapping) for r in rows]
+
+
+def _is_integrity_error(error: BaseException) -> bool:
+    """The store wraps driver errors in StorageError; look through the chain."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, IntegrityError):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _edition_row(row: Any) -> EditionRow:
+    return EditionRow(
+        id=row["id"],
+        kind=row["kind"],
+        subscriber_id=row["subscriber_id"],
+        frequency=row["frequency"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        local_date=row["local_date"],
+        subject=row["subject"],
+        item_count=row["item_count"],
+        content=dict(row["content"] or {}),
+        created_at=row["created_at"],
+    )
+
+
+def _delivery_row(row: Any) -> DeliveryRow:
+    return DeliveryRow(
+        id=row["id"],
+        subscriber_id=row["subscriber_id"],
+        edition_id=row["edition_id"],
+        alert_item_id=row["alert_item_id"],
+        channel=row["channel"],
+        status=row["status"],
+        attempts=row["attempts"],
+        resent=bool(row["resent"]),
+    )

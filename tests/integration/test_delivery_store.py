@@ -1,0 +1,174 @@
+"""The delivery ledger on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.adapters.delivery_store import DeliveryStatus, DeliveryStore
+from pipeline.adapters.storage import Store
+from pipeline.adapters.subscriber_store import SubscriberStore
+from pipeline.core.subscribers import Frequency, SubscriberStatus
+
+NOW = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+
+
+def subscriber(store: Store, email: str = "a@example.com") -> int:
+    sub, _ = SubscriberStore(store).add(
+        email,
+        themes=["economy"],
+        frequency=Frequency.DAILY,
+        hour=7,
+        timezone="Asia/Karachi",
+        status=SubscriberStatus.ACTIVE,
+        now=NOW,
+    )
+    return sub.id
+
+
+def edition(
+    ledger: DeliveryStore, sid: int | None, end: datetime = NOW, **kw: object
+) -> tuple[int, bool]:
+    values: dict[str, object] = {
+        "kind": "personal" if sid is not None else "public",
+        "subscriber_id": sid,
+        "frequency": "daily",
+        "period_start": end - timedelta(days=1),
+        "period_end": end,
+        "local_date": end.date().isoformat(),
+        "subject": "s",
+        "item_count": 1,
+        "content": {"x": 1},
+        "now": NOW,
+        "queue_delivery": sid is not None,
+    }
+    values.update(kw)
+    return ledger.create_edition(**values)  # type: ignore[arg-type]
+
+
+def test_building_the_same_edition_twice_gives_one_edition_and_one_delivery(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    sid = subscriber(store)
+    first = edition(ledger, sid)
+    second = edition(ledger, sid)
+    assert first[1] and not second[1] and first[0] == second[0]
+    assert len(ledger.deliveries_for(sid)) == 1
+    assert ledger.last_period_end("personal", sid, "daily") == NOW
+
+
+def test_public_editions_are_unique_per_period_and_listed_newest_first(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    edition(ledger, None, NOW - timedelta(days=1))
+    edition(ledger, None, NOW)
+    assert not edition(ledger, None, NOW)[1]
+    assert [e.period_end for e in ledger.public_editions()] == [NOW, NOW - timedelta(days=1)]
+
+
+def test_a_claimed_row_is_not_claimed_again(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    for n in range(3):
+        edition(ledger, subscriber(store, f"s{n}@example.com"))
+    assert len(ledger.claim(NOW, "w1", 10)) == 3
+    assert ledger.claim(NOW, "w2", 10) == []
+
+
+def test_concurrent_claims_hand_each_row_to_one_worker(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    for n in range(30):
+        edition(ledger, subscriber(store, f"s{n}@example.com"))
+    got: dict[str, list[int]] = {}
+
+    def work(name: str) -> None:
+        ids: list[int] = []
+        for _ in range(10):
+            ids += [r.id for r in ledger.claim(NOW, name, 2)]
+        got[name] = ids
+
+    threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [i for ids in got.values() for i in ids]
+    assert len(claimed) == len(set(claimed)) == 30
+
+
+def test_only_the_claiming_worker_records_the_outcome(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    edition(ledger, subscriber(store))
+    [row] = ledger.claim(NOW, "w1", 10)
+    assert not ledger.mark_sent(row.id, "w2", "x", NOW)
+    assert ledger.mark_sent(row.id, "w1", "msg-1", NOW)
+    assert ledger.counts_by_status() == {DeliveryStatus.SENT: 1}
+
+
+def test_retry_puts_the_row_back_after_not_before(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    edition(ledger, subscriber(store))
+    [row] = ledger.claim(NOW, "w1", 10)
+    ledger.mark_retry(row.id, "w1", "429", NOW + timedelta(seconds=30))
+    assert ledger.claim(NOW + timedelta(seconds=29), "w1", 10) == []
+    [again] = ledger.claim(NOW + timedelta(seconds=30), "w1", 10)
+    assert again.attempts == 2
+
+
+def test_a_dead_workers_rows_become_unknown_and_are_resent_once(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    edition(ledger, subscriber(store))
+    ledger.claim(NOW, "dead", 10)
+    assert ledger.reap(NOW + timedelta(minutes=11), timedelta(minutes=10)) == 1
+    assert ledger.counts_by_status() == {DeliveryStatus.UNKNOWN: 1}
+    window = timedelta(hours=1)
+    assert ledger.requeue_unresolved(NOW + timedelta(minutes=30), window) == 0
+    assert ledger.requeue_unresolved(NOW + timedelta(hours=2), window) == 1
+    [row] = ledger.claim(NOW + timedelta(hours=2), "w2", 10)
+    assert row.resent
+    ledger.mark_unknown(row.id, "w2", "timeout again")
+    assert ledger.requeue_unresolved(NOW + timedelta(hours=5), window) == 0  # never twice
+
+
+def test_unknown_rows_are_settled_by_provider_events(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    edition(ledger, subscriber(store))
+    [row] = ledger.claim(NOW, "w1", 10)
+    ledger.mark_unknown(row.id, "w1", "500")
+    assert ledger.resolve(row.id, DeliveryStatus.SENT, "sg-123")
+    assert not ledger.resolve(row.id, DeliveryStatus.FAILED)  # settled rows stay settled
+    assert ledger.counts_by_status() == {DeliveryStatus.SENT: 1}
+
+
+def test_one_alert_per_subscriber_and_item(store: Store) -> None:
+    from pipeline.core.models import FeedSource, Item
+
+    ledger = DeliveryStore(store)
+    sid = subscriber(store)
+    feed_id, _ = store.add_feed(FeedSource(url="https://a.example/f"), "cli", NOW)
+    store.store_items(
+        feed_id,
+        "https://a.example/f",
+        [Item("g", "https://a.example/1", "t", "", "", NOW, "en")],
+        NOW,
+    )
+    from sqlalchemy import select
+
+    from pipeline.adapters.schema import item
+
+    with store.engine.connect() as conn:
+        item_id = conn.execute(select(item.c.id)).scalar_one()
+    assert ledger.queue_alert(sid, item_id, NOW)
+    assert not ledger.queue_alert(sid, item_id, NOW)
+    assert ledger.alerts_since(sid, NOW - timedelta(days=1)) == 1
+
+
+@pytest.mark.parametrize("status", [DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED])
+def test_final_states_are_recorded_with_the_reason(store: Store, status: str) -> None:
+    ledger = DeliveryStore(store)
+    edition(ledger, subscriber(store))
+    [row] = ledger.claim(NOW, "w1", 10)
+    if status == DeliveryStatus.FAILED:
+        ledger.mark_failed(row.id, "w1", "550 no such user")
+    else:
+        ledger.mark_suppressed(row.id, "w1", "unsubscribed")
+    assert ledger.counts_by_status() == {status: 1}

@@ -380,3 +380,53 @@ def _preheader(top: Sequence[DigestEntry]) -> str:
     if not top:
         return ""
     return " · ".join(e.item.title for e in top)[:200]
+
+
+# -- serialisation: what an edition stores and templates render ----------------------------
+
+
+def _entry_dict(entry: DigestEntry) -> dict[str, object]:
+    item = entry.item
+    return {
+        "id": item.id,
+        "title": item.title,
+        "link": item.link,
+        "source": item.source,
+        "published": item.published.isoformat(),
+        "snippet": entry.snippet,
+        "themes": list(item.themes),
+        "us_link": item.us_link,
+        "rank": entry.rank,
+        "reasons": list(entry.reasons),
+        "also": list(entry.also),
+        "watchlists": list(item.watchlists),
+    }
+
+
+def digest_as_dict(digest: Digest) -> dict[str, object]:
+    """A JSON-safe form of a digest: stored with its edition, rendered by templates."""
+    return {
+        "version": 1,
+        "period_start": digest.period_start.isoformat(),
+        "period_end": digest.period_end.isoformat(),
+        "subject": digest.subject,
+        "preheader": digest.preheader,
+        "top": [_entry_dict(e) for e in digest.top],
+        "sections": [
+            {
+                "theme": {
+                    "id": s.theme.id,
+                    "name": s.theme.name,
+                    "description": s.theme.description,
+                    "context": s.theme.context,
+                },
+                "count": s.count,
+                "previous_count": s.previous_count,
+                "volume_line": s.volume_line,
+                "entries": [_entry_dict(e) for e in s.entries],
+            }
+            for s in digest.sections
+        ],
+        "watchlist_entries": [_entry_dict(e) for e in digest.watchlist_entries],
+        "item_ids": list(digest.item_ids),
+    }

@@ -1,0 +1,145 @@
+"""Rendering emails with Jinja2 templates under templates/email/, CSS inlined by css-inline.
+
+Every string from a feed is untrusted. HTML templates are autoescaped (the environment turns
+autoescape on for every ``.html`` template and for template strings), and links go through
+``safe_url``, which lets only absolute http(s) URLs into an ``href`` (autoescaping does not
+neutralise a ``javascript:`` URL). Text templates are not escaped: they are plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import css_inline
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2.runtime import Context
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str
+    base_url: str
+    archive_url: str
+    postal_address: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the footer says to one reader, and the reader's links and zone."""
+
+    reason: str  # why you got this
+    manage_url: str
+    unsubscribe_url: str
+    view_url: str = ""
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+
+def safe_url(value: object) -> str:
+    """The URL if it is absolute http(s) with a host, else "" (never javascript:, data:...)."""
+    if not isinstance(value, str) or any(ch in value for ch in "\r\n\t\x00 "):
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return ""
+    return value
+
+
+def one_line(value: str) -> str:
+    """Header-safe: no CR, LF or other control characters, spaces collapsed."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+
+
+def _zone(context: Context) -> ZoneInfo:
+    recipient = context.get("recipient")
+    name = getattr(recipient, "timezone", "UTC") or "UTC"
+    return ZoneInfo(name)
+
+
+@pass_context
+def local_time(context: Context, value: str) -> str:
+    when = datetime.fromisoformat(value).astimezone(_zone(context))
+    return f"{when.day} {when:%b %Y, %H:%M} {when.tzname()}"
+
+
+@pass_context
+def local_date(context: Context, value: str) -> str:
+    when = datetime.fromisoformat(value).astimezone(_zone(context))
+    return f"{when:%A} {when.day} {when:%B %Y}"
+
+
+def build_environment(templates_dir: Path) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(templates_dir)),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
+        undefined=StrictUndefined,  # a missing variable is a bug, not an empty string
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(safe_url=safe_url, local_time=local_time, local_date=local_date)
+    return env
+
+
+class EmailRenderer:
+    """Digest and alert emails: an HTML part with inlined CSS and a plain-text part."""
+
+    def __init__(self, templates_dir: Path, site: SiteInfo) -> None:
+        self.env = build_environment(templates_dir)
+        self.site = site
+        # @media rules (dark mode) stay in a <style> block; everything else is inlined.
+        self.inliner = css_inline.CSSInliner(keep_at_rules=True)
+
+    def _render(self, name: str, context: Mapping[str, Any]) -> tuple[str, str]:
+        html = self.env.get_template(f"email/{name}.html").render(context)
+        text = self.env.get_template(f"email/{name}.txt").render(context)
+        return self.inliner.inline(html), text
+
+    def digest(
+        self, content: Mapping[str, Any], recipient: Recipient, heading: str
+    ) -> RenderedEmail:
+        """A digest edition (``digest_as_dict`` output) for one reader."""
+        subject = one_line(str(content["subject"]))
+        preheader = one_line(str(content.get("preheader", "")))
+        html, text = self._render(
+            "digest",
+            {
+                "d": content,
+                "recipient": recipient,
+                "site": self.site,
+                "heading": heading,
+                "subject": subject,
+                "preheader": preheader,
+            },
+        )
+        return RenderedEmail(subject, preheader, html, text)
+
+    def alert(self, entry: Mapping[str, Any], recipient: Recipient, heading: str) -> RenderedEmail:
+        """A short email about one item (an entry dict as in a digest)."""
+        subject = one_line(f"{self.site.name} alert: {entry['title']}")[:200]
+        preheader = one_line(str(entry.get("snippet", "")))[:200]
+        html, text = self._render(
+            "alert",
+            {
+                "e": entry,
+                "recipient": recipient,
+                "site": self.site,
+                "heading": heading,
+                "subject": subject,
+                "preheader": preheader,
+            },
+        )
+        return RenderedEmail(subject, preheader, html, text)

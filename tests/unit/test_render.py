@@ -1,0 +1,146 @@
+"""Email rendering: escaping of hostile feed text (X-01, X-02, X-04), both parts, links."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.adapters.render import EmailRenderer, Recipient, SiteInfo, build_environment, safe_url
+from pipeline.core.digest import (
+    DigestCandidate,
+    DigestRequest,
+    ThemeInfo,
+    build_digest,
+    digest_as_dict,
+)
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+END = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+PAYLOADS = [
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(2)">',
+    '"><svg onload=alert(3)>',
+    "javascript:alert(4)",
+]
+SITE = SiteInfo("qasid", "https://qasid.example", "https://qasid.example/archive", "1 Main St")
+RECIPIENT = Recipient(
+    reason="You get this because you subscribed.",
+    manage_url="https://qasid.example/manage/t",
+    unsubscribe_url="https://qasid.example/unsubscribe/t",
+    view_url="https://qasid.example/e/1/t",
+    timezone="Asia/Karachi",
+)
+
+
+def hostile_digest() -> dict[str, object]:
+    candidates = [
+        DigestCandidate(
+            id=f"i{n}",
+            title=f"{payload} headline {n}",
+            link=[
+                "javascript:alert(9)",
+                "JaVaScRiPt:x",
+                "data:text/html,x",
+                "https://ok.example/a",
+            ][n],
+            source=payload,
+            published=END - timedelta(hours=n + 1),
+            summary_text=f"Summary {payload}",
+            themes=("economy",),
+            scores={"economy": 5.0},
+            evidence={"economy": [payload]},
+            us_link=False,
+            relevant=True,
+            watchlists=(payload,),
+        )
+        for n, payload in enumerate(PAYLOADS)
+    ]
+    theme = ThemeInfo("economy", f"Economy {PAYLOADS[0]}", context=f"Context {PAYLOADS[1]}")
+    request = DigestRequest(
+        themes=["economy"], period_start=END - timedelta(days=1), period_end=END, top_stories=1
+    )
+    return digest_as_dict(build_digest(candidates, request, [theme]))
+
+
+@pytest.fixture
+def renderer() -> EmailRenderer:
+    return EmailRenderer(TEMPLATES, SITE)
+
+
+def test_hostile_feed_text_is_escaped_in_the_html_part(renderer: EmailRenderer) -> None:
+    email = renderer.digest(hostile_digest(), RECIPIENT, "Daily digest")
+    html = email.html
+    assert (
+        "<script" not in html.lower().replace("<script", "<script", 0)
+        or "<script>alert" not in html
+    )
+    assert "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "<svg onload" not in html
+    assert not re.search(r"<[^>]+\son\w+=", html), "an event handler attribute got through"
+
+
+def test_only_http_links_reach_an_href(renderer: EmailRenderer) -> None:
+    html = renderer.digest(hostile_digest(), RECIPIENT, "Daily digest").html
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert hrefs and all(h.startswith(("https://", "http://")) for h in hrefs)
+    assert "https://ok.example/a" in hrefs
+
+
+def test_text_part_shows_the_literal_text_and_every_footer_link(renderer: EmailRenderer) -> None:
+    text = renderer.digest(hostile_digest(), RECIPIENT, "Daily digest").text
+    assert "<script>alert(1)</script> headline 0" in text
+    for url in (RECIPIENT.manage_url, RECIPIENT.unsubscribe_url, SITE.archive_url):
+        assert url in text
+    assert SITE.postal_address in text
+    assert "https://ok.example/a" in text
+    for bad_link in ("javascript:alert(9)", "JaVaScRiPt:x", "data:text/html,x"):
+        assert bad_link not in text
+
+
+def test_html_part_has_the_footer_preheader_and_inlined_css(renderer: EmailRenderer) -> None:
+    email = renderer.digest(hostile_digest(), RECIPIENT, "Daily digest")
+    assert RECIPIENT.unsubscribe_url in email.html and SITE.postal_address in email.html
+    assert 'class="preheader"' in email.html
+    assert 'style="' in email.html  # inlined
+    assert "prefers-color-scheme" in email.html  # dark mode rules kept
+
+
+def test_times_are_shown_in_the_readers_zone(renderer: EmailRenderer) -> None:
+    text = renderer.digest(hostile_digest(), RECIPIENT, "Daily digest").text
+    assert "PKT" in text
+
+
+def test_subject_and_preheader_never_carry_line_breaks(renderer: EmailRenderer) -> None:
+    content = hostile_digest()
+    content["subject"] = "Digest\r\nBcc: victim@example.com"
+    email = renderer.digest(content, RECIPIENT, "Daily digest")
+    assert "\r" not in email.subject and "\n" not in email.subject
+
+
+def test_alert_renders_one_story(renderer: EmailRenderer) -> None:
+    entry = hostile_digest()["top"][0]  # type: ignore[index]
+    email = renderer.alert(entry, RECIPIENT, "Sanctions, with US involvement")
+    assert email.subject.startswith("qasid alert: ")
+    assert "&lt;script&gt;" in email.html and "<script>" not in email.html
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", " https://x", "data:text/html,x", "//evil.example/x", "/relative", ""],
+)
+def test_safe_url_refuses_everything_but_absolute_http(url: str) -> None:
+    assert safe_url(url) == ""
+
+
+def test_every_html_template_is_autoescaped() -> None:
+    env = build_environment(TEMPLATES)
+    names = env.list_templates()
+    html_like = [n for n in names if re.search(r"\.(html?|xml|xhtml|svg)$", n)]
+    assert html_like, "no templates found"
+    assert all(n.endswith(".html") or n.endswith(".xml") for n in html_like)
+    assert all(env.autoescape(n) if callable(env.autoescape) else env.autoescape for n in html_like)
+    assert not any(n.endswith((".htm", ".jinja", ".j2")) for n in names)

@@ -34,6 +34,9 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+eval: $(STAMP)
+	$(BIN)/python -m pipeline.evaluate
+
 # Regenerate the lock file after changing dependencies in pyproject.toml.
 lock:
 	$(BIN)/python -m pip install -q uv

@@ -406,12 +406,13 @@ class Tagger:
         if source.anchor_weight:
             anchor_terms = found.get(self._anchor)
             foreign_terms = found.get(self._cancel) if self._cancel >= 0 else None
-            if (
-                foreign_terms
-                and any(foreign_terms.values())
-                and not (anchor_terms and any(anchor_terms.values()))
+            # Wire copy about elsewhere: a foreign title without a Pakistani name in it, or
+            # foreign names in the text and no Pakistani one anywhere.
+            if foreign_terms and (
+                (any(foreign_terms.values()) and not (anchor_terms and any(anchor_terms.values())))
+                or not anchor_terms
             ):
-                evidence["_source"] = [source.cancelled]
+                evidence["_source"] = [source.cancelled]  # "cancelled by foreign names"
             else:
                 scores[self._anchor] = anchor_text + source.anchor_weight
                 evidence["_source"] = [source.label]
@@ -521,7 +522,7 @@ class Tagger:
             result = _Source(
                 anchor_weight=prior.anchor_weight if anchor else 0.0,
                 label=f"prior:{name}" if anchor else f"source:{name}",
-                cancelled=f"prior:{name} cancelled by foreign title",
+                cancelled=f"prior:{name} cancelled by foreign names",
                 us_weight=prior.us_weight if us else 0.0,
                 us_label=f"us-prior:{info.kind}",
             )

@@ -221,8 +221,10 @@ class _Reader:
         alias = self.aliases.get(text[1:])
         if alias is None:
             raise ConfigError(key, "unknown alias (see config/aliases.toml)", self.source, text)
-        terms = [Term(name, weight, case, requires, label) for name in alias.names]
-        terms += [Term(name, weight, True, requires, label) for name in alias.case_sensitive]
+        group = f"{text}/{requires or ''}"
+        label = label or (alias.names or alias.case_sensitive)[0]  # evidence names the alias
+        terms = [Term(name, weight, case, requires, label, group) for name in alias.names]
+        terms += [Term(name, weight, True, requires, label, group) for name in alias.case_sensitive]
         return terms
 
     def ids(self, value: Any, key: str) -> tuple[str, ...]:

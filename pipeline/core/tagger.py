@@ -72,6 +72,7 @@ class Term:
     case_sensitive: bool = False
     requires: str | None = None  # a lexicon or theme id that must fire for this to count
     label: str = ""  # shown in evidence; ``text`` when empty
+    group: str = ""  # terms of one group (an alias's spellings) count once, as its first
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,7 @@ class _Lex:
     theme_requires_any: tuple[int, ...] = ()
     theme_penalties: tuple[tuple[int, float], ...] = ()
     conditional: bool = False  # any term with ``requires``
+    canonical: list[int] = field(default_factory=list)  # term → first term of its group
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +308,7 @@ class Tagger:
         for position, (owner, terms) in enumerate(specs):
             lex = lexicons[position]
             patterns = []
+            first_of: dict[str, int] = {}
             for number, term in enumerate(terms):
                 try:
                     pattern = compile_pattern(term.text, term.case_sensitive)
@@ -314,6 +317,9 @@ class Tagger:
                 lex.weights.append(term.weight)
                 lex.requires.append(ref(term.requires, owner) if term.requires else -1)
                 lex.labels.append(term.label or term.text)
+                lex.canonical.append(
+                    first_of.setdefault(term.group, number) if term.group else number
+                )
                 patterns.append((pattern, number))
             lex.conditional = any(needed >= 0 for needed in lex.requires)
             self._matcher.add(position, patterns)
@@ -360,27 +366,21 @@ class Tagger:
         both, offsets = prepare_many(item.title or "", summary)
         body_start = offsets[1]
         # Per lexicon: term number → found in the title? Overlapping hits of one lexicon:
-        # the longer wins (spans arrive ordered by where they end).
+        # the longer wins. Spans arrive ordered by where they end, so each lexicon's latest
+        # hit waits in ``pending`` until the next one shows it was not inside a longer one.
         found: dict[int, dict[int, bool]] = {}
-        last: dict[int, tuple[int, int, int]] = {}  # owner → (start, end, term) kept last
+        pending: dict[int, tuple[int, int, int]] = {}  # owner → (start, end, term)
         for owner, number, start, end in self._matcher.spans(both):
-            terms = found.get(owner)
-            if terms is None:
-                found[owner] = {number: start < body_start}
-                last[owner] = (start, end, number)
-                continue
-            previous = last[owner]
-            if start < previous[1]:
-                if end - start <= previous[1] - previous[0]:
-                    continue  # inside (or as long as) the one kept: drop
-                # longer: replaces the one kept
-                if terms.get(previous[2]) == (previous[0] < body_start):
-                    del terms[previous[2]]
-            last[owner] = (start, end, number)
-            if start < body_start:
-                terms[number] = True
-            elif number not in terms:
-                terms[number] = False
+            previous = pending.get(owner)
+            if previous is not None:
+                if start < previous[1]:  # overlaps the pending hit: keep the longer
+                    if end - start > previous[1] - previous[0]:
+                        pending[owner] = (start, end, number)
+                    continue
+                self._commit(found, owner, previous, body_start)
+            pending[owner] = (start, end, number)
+        for owner, previous in pending.items():
+            self._commit(found, owner, previous, body_start)
 
         # Phase 1: unconditional terms.
         scores: dict[int, float] = {}
@@ -489,6 +489,22 @@ class Tagger:
             evidence["_suppressed"] = suppressed
         theme_ids = [lexicons[owner].id for owner in themes]
         return TagResult(item.id, relevant, us_link, theme_ids, theme_scores, evidence)
+
+    def _commit(
+        self,
+        found: dict[int, dict[int, bool]],
+        owner: int,
+        hit: tuple[int, int, int],
+        body_start: int,
+    ) -> None:
+        number = self._lex[owner].canonical[hit[2]]  # an alias's spellings count once
+        terms = found.get(owner)
+        if terms is None:
+            found[owner] = {number: hit[0] < body_start}
+        elif hit[0] < body_start:
+            terms[number] = True
+        elif number not in terms:
+            terms[number] = False
 
     def _labels(self, terms: dict[int, bool], owner: int, fired: set[int]) -> list[str]:
         """The terms that counted, as written in the rules: title ones first."""

@@ -15,19 +15,22 @@ scanned once per field (title, summary) and scored from the hits:
   score, less the penalty of every penalising lexicon that fired, reaches its threshold and
   its ``requires`` (all) / ``requires_any`` (one) lexicons or themes fire.
 - The anchor fires on the text, or with the *source prior*: an item from an outlet in a
-  prior country (Pakistan) counts ``prior.anchor_weight`` towards the anchor, unless its
-  title names a foreign place or leader and no Pakistani one (a Pakistani paper carrying a
-  wire story about UK inflation). US involvement likewise may take a prior from official US
-  sources (kind ``government``, country ``US``).
+  prior country (Pakistan) counts ``prior.anchor_weight`` towards the anchor, unless the
+  item is wire copy about elsewhere: its title names a foreign place or leader and no
+  Pakistani one (a Pakistani paper's "UK inflation hits 8-month high"), or its text names
+  foreign ones and nothing Pakistani at all. US involvement likewise may take a prior from
+  official US sources (kind ``government``, country ``US``).
 - ``relevant`` = anchored and at least one theme; ``themes`` is empty when not relevant;
   ``us_link`` is decided on every item.
 
-Evidence: ``evidence[theme_id]`` lists the terms that fired for each assigned theme, as
-written in the rules (alias spellings as matched), in the order found, title first.
-Keys starting with ``_`` are not themes: ``_pakistan`` (anchor terms), ``_us`` (US terms),
-``_source`` (what the source prior contributed, e.g. ``"prior:PK Pakistan Observer"`` or
-``"prior:PK cancelled by foreign title"``) and ``_suppressed`` (suppressing lexicons that
-fired, with their penalty). ``scores`` holds each theme's adjusted score when above zero,
+Evidence: ``evidence[theme_id]`` lists the terms that counted for each assigned theme, as
+written in the rules (an alias by its first spelling, whichever spelling matched), title
+ones first; a negative term is shown with a leading "-". Keys starting with ``_`` are not
+themes: ``_pakistan`` (anchor terms), ``_us`` (US terms, when us_link), ``_source`` (what
+the source contributed: ``"prior:PK Pakistan Observer"``, ``"prior:PK Pakistan Observer
+cancelled by foreign names"``, ``"source:US NBC News"``, ``"us-prior:government"``) and
+``_suppressed`` (penalising lexicons that fired, e.g. ``"sport:-8"`` or
+``"weather:-2.5>climate"``). ``scores`` holds each theme's adjusted score when above zero,
 rounded to two decimals, assigned or not, so a near miss is visible.
 """
 

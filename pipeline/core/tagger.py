@@ -346,7 +346,8 @@ class Tagger:
 
     @property
     def matcher(self) -> Matcher:
-        """The shared matcher (watchlists may register their own owners on it)."""
+        """The shared matcher. Watchlists may register their own terms on it under owner
+        ids that are not ints (the tagger's rules are the int owners), e.g. "watch:12"."""
         return self._matcher
 
     def source_info(self, item: TagInput) -> SourceInfo | None:
@@ -374,6 +375,8 @@ class Tagger:
         found: dict[int, dict[int, bool]] = {}
         pending: dict[int, tuple[int, int, int]] = {}  # owner → (start, end, term)
         for owner, number, start, end in self._matcher.spans(both):
+            if type(owner) is not int:
+                continue  # another owner's term (a watchlist) on the shared matcher
             previous = pending.get(owner)
             if previous is not None:
                 if start < previous[1]:  # overlaps the pending hit: keep the longer

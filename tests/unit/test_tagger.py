@@ -161,6 +161,15 @@ def test_html_summaries_are_reduced_to_text() -> None:
     assert result.themes == ["military_establishment"]
 
 
+def test_watchlists_share_the_matcher_without_disturbing_tags() -> None:
+    tagger = Tagger(small_rules())
+    before = tagger.tag(TagInput("1", "Inflation eases in Pakistan"))
+    tagger.matcher.add("watch:1", [("inflation", False, "w1"), ("Pakistan", False, "w2")])
+    assert tagger.tag(TagInput("1", "Inflation eases in Pakistan")) == before
+    hits = tagger.matcher.scan("Inflation eases in Pakistan")
+    assert {hit.payload for hit in hits if hit.owner == "watch:1"} == {"w1", "w2"}
+
+
 def test_title_and_summary_do_not_join_into_one_phrase(tagger: Tagger) -> None:
     assert tagger.tag(TagInput("1", "Islamabad army", "chief")).themes == []
 

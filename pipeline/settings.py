@@ -12,10 +12,12 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.mail import parse_address
 from pipeline.core.urls import parse_allow_list
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -84,11 +86,32 @@ class MailSettings(_Section):
     from_address: str = "qasid <digest@localhost>"
     reply_to: str = ""
     postal_address: str = ""
+    list_id: str = ""  # List-Id header; empty: <qasid.{domain of from_address}>
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        if value:
+            parse_address(value)  # raises ValueError naming the value
+        return value
 
 
 class SendGridSettings(_Section):
     host: str = "https://api.sendgrid.com"
     api_key: str = ""
+    timeout: float = Field(30.0, gt=0)  # seconds for one mail/send request
+    sandbox_mode: bool = False  # SendGrid validates and answers but delivers nothing
+    batch_size: int = Field(1000, ge=1, le=1000)  # personalizations in one request
+
+    @field_validator("host")
+    @classmethod
+    def _http_origin(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://api.sendgrid.com")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError("must be a scheme and host only (the client adds /v3/mail/send)")
+        return value.rstrip("/")
 
 
 class SmtpSettings(_Section):
@@ -96,7 +119,11 @@ class SmtpSettings(_Section):
     port: int = Field(25, ge=1, le=65535)
     username: str = ""
     password: str = ""
-    starttls: bool = False
+    starttls: bool = False  # upgrade with STARTTLS (port 587); never falls back to plain text
+    tls: bool = False  # implicit TLS from the first byte (SMTPS, port 465)
+    timeout: float = Field(30.0, gt=0)  # seconds for connecting and for each reply
+    ca_file: str = ""  # PEM bundle to trust instead of the system's (a private relay)
+    helo_name: str = ""  # EHLO name; empty: the domain of [mail] from_address
 
 
 class WebSettings(_Section):

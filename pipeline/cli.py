@@ -398,6 +398,31 @@ def items_list(obj: _Context, as_json: bool, limit: int) -> None:
         click.echo(f"{r.published:%Y-%m-%d %H:%M}  {r.title}\n    {r.link or r.feed}")
 
 
+# -- tagging --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--input", "input_file", type=click.File("rb"), default="-", help="JSON Lines (default stdin)."
+)
+@click.option("--output", "output_file", type=click.File("w"), default="-", help="Default stdout.")
+@click.pass_obj
+def tag(obj: _Context, input_file: Any, output_file: Any) -> None:
+    """Tag JSON Lines items: relevant, us_link, themes, scores, evidence (no database)."""
+    from pipeline.tagio import run_tag
+
+    tagger = _load_tagger(obj.settings)
+    status = run_tag(input_file, output_file, click.get_text_stream("stderr"), tagger)
+    output_file.flush()
+    sys.exit(status)
+
+
+def _load_tagger(settings: Settings) -> Any:
+    from pipeline.rules import load_tagger
+
+    return load_tagger(Path(settings.root), settings.path(settings.feeds.file))
+
+
 # -- subscribers and watchlists ------------------------------------------------------------
 
 

@@ -1,1 +1,5 @@
-pytest_plugins = ["tests.support.fixtures_store", "tests.support.fixtures_http"]
+pytest_plugins = [
+    "tests.support.fixtures_store",
+    "tests.support.fixtures_http",
+    "tests.support.fixtures_mail",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -205,7 +205,7 @@ def test_bodies_with_nul_lone_surrogates_and_bare_cr_still_encode() -> None:
     ],
 )
 def test_malformed_fields_from_code_or_config_raise(
-    override: dict[str, object], complaint: str
+    override: dict[str, Any], complaint: str
 ) -> None:
     with pytest.raises(ValueError, match=complaint):
         make_email(**override)

@@ -1,0 +1,38 @@
+"""What every mail backend shares: the batch loop and the 'not attempted' answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pipeline.core.mail import OutgoingEmail, SendOutcome, SendResult
+
+
+def not_attempted(email: OutgoingEmail, cause: SendResult) -> SendResult:
+    """The answer for an email a batch stopped before: nothing was sent, so ``retry``, with
+    the cause's ``fatal`` and ``retry_after`` so the caller treats it like the cause."""
+    return SendResult(
+        delivery_id=email.delivery_id,
+        outcome=SendOutcome.RETRY,
+        error=f"not attempted: {cause.error}" if cause.error else "not attempted",
+        retry_after=cause.retry_after,
+        fatal=cause.fatal,
+    )
+
+
+def stops_batch(result: SendResult) -> bool:
+    """A fatal result or a rate limit ends a batch: the next email would meet the same."""
+    return result.fatal or (result.outcome is SendOutcome.RETRY and result.retry_after is not None)
+
+
+def send_each(
+    send: Callable[[OutgoingEmail], SendResult], emails: Sequence[OutgoingEmail]
+) -> list[SendResult]:
+    """Send one by one until something stops the batch; the rest come back not attempted."""
+    results: list[SendResult] = []
+    for index, email in enumerate(emails):
+        result = send(email)
+        results.append(result)
+        if stops_batch(result):
+            results.extend(not_attempted(rest, result) for rest in emails[index + 1 :])
+            break
+    return results

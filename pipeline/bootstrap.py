@@ -7,12 +7,16 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
 
 from pipeline.adapters.fetch import Fetcher
 from pipeline.adapters.parse import ParsePool
 from pipeline.adapters.storage import Store
 from pipeline.core.models import FeedSource
 from pipeline.core.schedule import BackoffPolicy
+from pipeline.core.tagger import Tagger
+from pipeline.rules import load_tagger
 from pipeline.settings import Settings
 from pipeline.sources import load_feed_sources
 
@@ -38,6 +42,11 @@ class App:
 
     def parse_pool(self) -> ParsePool:
         return ParsePool.from_settings(self.settings.fetch)
+
+    @cached_property
+    def tagger(self) -> Tagger:
+        """The theme tagger, built once from config/themes.toml, aliases and feeds."""
+        return load_tagger(Path(self.settings.root), self.settings.path(self.settings.feeds.file))
 
     def backoff_policy(self) -> BackoffPolicy:
         fetch = self.settings.fetch

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,50 @@ def _load_tagger(settings: Settings) -> Any:
     from pipeline.rules import load_tagger
 
     return load_tagger(Path(settings.root), settings.path(settings.feeds.file))
+
+
+@main.command()
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="Only items fetched since this UTC date (default: every item).",
+)
+@click.pass_obj
+def retag(obj: _Context, since: datetime | None) -> None:
+    """Tag stored items again with the current theme rules."""
+    with obj.app() as app:
+        count = jobs.retag_items(app, since.replace(tzinfo=UTC) if since else None)
+    click.echo(f"retagged {count} items")
+
+
+@main.command()
+@click.argument("item_id")
+@click.pass_obj
+def explain(obj: _Context, item_id: str) -> None:
+    """Why an item was tagged as it was: scores and the terms that fired."""
+    with obj.app() as app:
+        found = app.store.get_item(item_id)
+    if found is None:
+        raise click.ClickException(f"no item {item_id} (or the prefix is not unique)")
+    click.echo(
+        f"{found.title}\n  {found.link or found.feed}\n  source: {found.source or found.feed}"
+    )
+    if found.relevant is None:
+        click.echo("  not tagged yet: run `qasid retag`")
+        return
+    click.echo(
+        f"  relevant: {'yes' if found.relevant else 'no'}   US involved: "
+        f"{'yes' if found.us_link else 'no'}"
+    )
+    for theme, score in sorted(found.scores.items(), key=lambda kv: -kv[1]):
+        mark = "*" if theme in found.themes else " "
+        fired = ", ".join(found.evidence.get(theme, []))
+        click.echo(f"  {mark} {theme:<24} {score:5.1f}  {fired}")
+    for key, terms in sorted(found.evidence.items()):
+        if key.startswith("_"):
+            click.echo(f"    {key[1:]}: {', '.join(terms)}")
+    click.echo("  (* = assigned)")
 
 
 # -- subscribers and watchlists ------------------------------------------------------------

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pipeline.bootstrap import App
+from pipeline.core.tagger import TagInput
 from pipeline.services import FeedPollReport, Poller, PollSummary
 
-__all__ = ["FeedPollReport", "PollSummary", "poll_feeds", "sync_configured_feeds"]
+__all__ = ["FeedPollReport", "PollSummary", "poll_feeds", "retag_items", "sync_configured_feeds"]
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,39 @@ def poll_feeds(
                     policy=app.backoff_policy(),
                     concurrency=settings.fetch.concurrency,
                     on_report=on_report,
+                    tagger=app.tagger,
                 )
                 return await poller.poll(feeds)
 
     summary = asyncio.run(run())
     log.info("poll finished: %s", summary.line())
     return summary
+
+
+def retag_items(app: App, since: datetime | None = None, batch: int = 1000) -> int:
+    """Tag stored items again with the current rules (after an editor changed them)."""
+    tagger = app.tagger
+    items = app.store.items_fetched_since(since)
+    done = 0
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        tagged = [
+            (
+                stored.row_id,
+                tagger.tag(
+                    TagInput(
+                        id=stored.id,
+                        title=stored.title,
+                        summary=stored.summary_text,
+                        link=stored.link,
+                        published=stored.published.isoformat(),
+                        source=stored.source,
+                        feed_url=stored.feed,
+                    )
+                ),
+            )
+            for stored in chunk
+        ]
+        done += app.store.set_tags(tagged)
+    log.info("retag finished: items=%d since=%s", done, since.isoformat() if since else "all")
+    return done

@@ -16,13 +16,32 @@ from pipeline.adapters.fetch import Fetcher
 from pipeline.adapters.parse import ParsePool
 from pipeline.adapters.storage import Store
 from pipeline.core.errors import FeedError
-from pipeline.core.models import FeedOutcome, FeedState, StoreCounts
+from pipeline.core.models import FeedOutcome, FeedState, Item, StoreCounts
 from pipeline.core.normalize import items_from_feed
 from pipeline.core.schedule import BackoffPolicy, PollRecord, decide_after_poll
+from pipeline.core.tagger import Tagger, TagInput, TagResult
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+def tag_items(tagger: Tagger, items: Sequence[Item], state: FeedState) -> dict[str, TagResult]:
+    """The tagger's verdict per item (by guid_key), the feed standing in as the source."""
+    return {
+        it.guid_key: tagger.tag(
+            TagInput(
+                id=it.guid_key,
+                title=it.title,
+                summary=it.summary_text,
+                link=it.link,
+                published=it.published.isoformat(),
+                source=state.title,
+                feed_url=state.url,
+            )
+        )
+        for it in items
+    }
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,7 @@ class Poller:
     policy: BackoffPolicy
     concurrency: int = 64
     on_report: Callable[[FeedPollReport], None] | None = None
+    tagger: Tagger | None = None  # when set, items are tagged as they are stored
 
     async def poll(self, feeds: Sequence[FeedState]) -> PollSummary:
         started = time.perf_counter()
@@ -101,6 +121,13 @@ class Poller:
             await asyncio.gather(*(one(state) for state in feeds))
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _store_tagged(
+        self, state: FeedState, items: Sequence[Item], fetched_at: datetime
+    ) -> StoreCounts:
+        """Tag (off the event loop, in the writer thread) and store one feed's items."""
+        tags = tag_items(self.tagger, items, state) if self.tagger else None
+        return self.store.store_items(state.id, state.url, items, fetched_at, tags)
 
     async def _poll_one(self, state: FeedState, writer: ThreadPoolExecutor) -> FeedPollReport:
         started = time.perf_counter()
@@ -191,7 +218,7 @@ class Poller:
 
         fetched_at = self.clock()
         items = items_from_feed(parsed, result.final_url, state.language or "en", fetched_at)
-        counts = await run(self.store.store_items, state.id, state.url, items, fetched_at)
+        counts = await run(self._store_tagged, state, items, fetched_at)
         assert isinstance(counts, StoreCounts)
         if parsed.bozo:
             outcome, message = FeedOutcome.MALFORMED, f"malformed but usable: {parsed.bozo_reason}"

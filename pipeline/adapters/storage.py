@@ -7,19 +7,25 @@ and SQLite is for one worker only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
+    JSON,
+    Boolean,
     Connection,
     Engine,
+    Integer,
+    TextClause,
     bindparam,
     create_engine,
     delete,
@@ -27,30 +33,24 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.adapters.schema import feed, item, metadata
+from pipeline.adapters.schema import UTCDateTime, feed, item, metadata
 from pipeline.core.errors import StorageError
 from pipeline.core.models import FeedSource, FeedState, Item, StoreCounts
 from pipeline.core.schedule import PollRecord
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 500  # rows per IN (...) lookup; well under both engines' parameter limits
-
 
 def item_uid(feed_url: str, it: Item) -> str:
     """The public id of an item: its story URL when it has one, else its feed and guid."""
     basis = it.link or f"{feed_url}\n{it.guid_key}"
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:20]
-
-
-def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ class StoredItem:
     themes: list[str]
     scores: dict[str, float]
     evidence: dict[str, list[str]]
+    source: str = ""  # the feed's title
+    row_id: int = 0  # the database key (alerts and deliveries refer to it)
 
 
 class Store:
@@ -265,144 +267,303 @@ class Store:
         title: str | None = None,
     ) -> None:
         """Write a poll's outcome and release the lease. Validators change only on success."""
-        values: dict[str, Any] = {
-            "status": record.status.value,
-            "last_error": record.message if not record.succeeded else None,
-            "http_status": record.http_status,
-            "failures": record.failures,
-            "gone_count": record.gone_count,
-            "enabled": record.enabled,
-            "last_checked_at": record.checked_at,
-            "next_poll_at": record.next_poll_at,
-            "lease_until": None,
-            "leased_by": None,
-        }
-        if record.succeeded:
-            values["last_success_at"] = record.checked_at
-            if record.message:  # a warning (malformed but usable)
-                values["last_error"] = record.message
-            if etag is not None or last_modified is not None or body_hash is not None:
-                values.update(etag=etag, last_modified=last_modified)
-            if body_hash is not None:
-                values["body_hash"] = body_hash
-        else:
-            values["error_total"] = feed.c.error_total + 1
+        write = PollWrite(
+            feed_id,
+            record,
+            etag=etag,
+            last_modified=last_modified,
+            body_hash=body_hash,
+            new_url=new_url,
+            title=title,
+        )
         with self._begin() as conn:
-            if title:
-                # Fill a missing title from the feed itself; an editor's title wins.
-                conn.execute(
-                    update(feed)
-                    .where(feed.c.id == feed_id, feed.c.title == "")
-                    .values(title=title[:300])
+            self._record_polls(conn, [write])
+
+    def write_polls(self, writes: Sequence[PollWrite]) -> list[StoreCounts]:
+        """``store_items`` then ``record_poll`` for each write, all in one transaction, with
+        one set of statements for all of them: the poller's writer flushes many feeds at
+        once this way. Returns each write's item counts, in order."""
+        if not writes:
+            return []
+        batches = [
+            _Batch(w.feed_id, w.feed_url, w.items, w.fetched_at or w.record.checked_at, w.tags)
+            for w in writes
+        ]
+        with self._begin() as conn:
+            counts = self._store_batches(conn, batches)
+            self._record_polls(conn, writes)
+        return counts
+
+    def _record_polls(self, conn: Connection, writes: Sequence[PollWrite]) -> None:
+        """The feed updates of ``record_poll`` for many polls: one executemany per shape of
+        update. A feed that moved (``new_url``) is written on its own, in order, since
+        whether it may take its new URL depends on the feeds written before it."""
+        titles: list[dict[str, Any]] = []
+        groups: dict[tuple[bool, tuple[str, ...]], list[dict[str, Any]]] = {}
+        moved: list[PollWrite] = []
+        for write in writes:
+            if write.new_url:
+                moved.append(write)
+                continue
+            if write.title:
+                titles.append({"b_id": write.feed_id, "b_title": write.title[:300]})
+            values = _poll_values(write)
+            params = {f"b_{key}": value for key, value in values.items()}
+            params["b_id"] = write.feed_id
+            groups.setdefault((write.record.succeeded, tuple(values)), []).append(params)
+        if titles:
+            # Fill a missing title from the feed itself; an editor's title wins.
+            conn.execute(_FILL_TITLE, titles)
+        for (succeeded, keys), rows in groups.items():
+            statement = update(feed).where(feed.c.id == bindparam("b_id"))
+            statement = statement.values({key: bindparam(f"b_{key}") for key in keys})
+            if not succeeded:
+                statement = statement.values(error_total=feed.c.error_total + 1)
+            conn.execute(statement, rows)
+        for write in moved:
+            values = _poll_values(write)
+            if not write.record.succeeded:
+                values["error_total"] = feed.c.error_total + 1
+            if write.title:
+                conn.execute(_FILL_TITLE, {"b_id": write.feed_id, "b_title": write.title[:300]})
+            taken = conn.execute(select(feed.c.id).where(feed.c.url == write.new_url)).scalar()
+            if taken is None:
+                values["url"] = write.new_url
+            else:
+                log.warning(
+                    "feed %s moved to %s, which is already a feed", write.feed_id, write.new_url
                 )
-            if new_url:
-                taken = conn.execute(select(feed.c.id).where(feed.c.url == new_url)).scalar()
-                if taken is None:
-                    values["url"] = new_url
-                else:
-                    log.warning("feed %s moved to %s, which is already a feed", feed_id, new_url)
-            conn.execute(update(feed).where(feed.c.id == feed_id).values(**values))
+            conn.execute(update(feed).where(feed.c.id == write.feed_id).values(**values))
 
     # -- items ----------------------------------------------------------------------------
 
     def store_items(
-        self, feed_id: int, feed_url: str, items: Sequence[Item], fetched_at: datetime
+        self,
+        feed_id: int,
+        feed_url: str,
+        items: Sequence[Item],
+        fetched_at: datetime,
+        tags: Mapping[str, Tags] | None = None,
     ) -> StoreCounts:
         """Insert new items, update changed ones, skip stories already stored from any feed.
+
+        ``tags`` (by guid_key) are stored with new and changed items, so items are tagged
+        at poll time.
 
         One transaction for the batch. Identity within a feed is ``guid_key``; across feeds
         it is the canonical link (a unique index), so the same story URL is stored once.
         """
-        if not items:
-            return StoreCounts()
-        by_key: dict[str, Item] = {}
-        for it in items:
-            by_key.setdefault(it.guid_key, it)
+        return self.store_batches([FeedItems(feed_id, feed_url, items, tags)], fetched_at)[0]
+
+    def store_batches(
+        self,
+        batches: Sequence[FeedItems | tuple[int, str, Sequence[Item]]],
+        fetched_at: datetime,
+    ) -> list[StoreCounts]:
+        """``store_items`` for several feeds' batches, ``(feed_id, feed_url, items)`` or
+        FeedItems (with tags), in one transaction. The result is what storing them one after
+        the other would give, per batch and in order; the work is one lookup, one insert and
+        one update for all of them."""
+        work = [_Batch(b[0], b[1], b[2], fetched_at, _batch_tags(b)) for b in batches]
+        if not any(b.items for b in work):
+            return [StoreCounts() for _ in work]
         with self._begin() as conn:
-            known: dict[str, tuple[int, str]] = {}
-            for keys in _chunks(list(by_key)):
-                rows = conn.execute(
-                    select(item.c.guid_key, item.c.id, item.c.content_hash).where(
-                        item.c.feed_id == feed_id, item.c.guid_key.in_(keys)
-                    )
-                )
-                known.update({r.guid_key: (r.id, r.content_hash) for r in rows})
-            fresh = [it for key, it in by_key.items() if key not in known]
-            links = sorted({it.link for it in fresh if it.link})
-            elsewhere: set[str] = set()
-            for chunk in _chunks(links):
-                # `link <> ''` lets both engines use the partial unique index on link.
-                rows = conn.execute(
-                    select(item.c.link).where(item.c.link != "", item.c.link.in_(chunk))
-                )
-                elsewhere.update(r.link for r in rows)
-            to_insert: list[dict[str, Any]] = []
-            seen_links: set[str] = set()
-            duplicates = 0
-            for it in fresh:
-                if it.link and (it.link in elsewhere or it.link in seen_links):
-                    duplicates += 1
-                    continue
-                if it.link:
-                    seen_links.add(it.link)
-                to_insert.append(_item_row(feed_id, feed_url, it, fetched_at))
-            inserted = 0
-            if to_insert:
-                # A concurrent worker may store the same story first: skip, never fail.
-                insert = postgresql.insert if not self.is_sqlite else sqlite.insert
-                result = conn.execute(insert(item).on_conflict_do_nothing(), to_insert)
-                inserted = max(result.rowcount, 0) if result.rowcount is not None else 0
-                if result.rowcount is None or result.rowcount < 0:
-                    inserted = len(to_insert)
-            changed = [
-                (known[key][0], it)
-                for key, it in by_key.items()
-                if key in known and known[key][1] != it.content_hash
-            ]
-            if changed:
-                conn.execute(
-                    update(item)
-                    .where(item.c.id == bindparam("b_id"))
-                    .values(
-                        title=bindparam("b_title"),
-                        summary_html=bindparam("b_summary_html"),
-                        summary_text=bindparam("b_summary_text"),
-                        author=bindparam("b_author"),
-                        content_hash=bindparam("b_content_hash"),
-                        updated_at=bindparam("b_updated_at"),
-                    ),
-                    [
-                        {
-                            "b_id": item_id,
-                            "b_title": it.title,
-                            "b_summary_html": it.summary_html,
-                            "b_summary_text": it.summary_text,
-                            "b_author": it.author,
-                            "b_content_hash": it.content_hash,
-                            "b_updated_at": fetched_at,
-                        }
-                        for item_id, it in changed
-                    ],
-                )
-        unchanged = len(by_key) - len(fresh) - len(changed)
-        return StoreCounts(
-            new=inserted,
-            updated=len(changed),
-            unchanged=unchanged,
-            duplicates=duplicates + (len(to_insert) - inserted),
+            return self._store_batches(conn, work)
+
+    def _store_batches(self, conn: Connection, batches: Sequence[_Batch]) -> list[StoreCounts]:
+        counts: list[StoreCounts] = []
+        start = 0
+        while start < len(batches):
+            # A round is a run of batches for distinct feeds; a feed seen again (two polls of
+            # one feed in a call) starts the next round, so it sees what the first stored.
+            feeds: set[int] = set()
+            end = start
+            while end < len(batches) and batches[end].feed_id not in feeds:
+                feeds.add(batches[end].feed_id)
+                end += 1
+            counts += self._store_round(conn, batches[start:end])
+            start = end
+        return counts
+
+    def _store_round(self, conn: Connection, batches: Sequence[_Batch]) -> list[StoreCounts]:
+        keyed: list[dict[str, Item]] = []
+        for batch in batches:
+            by_key: dict[str, Item] = {}
+            for it in batch.items:
+                by_key.setdefault(it.guid_key, it)
+            keyed.append(by_key)
+        known = self._known_items(
+            conn,
+            [(b.feed_id, key) for b, by_key in zip(batches, keyed, strict=True) for key in by_key],
         )
+        fresh_links = {
+            it.link
+            for b, by_key in zip(batches, keyed, strict=True)
+            for key, it in by_key.items()
+            if it.link and (b.feed_id, key) not in known
+        }
+        elsewhere = self._existing_links(conn, sorted(fresh_links))
+        seen_links: set[str] = set()  # stored earlier in this round: "elsewhere" for later feeds
+        rows: list[dict[str, Any]] = []
+        owners: list[int] = []
+        changes: list[dict[str, Any]] = []
+        fresh = [0] * len(batches)
+        changed = [0] * len(batches)
+        duplicates = [0] * len(batches)
+        for index, (batch, by_key) in enumerate(zip(batches, keyed, strict=True)):
+            for key, it in by_key.items():
+                hit = known.get((batch.feed_id, key))
+                if hit is not None:
+                    if hit[1] != it.content_hash:
+                        changed[index] += 1
+                        changes.append(_change_row(hit[0], it, batch))
+                    continue
+                fresh[index] += 1
+                if it.link:
+                    if it.link in elsewhere or it.link in seen_links:
+                        duplicates[index] += 1
+                        continue
+                    seen_links.add(it.link)
+                row = _item_row(batch.feed_id, batch.feed_url, it, batch.fetched_at)
+                row.update(_tag_values(batch.tags, it.guid_key))
+                rows.append(row)
+                owners.append(index)
+        inserted = self._insert_items(conn, rows, owners, len(batches))
+        if changes:
+            conn.execute(_UPDATE_ITEM, changes)
+        return [
+            StoreCounts(
+                new=inserted[i],
+                updated=changed[i],
+                unchanged=len(keyed[i]) - fresh[i] - changed[i],
+                duplicates=duplicates[i] + owners.count(i) - inserted[i],
+            )
+            for i in range(len(batches))
+        ]
+
+    def _known_items(
+        self, conn: Connection, pairs: Sequence[tuple[int, str]]
+    ) -> dict[tuple[int, str], tuple[int, str]]:
+        """(feed_id, guid_key) → (id, content_hash) of the stored ones among ``pairs``: one
+        query, the pairs passed as two arrays (PostgreSQL) or one JSON array (SQLite)."""
+        if not pairs:
+            return {}
+        if self.is_sqlite:
+            params: dict[str, Any] = {"pairs": json.dumps(pairs)}
+            rows = conn.execute(_SQLITE_KNOWN, params)
+        else:
+            params = {"feed_ids": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}
+            rows = conn.execute(_PG_KNOWN, params)
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+    def _existing_links(self, conn: Connection, links: Sequence[str]) -> set[str]:
+        if not links:
+            return set()
+        if self.is_sqlite:
+            rows = conn.execute(_SQLITE_LINKS, {"links": json.dumps(links)})
+        else:
+            rows = conn.execute(_PG_LINKS, {"links": list(links)})
+        return {r[0] for r in rows}
+
+    def _insert_items(
+        self, conn: Connection, rows: list[dict[str, Any]], owners: list[int], batches: int
+    ) -> list[int]:
+        """Insert ``rows``, skipping any a concurrent writer stored first (never failing on
+        them). Returns how many were inserted per batch (``owners`` maps row → batch)."""
+        inserted = [0] * batches
+        if not rows:
+            return inserted
+        if self.is_sqlite:
+            # executemany of one INSERT: the sqlite3 module loops in C.
+            result = conn.execute(sqlite.insert(item).on_conflict_do_nothing(), rows)
+            if result.rowcount is None or result.rowcount < 0 or result.rowcount == len(rows):
+                for owner in owners:
+                    inserted[owner] += 1
+                return inserted
+            # Some were skipped: the ones now stored under our (feed, guid) are ours.
+            ours = self._known_items(conn, [(r["feed_id"], r["guid_key"]) for r in rows])
+            for row, owner in zip(rows, owners, strict=True):
+                inserted[owner] += (row["feed_id"], row["guid_key"]) in ours
+            return inserted
+        # PostgreSQL: one INSERT ... SELECT FROM unnest(column arrays): a single statement
+        # and round trip whatever the number of rows, no per-row parameters.
+        columns = list(rows[0])
+        statement = _pg_bulk_insert(tuple(columns))
+        params = {
+            f"c{n}": _pg_array([row[name] for row in rows], item.c[name].type)
+            for n, name in enumerate(columns)
+        }
+        owner_of = {}
+        for row, owner in zip(rows, owners, strict=True):
+            owner_of[row["feed_id"]] = owner
+        for (feed_id,) in conn.execute(statement, params):
+            inserted[owner_of[feed_id]] += 1
+        return inserted
+
+    def _items_query(self) -> Any:
+        return select(
+            item, feed.c.url.label("feed_url"), feed.c.title.label("feed_title")
+        ).select_from(item.join(feed, feed.c.id == item.c.feed_id))
 
     def list_items(self, limit: int = 50, offset: int = 0) -> list[StoredItem]:
         """Newest first."""
         query = (
-            select(item, feed.c.url.label("feed_url"))
-            .select_from(item.join(feed, feed.c.id == item.c.feed_id))
+            self._items_query()
             .order_by(item.c.published_at.desc(), item.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
         with self._begin() as conn:
             return [_stored_item(row._mapping) for row in conn.execute(query)]
+
+    def items_between(
+        self, since: datetime, until: datetime, *, relevant_only: bool = False
+    ) -> list[StoredItem]:
+        """Items published in [since, until), newest first."""
+        query = self._items_query().where(item.c.published_at >= since, item.c.published_at < until)
+        if relevant_only:
+            query = query.where(item.c.relevant.is_(True))
+        query = query.order_by(item.c.published_at.desc(), item.c.id.desc())
+        with self._begin() as conn:
+            return [_stored_item(row._mapping) for row in conn.execute(query)]
+
+    def get_item(self, uid: str) -> StoredItem | None:
+        """One item by its public id (or a unique prefix of it, as git accepts)."""
+        query = self._items_query().where(item.c.uid.like(f"{uid}%")).limit(2)
+        with self._begin() as conn:
+            rows = conn.execute(query).all()
+        return _stored_item(rows[0]._mapping) if len(rows) == 1 else None
+
+    def items_fetched_since(self, since: datetime | None) -> list[StoredItem]:
+        """Items fetched since ``since`` (all when None), oldest first: what `retag` redoes."""
+        query = self._items_query()
+        if since is not None:
+            query = query.where(item.c.fetched_at >= since)
+        with self._begin() as conn:
+            return [_stored_item(r._mapping) for r in conn.execute(query.order_by(item.c.id))]
+
+    def set_tags(self, tagged: Sequence[tuple[int, Tags]]) -> int:
+        """Store new tags for items (by row id), in one transaction."""
+        if not tagged:
+            return 0
+        statement = (
+            update(item)
+            .where(item.c.id == bindparam("b_id"))
+            .values(
+                relevant=bindparam("b_relevant"),
+                us_link=bindparam("b_us_link"),
+                themes=bindparam("b_themes"),
+                scores=bindparam("b_scores"),
+                evidence=bindparam("b_evidence"),
+            )
+        )
+        rows = []
+        for row_id, result in tagged:
+            values = _tag_values({"x": result}, "x")
+            rows.append({"b_id": row_id, **{f"b_{k}": v for k, v in values.items()}})
+        with self._begin() as conn:
+            conn.execute(statement, rows)
+        return len(rows)
 
     def count_items(self) -> int:
         with self._begin() as conn:
@@ -416,6 +577,195 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+class Tags(Protocol):
+    """What the tagger decided about an item (pipeline.core.tagger.TagResult fits)."""
+
+    relevant: bool
+    us_link: bool
+    themes: list[str]
+    scores: dict[str, float]
+    evidence: dict[str, list[str]]
+
+
+def _tag_values(tags: Mapping[str, Tags] | None, key: str) -> dict[str, Any]:
+    result = tags.get(key) if tags else None
+    if result is None:
+        return {"relevant": None, "us_link": None, "themes": None, "scores": None, "evidence": None}
+    return {
+        "relevant": result.relevant,
+        "us_link": result.us_link,
+        "themes": list(result.themes),
+        "scores": dict(result.scores),
+        "evidence": {k: list(v) for k, v in result.evidence.items()},
+    }
+
+
+class FeedItems(NamedTuple):
+    """One feed's batch for ``Store.store_batches`` (a plain 3-tuple works too)."""
+
+    feed_id: int
+    feed_url: str
+    items: Sequence[Item]
+    tags: Mapping[str, Tags] | None = None
+
+
+class _Batch(NamedTuple):
+    feed_id: int
+    feed_url: str
+    items: Sequence[Item]
+    fetched_at: datetime
+    tags: Mapping[str, Tags] | None
+
+
+def _batch_tags(batch: FeedItems | tuple[int, str, Sequence[Item]]) -> Mapping[str, Tags] | None:
+    return batch[3] if len(batch) > 3 else None
+
+
+@dataclass(frozen=True)
+class PollWrite:
+    """One poll for ``Store.write_polls``: what ``record_poll`` takes and, for a feed that
+    was parsed, the items ``store_items`` would store (with their fetch time and tags)."""
+
+    feed_id: int
+    record: PollRecord
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    new_url: str | None = None
+    title: str | None = None
+    feed_url: str = ""
+    items: Sequence[Item] = ()
+    fetched_at: datetime | None = None
+    tags: Mapping[str, Tags] | None = None
+
+
+def _poll_values(write: PollWrite) -> dict[str, Any]:
+    """The feed columns ``record_poll`` sets (a failure also adds one to error_total)."""
+    record = write.record
+    values: dict[str, Any] = {
+        "status": record.status.value,
+        "last_error": record.message if not record.succeeded else None,
+        "http_status": record.http_status,
+        "failures": record.failures,
+        "gone_count": record.gone_count,
+        "enabled": record.enabled,
+        "last_checked_at": record.checked_at,
+        "next_poll_at": record.next_poll_at,
+        "lease_until": None,
+        "leased_by": None,
+    }
+    if record.succeeded:
+        values["last_success_at"] = record.checked_at
+        if record.message:  # a warning (malformed but usable)
+            values["last_error"] = record.message
+        if write.etag is not None or write.last_modified is not None or write.body_hash is not None:
+            values.update(etag=write.etag, last_modified=write.last_modified)
+        if write.body_hash is not None:
+            values["body_hash"] = write.body_hash
+    return values
+
+
+_FILL_TITLE = (
+    update(feed)
+    .where(feed.c.id == bindparam("b_id"), feed.c.title == "")
+    .values(title=bindparam("b_title"))
+)
+
+_TAG_COLUMNS = ("relevant", "us_link", "themes", "scores", "evidence")
+
+_UPDATE_ITEM = (
+    update(item)
+    .where(item.c.id == bindparam("b_id"))
+    .values(
+        {
+            name: bindparam(f"b_{name}")
+            for name in (
+                "title",
+                "summary_html",
+                "summary_text",
+                "author",
+                "content_hash",
+                "updated_at",
+                *_TAG_COLUMNS,
+            )
+        }
+    )
+)
+
+
+def _change_row(item_id: int, it: Item, batch: _Batch) -> dict[str, Any]:
+    row = {
+        "b_id": item_id,
+        "b_title": it.title,
+        "b_summary_html": it.summary_html,
+        "b_summary_text": it.summary_text,
+        "b_author": it.author,
+        "b_content_hash": it.content_hash,
+        "b_updated_at": batch.fetched_at,
+    }
+    for key, value in _tag_values(batch.tags, it.guid_key).items():
+        row[f"b_{key}"] = value
+    return row
+
+
+# The item lookups of the batch path. SQLite takes the keys as one JSON array (json_each);
+# CROSS JOIN makes it the outer loop, so each key is one probe of the unique index.
+_SQLITE_KNOWN = text(
+    "SELECT item.feed_id, item.guid_key, item.id, item.content_hash"
+    " FROM json_each(:pairs) AS k CROSS JOIN item"
+    " WHERE item.feed_id = json_extract(k.value, '$[0]')"
+    " AND item.guid_key = json_extract(k.value, '$[1]')"
+)
+# `link <> ''` lets both engines use the partial unique index on link.
+_SQLITE_LINKS = text(
+    "SELECT item.link FROM json_each(:links) AS k CROSS JOIN item"
+    " WHERE item.link = k.value AND item.link <> ''"
+)
+# PostgreSQL takes them as arrays: one parameter each, whatever the number of keys.
+_PG_KNOWN = text(
+    "SELECT item.feed_id, item.guid_key, item.id, item.content_hash"
+    " FROM unnest(CAST(:feed_ids AS INTEGER[]), CAST(:keys AS TEXT[])) AS k(feed_id, guid_key)"
+    " JOIN item ON item.feed_id = k.feed_id AND item.guid_key = k.guid_key"
+)
+_PG_LINKS = text("SELECT link FROM item WHERE link <> '' AND link = ANY(CAST(:links AS TEXT[]))")
+
+
+@functools.cache
+def _pg_bulk_insert(columns: tuple[str, ...]) -> TextClause:
+    arrays = ", ".join(
+        f"CAST(:c{n} AS {_pg_array_type(item.c[name].type)})" for n, name in enumerate(columns)
+    )
+    return text(
+        f"INSERT INTO item ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+        " ON CONFLICT DO NOTHING RETURNING feed_id"
+    )
+
+
+def _pg_array_type(column_type: Any) -> str:
+    if isinstance(column_type, UTCDateTime):
+        return "TIMESTAMPTZ[]"
+    if isinstance(column_type, JSON):
+        return "JSON[]"
+    if isinstance(column_type, Boolean):
+        return "BOOLEAN[]"
+    if isinstance(column_type, Integer):
+        return "INTEGER[]"
+    return "TEXT[]"  # Text and String(n): the column's own type still checks the length
+
+
+def _pg_array(values: list[Any], column_type: Any) -> list[Any]:
+    """A column's values as the column type would bind them one by one."""
+    if isinstance(column_type, UTCDateTime):
+        return [column_type.process_bind_param(value, _PG_DIALECT) for value in values]
+    if isinstance(column_type, JSON):
+        # SQLAlchemy's JSON type sends json.dumps(value), None included (as JSON null).
+        return [json.dumps(value) for value in values]
+    return values
+
+
+_PG_DIALECT = postgresql.dialect()
 
 
 def _item_row(feed_id: int, feed_url: str, it: Item, fetched_at: datetime) -> dict[str, Any]:
@@ -469,6 +819,8 @@ def _stored_item(row: Any) -> StoredItem:
     return StoredItem(
         id=row["uid"],
         feed=row["feed_url"],
+        source=row.get("feed_title") or "",
+        row_id=row["id"],
         title=row["title"],
         link=row["link"],
         published=row["published_at"],

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.adapters.schema import feed, item, subscriber, watchlist
-from pipeline.adapters.storage import Store, StoredItem, _stored_item
+from pipeline.adapters.schema import subscriber, watchlist
+from pipeline.adapters.storage import Store, StoredItem
 from pipeline.core.subscribers import (
     MAX_WATCHLISTS,
     Frequency,
@@ -137,14 +137,7 @@ class SubscriberStore:
 
     def items_between(self, since: datetime, until: datetime) -> list[StoredItem]:
         """Stored items published in [since, until), newest first (for watchlist backtests)."""
-        query = (
-            select(item, feed.c.url.label("feed_url"))
-            .select_from(item.join(feed, feed.c.id == item.c.feed_id))
-            .where(item.c.published_at >= since, item.c.published_at < until)
-            .order_by(item.c.published_at.desc(), item.c.id.desc())
-        )
-        with self.store._begin() as conn:
-            return [_stored_item(row._mapping) for row in conn.execute(query)]
+        return self.store.items_between(since, until)
 
     def _load(self, condition: Any) -> list[Subscriber]:
         query = select(subscriber).order_by(subscriber.c.id)

@@ -225,3 +225,43 @@ def test_blocked_destination_is_recorded_and_other_feeds_still_poll(
     got = outcomes(app)
     assert got["ok.xml"] == FeedOutcome.OK
     assert got["sneaky"] == FeedOutcome.BLOCKED
+
+
+def test_items_are_tagged_as_they_are_stored(app: App, feed_server: FeedServer) -> None:
+    story = (
+        "<item><title>US sanctions Pakistani firms over ballistic missile programme</title>"
+        "<link>https://news.example/sanctions</link><guid>s1</guid>"
+        "<description>The State Department named suppliers to Pakistan's National "
+        "Development Complex.</description></item>"
+    )
+    sport = (
+        "<item><title>Babar Azam hits a century as Pakistan beat New Zealand</title>"
+        "<link>https://news.example/cricket</link><guid>c1</guid></item>"
+    )
+    feed_server.route("/t.xml", body=rss(story, sport))
+    add_feeds(app, feed_server.url("/t.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    by_title = {i.title: i for i in app.store.list_items()}
+    tagged = by_title["US sanctions Pakistani firms over ballistic missile programme"]
+    assert tagged.relevant and tagged.us_link
+    assert "sanctions" in tagged.themes and tagged.evidence["sanctions"]
+    cricket = by_title["Babar Azam hits a century as Pakistan beat New Zealand"]
+    assert cricket.relevant is False and cricket.themes == []
+
+
+def test_retag_applies_the_current_rules_to_stored_items(app: App, feed_server: FeedServer) -> None:
+    feed_server.route("/t.xml", body=rss(entry(1)))
+    add_feeds(app, feed_server.url("/t.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    app.store.set_tags([(i.row_id, _Untagged()) for i in app.store.list_items()])
+    assert app.store.list_items()[0].themes == ["stale"]
+    assert jobs.retag_items(app) == 1
+    assert app.store.list_items()[0].themes != ["stale"]
+
+
+class _Untagged:
+    relevant = True
+    us_link = False
+    themes = ["stale"]  # noqa: RUF012 - a stand-in for a TagResult
+    scores: dict[str, float] = {}  # noqa: RUF012
+    evidence: dict[str, list[str]] = {}  # noqa: RUF012

@@ -540,3 +540,12 @@ def test_a_wrong_mail_setting_names_its_key(
         build_mailer(load_settings(environ=environ, root=tmp_path))
     assert caught.value.key == key
     assert str(caught.value).startswith(key)
+
+
+def test_sendgrid_429_without_a_delay_still_stops_the_batch(sendgrid_stub: SendGridStub) -> None:
+    sendgrid_stub.script(Reply(429, body={"errors": [{"field": None, "message": "slow down"}]}))
+    emails = [make_email("1"), make_email("2", subject="Other content")]
+    results = sendgrid_mailer(sendgrid_stub).send_batch(emails)
+    assert [(r.outcome, r.retry_after) for r in results] == [(SendOutcome.RETRY, None)] * 2
+    assert results[1].error == "not attempted: SendGrid answered 429: slow down"
+    assert len(sendgrid_stub.requests) == 1

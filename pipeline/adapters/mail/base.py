@@ -20,8 +20,13 @@ def not_attempted(email: OutgoingEmail, cause: SendResult) -> SendResult:
 
 
 def stops_batch(result: SendResult) -> bool:
-    """A fatal result or a rate limit ends a batch: the next email would meet the same."""
-    return result.fatal or (result.outcome is SendOutcome.RETRY and result.retry_after is not None)
+    """A fatal result or a rate limit (a delay asked for, or HTTP 429 even without one) ends
+    a batch: the next email would meet the same."""
+    if result.fatal:
+        return True
+    return result.outcome is SendOutcome.RETRY and (
+        result.retry_after is not None or result.status == 429
+    )
 
 
 def send_each(

@@ -1,8 +1,6 @@
-"""What every mail backend shares: the batch loop and the 'not attempted' answers."""
+"""What every mail backend shares: when a batch stops, and the answers for the rest."""
 
 from __future__ import annotations
-
-from collections.abc import Callable, Sequence
 
 from pipeline.core.mail import OutgoingEmail, SendOutcome, SendResult
 
@@ -27,17 +25,3 @@ def stops_batch(result: SendResult) -> bool:
     return result.outcome is SendOutcome.RETRY and (
         result.retry_after is not None or result.status == 429
     )
-
-
-def send_each(
-    send: Callable[[OutgoingEmail], SendResult], emails: Sequence[OutgoingEmail]
-) -> list[SendResult]:
-    """Send one by one until something stops the batch; the rest come back not attempted."""
-    results: list[SendResult] = []
-    for index, email in enumerate(emails):
-        result = send(email)
-        results.append(result)
-        if stops_batch(result):
-            results.extend(not_attempted(rest, result) for rest in emails[index + 1 :])
-            break
-    return results

@@ -11,14 +11,17 @@ from functools import cached_property
 from pathlib import Path
 
 from pipeline.adapters.fetch import Fetcher
+from pipeline.adapters.mail import build_mailer
 from pipeline.adapters.parse import ParsePool
 from pipeline.adapters.storage import Store
+from pipeline.core.mail import Mailer
 from pipeline.core.models import FeedSource
 from pipeline.core.schedule import BackoffPolicy
 from pipeline.core.tagger import Tagger
 from pipeline.rules import load_tagger
 from pipeline.settings import Settings
 from pipeline.sources import load_feed_sources
+from pipeline.tokens import Tokens, load_or_create_secret
 
 
 def utc_now() -> datetime:
@@ -47,6 +50,16 @@ class App:
     def tagger(self) -> Tagger:
         """The theme tagger, built once from config/themes.toml, aliases and feeds."""
         return load_tagger(Path(self.settings.root), self.settings.path(self.settings.feeds.file))
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        """Signs and checks the links in emails ([web] secret_key, else var/secret.key)."""
+        web = self.settings.web
+        secret = web.secret_key or load_or_create_secret(self.settings.path("var/secret.key"))
+        return Tokens([secret, *web.old_secret_keys])
+
+    def mailer(self) -> Mailer:
+        return build_mailer(self.settings)
 
     def backoff_policy(self) -> BackoffPolicy:
         fetch = self.settings.fetch

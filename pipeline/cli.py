@@ -413,7 +413,7 @@ def tag(obj: _Context, input_file: Any, output_file: Any) -> None:
     from pipeline.tagio import run_tag
 
     tagger = _load_tagger(obj.settings)
-    status = run_tag(input_file, output_file, click.get_text_stream("stderr"), tagger)
+    status = run_tag(input_file, output_file, sys.stderr, tagger)
     output_file.flush()
     sys.exit(status)
 

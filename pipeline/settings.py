@@ -130,6 +130,42 @@ class WebSettings(_Section):
     base_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Signs the links in emails. Empty: a random key is made once and kept in var/secret.key
+    # (fine for one machine; set it explicitly when several processes or hosts serve links).
+    secret_key: str = ""
+    old_secret_keys: tuple[str, ...] = ()  # still accepted, for key rotation
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http(s) URL, e.g. https://news.example.org")
+        return value.rstrip("/")
+
+
+class DigestSettings(_Section):
+    site_name: str = "qasid"
+    # the public edition is built each day (and each Monday, weekly) at this local hour
+    public_timezone: str = "Asia/Karachi"
+    public_hour: int = Field(7, ge=0, le=23)
+    top_stories: int = Field(3, ge=0, le=10)
+    max_per_section: int = Field(8, ge=1, le=50)
+    alerts_per_day: int = Field(5, ge=0, le=100)  # instant alerts per subscriber per day
+    alert_themes: tuple[str, ...] = ("sanctions", "nuclear_missile", "counterterrorism")
+    send_batch: int = Field(100, ge=1, le=1000)  # deliveries claimed per drain step
+    send_lease_seconds: int = Field(600, ge=30)  # a sending row older than this is unknown
+    unknown_resend_minutes: int = Field(60, ge=1)  # unresolved unknown rows are resent once
+
+    @field_validator("public_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a known time zone (e.g. Asia/Karachi)") from None
+        return value
 
 
 class Settings(_Section):
@@ -141,6 +177,7 @@ class Settings(_Section):
     sendgrid: SendGridSettings = SendGridSettings()
     smtp: SmtpSettings = SmtpSettings()
     web: WebSettings = WebSettings()
+    digest: DigestSettings = DigestSettings()
     root: str = str(PROJECT_ROOT)
 
     def path(self, relative: str) -> Path:

@@ -200,8 +200,6 @@ delivery = Table(
     Column("resent", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", UTCDateTime(), nullable=False),
     Index("uq_delivery_subscriber_id_edition_id", "subscriber_id", "edition_id", unique=True),
-    Index(
-        "uq_delivery_subscriber_id_alert_item_id", "subscriber_id", "alert_item_id", unique=True
-    ),
+    Index("uq_delivery_subscriber_id_alert_item_id", "subscriber_id", "alert_item_id", unique=True),
     Index("ix_delivery_status_not_before", "status", "not_before"),
 )

@@ -534,6 +534,11 @@ class Store:
             rows = conn.execute(query).all()
         return _stored_item(rows[0]._mapping) if len(rows) == 1 else None
 
+    def get_item_by_row(self, row_id: int) -> StoredItem | None:
+        with self._begin() as conn:
+            row = conn.execute(self._items_query().where(item.c.id == row_id)).first()
+        return _stored_item(row._mapping) if row else None
+
     def items_fetched_since(self, since: datetime | None) -> list[StoredItem]:
         """Items fetched since ``since`` (all when None), oldest first: what `retag` redoes."""
         query = self._items_query()

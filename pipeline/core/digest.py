@@ -98,6 +98,7 @@ class Digest:
     sections: tuple[DigestSection, ...]
     watchlist_entries: tuple[DigestEntry, ...] = ()  # matched a watchlist, no chosen theme
     item_ids: tuple[str, ...] = field(default_factory=tuple)  # every item shown, once
+    theme_counts: Mapping[str, int] = field(default_factory=dict)  # stories per chosen theme
 
     @property
     def empty(self) -> bool:
@@ -363,6 +364,7 @@ def build_digest(
         sections=tuple(sections),
         watchlist_entries=tuple(watch_only),
         item_ids=tuple(dict.fromkeys(shown_ids)),
+        theme_counts=counts,
     )
 
 
@@ -385,7 +387,7 @@ def _preheader(top: Sequence[DigestEntry]) -> str:
 # -- serialisation: what an edition stores and templates render ----------------------------
 
 
-def _entry_dict(entry: DigestEntry) -> dict[str, object]:
+def entry_as_dict(entry: DigestEntry) -> dict[str, object]:
     item = entry.item
     return {
         "id": item.id,
@@ -411,7 +413,7 @@ def digest_as_dict(digest: Digest) -> dict[str, object]:
         "period_end": digest.period_end.isoformat(),
         "subject": digest.subject,
         "preheader": digest.preheader,
-        "top": [_entry_dict(e) for e in digest.top],
+        "top": [entry_as_dict(e) for e in digest.top],
         "sections": [
             {
                 "theme": {
@@ -423,10 +425,29 @@ def digest_as_dict(digest: Digest) -> dict[str, object]:
                 "count": s.count,
                 "previous_count": s.previous_count,
                 "volume_line": s.volume_line,
-                "entries": [_entry_dict(e) for e in s.entries],
+                "entries": [entry_as_dict(e) for e in s.entries],
             }
             for s in digest.sections
         ],
-        "watchlist_entries": [_entry_dict(e) for e in digest.watchlist_entries],
+        "watchlist_entries": [entry_as_dict(e) for e in digest.watchlist_entries],
         "item_ids": list(digest.item_ids),
     }
+
+
+def single_entry(candidate: DigestCandidate, themes: Sequence[str]) -> DigestEntry:
+    """One item as a story on its own (an instant alert)."""
+    return DigestEntry(
+        item=candidate,
+        rank=0.0,
+        reasons=_reasons(candidate, themes),
+        snippet=snippet(candidate.summary_text),
+    )
+
+
+def alert_worthy(candidate: DigestCandidate, alert_themes: Iterable[str]) -> bool:
+    """High priority: relevant, the United States involved, in one of the alert themes."""
+    return (
+        candidate.relevant
+        and candidate.us_link
+        and any(theme in candidate.themes for theme in alert_themes)
+    )

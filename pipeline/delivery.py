@@ -1,0 +1,545 @@
+"""Digests, alerts and the send queue (issue 4): the use cases on top of the ledger.
+
+- ``build_due_digests``: for every subscriber whose digest is due in their own zone, build
+  it and insert edition + delivery row in one transaction (idempotent per period).
+- ``build_public_editions``: the same over every theme, for the archive.
+- ``queue_alerts``: high-priority items and instant watchlists, capped per day.
+- ``drain_queue``: claim rows, re-check suppression, render, send, record the outcome.
+- ``recover``: rows stuck in ``sending`` become ``unknown``; unknown rows with no provider
+  news after a window are resent once (the only source of a duplicate, counted).
+
+Decisions (what is due, what a digest holds, what is alert-worthy) live in pipeline.core;
+these functions only load, call the core and store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore
+from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, SiteInfo
+from pipeline.adapters.storage import StoredItem
+from pipeline.adapters.subscriber_store import SubscriberStore
+from pipeline.bootstrap import App
+from pipeline.core.digest import (
+    Digest,
+    DigestCandidate,
+    DigestRequest,
+    ThemeInfo,
+    alert_worthy,
+    build_digest,
+    digest_as_dict,
+    entry_as_dict,
+    single_entry,
+)
+from pipeline.core.due import Period, due_period
+from pipeline.core.errors import ConfigError
+from pipeline.core.mail import Mailer, OutgoingEmail, SendOutcome, SendResult, parse_address
+from pipeline.core.subscribers import Frequency, Subscriber, SubscriberStatus
+from pipeline.core.watchlists import WatchlistIndex
+from pipeline.editorial import load_theme_infos
+from pipeline.rules import load_aliases
+from pipeline.tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF = timedelta(minutes=2)  # when a provider asks for a retry but says no delay
+ALERT_LOOKBACK = timedelta(hours=24)  # only fresh news is worth an interruption
+
+
+@dataclass
+class BuildSummary:
+    built: int = 0  # editions queued for sending
+    empty: int = 0  # periods with nothing to say (recorded, not sent)
+    existing: int = 0  # already built (another worker, or an earlier run)
+    public: int = 0
+
+    def line(self) -> str:
+        return (
+            f"digests: {self.built} built, {self.empty} empty, {self.existing} already built; "
+            f"{self.public} public editions"
+        )
+
+
+@dataclass
+class DrainSummary:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    unknown: int = 0
+    suppressed: int = 0
+    fatal: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = (
+            f"send queue: {self.sent} sent, {self.retried} to retry, {self.failed} failed, "
+            f"{self.unknown} unknown, {self.suppressed} suppressed"
+        )
+        return text + (f"; stopped: {self.fatal}" if self.fatal else "")
+
+
+def check_sending_settings(app: App) -> None:
+    """Refuse to send without what the law and RFC 8058 require (M-09)."""
+    mail, web = app.settings.mail, app.settings.web
+    source = app.settings.path("config/qasid.toml")
+    if not mail.postal_address.strip():
+        raise ConfigError(
+            "mail.postal_address",
+            "is required: every email must show the sender's postal address",
+            str(source),
+        )
+    if not web.base_url.strip():
+        raise ConfigError("web.base_url", "is required for unsubscribe links", str(source))
+
+
+# -- what the services share -----------------------------------------------------------------
+
+
+@dataclass
+class Editorial:
+    """The themes, the watchlist engine and the renderer, built once per job run."""
+
+    themes: list[ThemeInfo]
+    index: WatchlistIndex[int]
+    queries: dict[int, str]  # watchlist id → query
+    owner: dict[int, int]  # watchlist id → subscriber id
+    renderer: EmailRenderer
+    tokens: Tokens
+
+
+def load_editorial(app: App, subscribers: Iterable[Subscriber]) -> Editorial:
+    root = Path(app.settings.root)
+    aliases = load_aliases(root / "config" / "aliases.toml")
+    watchlists = [(w.id, w.query, s.id) for s in subscribers for w in s.watchlists]
+    index: WatchlistIndex[int] = WatchlistIndex(
+        ((wid, query) for wid, query, _ in watchlists), aliases=aliases
+    )
+    base = app.settings.web.base_url
+    site = SiteInfo(
+        name=app.settings.digest.site_name,
+        base_url=base,
+        archive_url=f"{base}/archive",
+        postal_address=app.settings.mail.postal_address,
+    )
+    return Editorial(
+        themes=load_theme_infos(root),
+        index=index,
+        queries={wid: query for wid, query, _ in watchlists},
+        owner={wid: sid for wid, _, sid in watchlists},
+        renderer=EmailRenderer(root / "templates", site),
+        tokens=app.tokens,
+    )
+
+
+def to_candidate(item: StoredItem, watchlists: Sequence[str] = ()) -> DigestCandidate:
+    return DigestCandidate(
+        id=item.id,
+        title=item.title,
+        link=item.link,
+        source=item.source or item.feed,
+        published=item.published,
+        summary_text=item.summary_text,
+        themes=tuple(item.themes),
+        scores=item.scores,
+        evidence=item.evidence,
+        us_link=bool(item.us_link),
+        relevant=bool(item.relevant),
+        watchlists=tuple(watchlists),
+    )
+
+
+def _watch_hits(
+    editorial: Editorial, subscriber: Subscriber, items: Sequence[StoredItem]
+) -> dict[str, list[str]]:
+    """item id → the subscriber's watchlist queries it matched."""
+    mine = {w.id for w in subscriber.watchlists}
+    if not mine:
+        return {}
+    out: dict[str, list[str]] = {}
+    for item in items:
+        for wid in editorial.index.match(item.title, item.summary_text):
+            if wid in mine:
+                out.setdefault(item.id, []).append(editorial.queries[wid])
+    return out
+
+
+# -- building digests --------------------------------------------------------------------
+
+
+def _digest_frequency(subscriber: Subscriber) -> str:
+    # Instant subscribers get alerts, and a daily digest of the rest (over-cap alerts too).
+    return "weekly" if subscriber.frequency is Frequency.WEEKLY else "daily"
+
+
+def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
+    """Build every personal digest that is due now (and the public editions)."""
+    now = now or app.clock()
+    people = SubscriberStore(app.store)
+    ledger = DeliveryStore(app.store)
+    active = [s for s in people.all() if s.status is SubscriberStatus.ACTIVE]
+    editorial = load_editorial(app, active)
+    last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
+    items_in = cache(lambda start, end: app.store.items_between(start, end))
+    summary = BuildSummary()
+    for subscriber in active:
+        frequency = _digest_frequency(subscriber)
+        zone = ZoneInfo(subscriber.timezone)
+        period = due_period(
+            now, subscriber.hour, zone, frequency, last[frequency].get(subscriber.id)
+        )
+        if period is None:
+            continue
+        items = items_in(period.start, period.end)
+        hits = _watch_hits(editorial, subscriber, items)
+        digest = _build(app, editorial, subscriber.themes, period, items, hits, items_in)
+        _, created = ledger.create_edition(
+            kind="personal",
+            subscriber_id=subscriber.id,
+            frequency=frequency,
+            period_start=period.start,
+            period_end=period.end,
+            local_date=period.local_date.isoformat(),
+            subject=digest.subject,
+            item_count=len(digest.item_ids),
+            content=digest_as_dict(digest),
+            now=now,
+            queue_delivery=not digest.empty,
+        )
+        if not created:
+            summary.existing += 1
+        elif digest.empty:
+            summary.empty += 1
+        else:
+            summary.built += 1
+    summary.public = build_public_editions(app, now, editorial, items_in)
+    log.info("digest build finished: %s", summary.line())
+    return summary
+
+
+def _build(
+    app: App,
+    editorial: Editorial,
+    themes: Sequence[str],
+    period: Period,
+    items: Sequence[StoredItem],
+    hits: Mapping[str, Sequence[str]],
+    items_in: Any,
+    title: str | None = None,
+) -> Digest:
+    settings = app.settings.digest
+    span = period.end - period.start
+    previous_items = items_in(period.start - span, period.start)
+    previous = build_digest(
+        [to_candidate(i) for i in previous_items],
+        DigestRequest(themes=themes, period_start=period.start - span, period_end=period.start),
+        editorial.themes,
+    )
+    return build_digest(
+        [to_candidate(i, hits.get(i.id, ())) for i in items],
+        DigestRequest(
+            themes=themes,
+            period_start=period.start,
+            period_end=period.end,
+            title=title or settings.site_name,
+            label_date=period.local_date,
+            previous_counts=previous.theme_counts,
+            top_stories=settings.top_stories,
+            max_per_section=settings.max_per_section,
+        ),
+        editorial.themes,
+    )
+
+
+def build_public_editions(
+    app: App, now: datetime, editorial: Editorial | None = None, items_in: Any = None
+) -> int:
+    """The public daily and weekly editions over every theme, for the archive."""
+    editorial = editorial or load_editorial(app, [])
+    items_in = items_in or cache(lambda start, end: app.store.items_between(start, end))
+    ledger = DeliveryStore(app.store)
+    settings = app.settings.digest
+    zone = ZoneInfo(settings.public_timezone)
+    built = 0
+    for frequency in ("daily", "weekly"):
+        last = ledger.last_period_end("public", None, frequency)
+        period = due_period(now, settings.public_hour, zone, frequency, last)
+        if period is None:
+            continue
+        digest = _build(
+            app,
+            editorial,
+            [t.id for t in editorial.themes],
+            period,
+            items_in(period.start, period.end),
+            {},
+            items_in,
+            title=f"{settings.site_name} {frequency} edition",
+        )
+        _, created = ledger.create_edition(
+            kind="public",
+            subscriber_id=None,
+            frequency=frequency,
+            period_start=period.start,
+            period_end=period.end,
+            local_date=period.local_date.isoformat(),
+            subject=digest.subject,
+            item_count=len(digest.item_ids),
+            content=digest_as_dict(digest),
+            now=now,
+            queue_delivery=False,
+        )
+        built += created
+    return built
+
+
+# -- alerts ------------------------------------------------------------------------------
+
+
+def queue_alerts(app: App, now: datetime | None = None) -> int:
+    """Queue instant alerts for fresh high-priority items and instant watchlists.
+
+    One alert per (subscriber, item), ever (a unique row); at most ``alerts_per_day`` per
+    subscriber in 24 hours: the rest reach them in their next digest.
+    """
+    now = now or app.clock()
+    settings = app.settings.digest
+    people = SubscriberStore(app.store)
+    ledger = DeliveryStore(app.store)
+    active = [s for s in people.all() if s.status is SubscriberStatus.ACTIVE]
+    wants_alerts = [
+        s
+        for s in active
+        if s.frequency is Frequency.INSTANT or any(w.instant for w in s.watchlists)
+    ]
+    if not wants_alerts:
+        return 0
+    editorial = load_editorial(app, wants_alerts)
+    fresh = [
+        i
+        for i in app.store.items_fetched_since(now - ALERT_LOOKBACK)
+        if i.published >= now - ALERT_LOOKBACK
+    ]
+    queued = 0
+    for subscriber in wants_alerts:
+        instant_lists = {w.id for w in subscriber.watchlists if w.instant}
+        budget = settings.alerts_per_day - ledger.alerts_since(
+            subscriber.id, now - timedelta(days=1)
+        )
+        for item in fresh:
+            if budget <= 0:
+                break
+            candidate = to_candidate(item)
+            themed = (
+                subscriber.frequency is Frequency.INSTANT
+                and alert_worthy(candidate, settings.alert_themes)
+                and any(t in subscriber.themes for t in candidate.themes)
+            )
+            watched = bool(instant_lists) and any(
+                wid in instant_lists for wid in editorial.index.match(item.title, item.summary_text)
+            )
+            if (themed or watched) and ledger.queue_alert(subscriber.id, item.row_id, now):
+                queued += 1
+                budget -= 1
+    if queued:
+        log.info("alerts queued: count=%d", queued)
+    return queued
+
+
+# -- sending -----------------------------------------------------------------------------
+
+
+def _links(app: App, tokens: Tokens, subscriber: Subscriber) -> tuple[str, str]:
+    base = app.settings.web.base_url
+    unsubscribe = (
+        f"{base}/unsubscribe/{tokens.make('unsubscribe', subscriber.id, subscriber.email)}"
+    )
+    manage = f"{base}/manage/{tokens.make('manage', subscriber.id, subscriber.email)}"
+    return unsubscribe, manage
+
+
+def _reason(subscriber: Subscriber, site_name: str) -> str:
+    how = {
+        Frequency.INSTANT: "instant alerts and a daily digest",
+        Frequency.DAILY: "a daily digest",
+        Frequency.WEEKLY: "a weekly digest",
+    }[subscriber.frequency]
+    return (
+        f"You receive this because you subscribed to {site_name} ({how} at "
+        f"{subscriber.hour:02d}:00 {subscriber.timezone}, {len(subscriber.themes)} themes, "
+        f"{len(subscriber.watchlists)} watchlists)."
+    )
+
+
+def compose(
+    app: App, editorial: Editorial, row: DeliveryRow, subscriber: Subscriber
+) -> OutgoingEmail | None:
+    """The email for one ledger row, or None when its content is gone."""
+    unsubscribe, manage = _links(app, editorial.tokens, subscriber)
+    base = app.settings.web.base_url
+    recipient = Recipient(
+        reason=_reason(subscriber, app.settings.digest.site_name),
+        manage_url=manage,
+        unsubscribe_url=unsubscribe,
+        timezone=subscriber.timezone,
+    )
+    custom_args = {"delivery_id": str(row.id)}
+    rendered: RenderedEmail
+    if row.edition_id is not None:
+        edition = DeliveryStore(app.store).get_edition(row.edition_id)
+        if edition is None:
+            return None
+        view_token = editorial.tokens.make("view", subscriber.id, subscriber.email, str(edition.id))
+        recipient = Recipient(
+            reason=recipient.reason,
+            manage_url=manage,
+            unsubscribe_url=unsubscribe,
+            view_url=f"{base}/editions/{edition.id}/{view_token}",
+            timezone=subscriber.timezone,
+        )
+        heading = "Weekly digest" if edition.frequency == "weekly" else "Daily digest"
+        rendered = editorial.renderer.digest(edition.content, recipient, heading)
+        custom_args["edition_id"] = str(edition.id)
+    else:
+        item = app.store.get_item_by_row(row.alert_item_id or 0)
+        if item is None:
+            return None
+        queries = [
+            editorial.queries[w.id]
+            for w in subscriber.watchlists
+            if w.instant
+            and w.id in editorial.queries
+            and w.id in editorial.index.match(item.title, item.summary_text)
+        ]
+        candidate = to_candidate(item, queries)
+        entry = entry_as_dict(single_entry(candidate, subscriber.themes))
+        heading = (
+            f"Watchlist: {queries[0]}" if queries else _alert_heading(candidate, editorial.themes)
+        )
+        rendered = editorial.renderer.alert(entry, recipient, heading)
+    sender = parse_address(app.settings.mail.from_address)
+    return OutgoingEmail(
+        delivery_id=str(row.id),
+        to=subscriber.email,
+        from_addr=app.settings.mail.from_address,
+        reply_to=app.settings.mail.reply_to or None,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        date=app.clock(),
+        list_unsubscribe_url=unsubscribe,
+        list_unsubscribe_mailto=(
+            f"mailto:unsubscribe@{sender.domain}?subject="
+            + quote(f"unsubscribe {unsubscribe.rsplit('/', 1)[-1]}")
+        ),
+        list_id=app.settings.mail.list_id,
+        custom_args=custom_args,
+    )
+
+
+def _alert_heading(candidate: DigestCandidate, themes: Sequence[ThemeInfo]) -> str:
+    names = [t.name for t in themes if t.id in candidate.themes]
+    us = ", with US involvement" if candidate.us_link else ""
+    return f"{' / '.join(names[:2]) or 'Alert'}{us}"
+
+
+def drain_queue(
+    app: App, mailer: Mailer, now: datetime | None = None, limit: int | None = None
+) -> DrainSummary:
+    """Send what is queued, batch by batch, until the queue is empty (or ``limit`` rows)."""
+    check_sending_settings(app)
+    ledger = DeliveryStore(app.store)
+    people = SubscriberStore(app.store)
+    worker = app.worker_name
+    summary = DrainSummary()
+    subscribers = {s.id: s for s in people.all()}
+    editorial = load_editorial(app, subscribers.values())
+    handled = 0
+    while limit is None or handled < limit:
+        moment = now or app.clock()
+        size = app.settings.digest.send_batch
+        if limit is not None:
+            size = min(size, limit - handled)
+        rows = ledger.claim(moment, worker, size)
+        if not rows:
+            break
+        handled += len(rows)
+        emails: list[OutgoingEmail] = []
+        by_id: dict[str, DeliveryRow] = {}
+        for row in rows:
+            subscriber = subscribers.get(row.subscriber_id)
+            # Re-read the status: an unsubscribe after the edition was built must win.
+            fresh = people.get(subscriber.email) if subscriber else None
+            if fresh is None or fresh.status is not SubscriberStatus.ACTIVE:
+                reason = fresh.status.value if fresh else "subscriber deleted"
+                ledger.mark_suppressed(row.id, worker, f"not sent: {reason}")
+                summary.suppressed += 1
+                continue
+            email = compose(app, editorial, row, fresh)
+            if email is None:
+                ledger.mark_failed(row.id, worker, "content no longer exists")
+                summary.failed += 1
+                continue
+            emails.append(email)
+            by_id[email.delivery_id] = row
+        if not emails:
+            continue
+        results = mailer.send_batch(emails)
+        for email, result in zip(emails, results, strict=True):
+            _record(app, ledger, people, by_id[email.delivery_id], email, result, summary)
+        if summary.fatal:
+            break
+    log.info("drain finished: %s", summary.line())
+    return summary
+
+
+def _record(
+    app: App,
+    ledger: DeliveryStore,
+    people: SubscriberStore,
+    row: DeliveryRow,
+    email: OutgoingEmail,
+    result: SendResult,
+    summary: DrainSummary,
+) -> None:
+    worker = app.worker_name
+    now = app.clock()
+    if result.outcome is SendOutcome.SENT:
+        ledger.mark_sent(row.id, worker, result.provider_message_id, now)
+        summary.sent += 1
+    elif result.outcome is SendOutcome.RETRY:
+        delay = timedelta(seconds=result.retry_after) if result.retry_after else RETRY_BACKOFF
+        ledger.mark_retry(row.id, worker, result.error or "retry", now + delay)
+        summary.retried += 1
+    elif result.outcome is SendOutcome.FAILED:
+        ledger.mark_failed(row.id, worker, result.error or "rejected")
+        summary.failed += 1
+        summary.errors.append(f"delivery {row.id}: {result.error}")
+        if result.suppress:
+            people.set_status(email.to, SubscriberStatus.BOUNCED, now)
+    else:
+        ledger.mark_unknown(row.id, worker, result.error or "no answer from the provider")
+        summary.unknown += 1
+    if result.fatal and not summary.fatal:
+        summary.fatal = result.error or "the mail backend refused to work"
+        log.error("sending stopped: %s", summary.fatal)
+
+
+def recover(app: App, now: datetime | None = None) -> tuple[int, int]:
+    """Reap rows stuck in sending, resend unresolved unknown rows once. (reaped, resent)"""
+    now = now or app.clock()
+    settings = app.settings.digest
+    ledger = DeliveryStore(app.store)
+    reaped = ledger.reap(now, timedelta(seconds=settings.send_lease_seconds))
+    resent = ledger.requeue_unresolved(now, timedelta(minutes=settings.unknown_resend_minutes))
+    if reaped or resent:
+        log.warning("delivery recovery: reaped=%d resent_once=%d", reaped, resent)
+    return reaped, resent

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -630,6 +630,141 @@ def watchlist_test(obj: _Context, query: str, days: int) -> None:
         click.echo(f"  week of {start:%Y-%m-%d}  {'#' * min(count, 60)} {count}")
     for example in result.examples:
         click.echo(f"  e.g. {example.published:%Y-%m-%d}  {example.title}")
+
+
+# -- digests and delivery -------------------------------------------------------------------
+
+
+_WHEN = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"])
+
+
+@main.group()
+def digest() -> None:
+    """Build digests: what is due, or one reader's, or the public edition."""
+
+
+@digest.command("build")
+@click.option("--subscriber", "email", default=None, help="Build this reader's digest.")
+@click.option("--edition", is_flag=True, help="Build the public edition (every theme).")
+@click.option(
+    "--since", type=_WHEN, default=None, help="Period start, UTC (with --subscriber/--edition)."
+)
+@click.option("--until", type=_WHEN, default=None, help="Period end, UTC (default: now).")
+@click.option("--dry-run", is_flag=True, help="Store and send nothing; write files instead.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --dry-run: folder for the .html, .txt and .json files.",
+)
+@click.pass_obj
+def digest_build(
+    obj: _Context,
+    email: str | None,
+    edition: bool,
+    since: datetime | None,
+    until: datetime | None,
+    dry_run: bool,
+    out: Path | None,
+) -> None:
+    """Without options, build every digest that is due now (as the worker does)."""
+    from pipeline import delivery
+
+    if email and edition:
+        raise click.UsageError("--subscriber and --edition exclude each other")
+    if dry_run and not (email or edition):
+        raise click.UsageError("--dry-run needs --subscriber EMAIL or --edition")
+    with obj.app() as app:
+        if not (email or edition):
+            summary = delivery.build_due_digests(app)
+            click.echo(summary.line())
+            return
+        subscriber = None
+        if email:
+            from pipeline.adapters.subscriber_store import SubscriberStore
+            from pipeline.subscriptions import normalise_email
+
+            subscriber = SubscriberStore(app.store).get(normalise_email(email))
+            if subscriber is None:
+                raise click.ClickException(f"no subscriber {email}")
+        end = until.replace(tzinfo=UTC) if until else app.clock()
+        start = since.replace(tzinfo=UTC) if since else end - timedelta(days=1)
+        if start >= end:
+            raise click.UsageError("--since must be before --until")
+        if not dry_run:
+            built, edition_id, created = delivery.store_digest(app, subscriber, start, end)
+            state = "stored" if created else "already stored"
+            queued = " and queued" if created and subscriber and not built.empty else ""
+            click.echo(
+                f"{built.subject}: {len(built.item_ids)} stories; edition {edition_id} "
+                f"{state}{queued}"
+            )
+            return
+        built, rendered = delivery.preview_digest(app, subscriber, start, end)
+        target = out or app.settings.path("var/preview")
+        target.mkdir(parents=True, exist_ok=True)
+        stem = "edition" if edition else (subscriber.email if subscriber else "digest")
+        (target / f"{stem}.html").write_text(rendered.html, encoding="utf-8")
+        (target / f"{stem}.txt").write_text(rendered.text, encoding="utf-8")
+        from pipeline.core.digest import digest_as_dict
+
+        (target / f"{stem}.json").write_text(
+            json.dumps(digest_as_dict(built), indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+        click.echo(f"{rendered.subject}\n{len(built.item_ids)} stories")
+        click.echo(f"wrote {target / stem}.html, .txt and .json")
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(1), default=None, help="Send at most N emails.")
+@click.pass_obj
+def send(obj: _Context, limit: int | None) -> None:
+    """Queue due alerts, recover stuck rows, and send what is queued."""
+    from pipeline import delivery
+
+    with obj.app() as app:
+        delivery.check_sending_settings(app)
+        mailer = app.mailer()
+        try:
+            reaped, resent = delivery.recover(app)
+            summary = delivery.drain_queue(app, mailer, limit=limit)
+        finally:
+            mailer.close()
+    if reaped or resent:
+        click.echo(f"recovered: {reaped} stuck rows marked unknown, {resent} resent once")
+    click.echo(summary.line())
+    for error in summary.errors[:20]:
+        click.echo(f"  {error}")
+    if summary.fatal:
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_obj
+def run(obj: _Context) -> None:
+    """One full cycle: poll and tag, queue alerts, build due digests, send."""
+    from pipeline import delivery
+
+    with obj.app() as app:
+        delivery.check_sending_settings(app)
+        jobs.sync_configured_feeds(app)
+        on_start, on_report = _poll_reporter("polling")
+        poll_summary = jobs.poll_feeds(app, on_start=on_start, on_report=on_report)
+        if poll_summary.reports:
+            print_poll_summary(poll_summary)
+        alerts = delivery.queue_alerts(app)
+        built = delivery.build_due_digests(app)
+        mailer = app.mailer()
+        try:
+            delivery.recover(app)
+            sent = delivery.drain_queue(app, mailer)
+        finally:
+            mailer.close()
+    click.echo(f"alerts queued: {alerts}")
+    click.echo(built.line())
+    click.echo(sent.line())
+    if sent.fatal:
+        sys.exit(1)
 
 
 # -- processes ------------------------------------------------------------------------------

@@ -391,7 +391,7 @@ def compose(
         unsubscribe_url=unsubscribe,
         timezone=subscriber.timezone,
     )
-    custom_args = {"delivery_id": str(row.id)}
+    custom_args: dict[str, str] = {}  # the mailer adds delivery_id itself
     rendered: RenderedEmail
     if row.edition_id is not None:
         edition = DeliveryStore(app.store).get_edition(row.edition_id)
@@ -405,7 +405,9 @@ def compose(
             view_url=f"{base}/editions/{edition.id}/{view_token}",
             timezone=subscriber.timezone,
         )
-        heading = "Weekly digest" if edition.frequency == "weekly" else "Daily digest"
+        heading = {"weekly": "Weekly digest", "daily": "Daily digest"}.get(
+            edition.frequency, "Digest"
+        )
         rendered = editorial.renderer.digest(edition.content, recipient, heading)
         custom_args["edition_id"] = str(edition.id)
     else:
@@ -543,3 +545,66 @@ def recover(app: App, now: datetime | None = None) -> tuple[int, int]:
     if reaped or resent:
         log.warning("delivery recovery: reaped=%d resent_once=%d", reaped, resent)
     return reaped, resent
+
+
+def preview_digest(
+    app: App,
+    subscriber: Subscriber | None,
+    since: datetime,
+    until: datetime,
+) -> tuple[Digest, RenderedEmail]:
+    """Build and render a digest for any period without storing or sending anything.
+
+    ``subscriber`` None means the public edition (every theme, no watchlists).
+    """
+    people = [subscriber] if subscriber else []
+    editorial = load_editorial(app, people)
+    items_in = cache(lambda start, end: app.store.items_between(start, end))
+    zone = ZoneInfo(subscriber.timezone if subscriber else app.settings.digest.public_timezone)
+    period = Period(start=since, end=until, local_date=until.astimezone(zone).date())
+    items = items_in(since, until)
+    themes = subscriber.themes if subscriber else tuple(t.id for t in editorial.themes)
+    hits = _watch_hits(editorial, subscriber, items) if subscriber else {}
+    digest = _build(app, editorial, themes, period, items, hits, items_in)
+    base = app.settings.web.base_url
+    if subscriber:
+        unsubscribe, manage = _links(app, editorial.tokens, subscriber)
+        recipient = Recipient(
+            reason=_reason(subscriber, app.settings.digest.site_name),
+            manage_url=manage,
+            unsubscribe_url=unsubscribe,
+            timezone=subscriber.timezone,
+        )
+    else:
+        recipient = Recipient(
+            reason="The public edition of qasid.",
+            manage_url=f"{base}/",
+            unsubscribe_url=f"{base}/",
+            timezone=app.settings.digest.public_timezone,
+        )
+    rendered = editorial.renderer.digest(digest_as_dict(digest), recipient, "Digest preview")
+    return digest, rendered
+
+
+def store_digest(
+    app: App, subscriber: Subscriber | None, since: datetime, until: datetime
+) -> tuple[Digest, int, bool]:
+    """Build a digest for a chosen period and store it as a ``custom`` edition (queued for
+    the subscriber when it has stories). Scheduled editions are not affected.
+    Returns (digest, edition id, created)."""
+    digest, _ = preview_digest(app, subscriber, since, until)
+    zone = ZoneInfo(subscriber.timezone if subscriber else app.settings.digest.public_timezone)
+    edition_id, created = DeliveryStore(app.store).create_edition(
+        kind="personal" if subscriber else "public",
+        subscriber_id=subscriber.id if subscriber else None,
+        frequency="custom",
+        period_start=since,
+        period_end=until,
+        local_date=until.astimezone(zone).date().isoformat(),
+        subject=digest.subject,
+        item_count=len(digest.item_ids),
+        content=digest_as_dict(digest),
+        now=app.clock(),
+        queue_delivery=subscriber is not None and not digest.empty,
+    )
+    return digest, edition_id, created

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import shutil
 import sys
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pipeline import jobs
 from pipeline.adapters.snapshot_server import serve_directory
-from pipeline.bootstrap import build_app
+from pipeline.bootstrap import App, build_app
 from pipeline.settings import Settings
 
 
 def demo_settings(settings: Settings, workdir: Path, feeds_file: Path) -> Settings:
-    """The user's settings with the demo's database, feed list and local-address allowance."""
+    """The user's settings with the demo's database, feed list, local-address allowance,
+    and mail to the outbox folder (never a real provider)."""
     fetch = settings.fetch.model_copy(
         update={"allow_hosts": (*settings.fetch.allow_hosts, "127.0.0.1")}
     )
@@ -33,8 +36,87 @@ def demo_settings(settings: Settings, workdir: Path, feeds_file: Path) -> Settin
             ),
             "feeds": settings.feeds.model_copy(update={"file": str(feeds_file)}),
             "fetch": fetch,
+            "mail": settings.mail.model_copy(
+                update={
+                    "backend": "outbox",
+                    "postal_address": settings.mail.postal_address or DEMO_POSTAL_ADDRESS,
+                }
+            ),
         }
     )
+
+
+DEMO_POSTAL_ADDRESS = "qasid demo, 1 Constitution Avenue, Islamabad 44000, Pakistan"
+_EPOCH = datetime(1990, 1, 1, tzinfo=UTC)
+
+# Readers with different themes, rhythms, zones and watchlists.
+DEMO_READERS: list[dict[str, Any]] = [
+    {
+        "email": "analyst@example.org",
+        "themes": [],  # every theme
+        "frequency": "daily",
+        "hour": 7,
+        "timezone": "Asia/Karachi",
+        "watchlists": [("CPEC OR Gwadar", False), ("IMF -Egypt", False)],
+    },
+    {
+        "email": "journalist@example.com",
+        "themes": ["us_diplomacy", "sanctions", "nuclear_missile", "counterterrorism"],
+        "frequency": "weekly",
+        "hour": 8,
+        "timezone": "America/New_York",
+        "watchlists": [('F-16 OR "fighter jets"', False)],
+    },
+    {
+        "email": "diaspora.reader@example.net",
+        "themes": ["diaspora", "democracy_rights", "economy", "climate"],
+        "frequency": "instant",
+        "hour": 18,
+        "timezone": "America/Chicago",
+        "watchlists": [("title:(Imran OR PTI)", True)],
+    },
+]
+
+
+def deliver_demo_digests(app: App) -> Path:
+    """Demo readers, their digests over the snapshots' whole span, the public edition, and
+    every email written to the outbox through the real ledger and mail backend."""
+    from pipeline import delivery
+    from pipeline.subscriptions import add_watchlist, subscribe
+
+    outbox = app.settings.path(app.settings.mail.outbox_dir)
+    if outbox.exists():
+        for old in outbox.glob("*.eml"):
+            old.unlink()  # the demo's own earlier emails
+    items = app.store.items_between(_EPOCH, app.clock())
+    since = min(i.published for i in items)
+    until = max(i.published for i in items) + timedelta(seconds=1)
+    # The snapshots span many months: each reader's digest covers all of it, once.
+    for reader in DEMO_READERS:
+        subscriber, _ = subscribe(
+            app,
+            reader["email"],
+            themes=reader["themes"],
+            frequency=reader["frequency"],
+            hour=reader["hour"],
+            timezone=reader["timezone"],
+        )
+        for query, instant in reader["watchlists"]:
+            add_watchlist(app, reader["email"], query, instant=instant)
+    from pipeline.adapters.subscriber_store import SubscriberStore
+
+    for subscriber in SubscriberStore(app.store).all():
+        built, _, _ = delivery.store_digest(app, subscriber, since, until)
+        click.echo(f"demo: digest for {subscriber.email}: {built.subject}")
+    public, edition_id, _ = delivery.store_digest(app, None, since, until)
+    click.echo(f"demo: public edition {edition_id} in the archive: {public.subject}")
+    mailer = app.mailer()
+    try:
+        sent = delivery.drain_queue(app, mailer)
+    finally:
+        mailer.close()
+    click.echo(f"demo: {sent.line()}")
+    return outbox
 
 
 def run_demo(settings: Settings, workdir: Path | None = None) -> None:
@@ -67,6 +149,9 @@ def run_demo(settings: Settings, workdir: Path | None = None) -> None:
             for report in summary.failed:
                 click.echo(f"  failed: {report.url}: {report.message}")
             count = app.store.count_items()
+            relevant = len(app.store.items_between(_EPOCH, app.clock(), relevant_only=True))
+            click.echo(f"demo: {count} items stored and tagged, {relevant} about Pakistan")
+            outbox = deliver_demo_digests(app)
         finally:
             app.close()
     finally:
@@ -75,9 +160,13 @@ def run_demo(settings: Settings, workdir: Path | None = None) -> None:
     # Name the installed command by its path: the venv's bin is often not on PATH.
     installed = Path(sys.executable).parent / "qasid"
     qasid = str(installed) if installed.exists() else f"{sys.executable} -m pipeline"
+    emails = sorted(outbox.glob("*.eml"))
     click.echo(
-        f"\ndemo finished: {count} items stored.\nLook at them with:\n"
+        f"\ndemo finished: {count} items, {len(emails)} emails in {outbox}/\n"
+        + "".join(f"  {path}\n" for path in emails)
+        + "Look further with:\n"
+        f"  {env} {qasid} subscribers list\n"
         f"  {env} {qasid} items list --limit 10\n"
-        f"  {env} {qasid} feeds status\n"
-        f"  {env} {qasid} items list --json --limit 3"
+        f"  {env} {qasid} explain <item id>\n"
+        f"  {env} {qasid} feeds status"
     )

@@ -1,0 +1,323 @@
+"""Digests and alerts end to end: the ledger, the renderer and real mail backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import cast
+
+import pytest
+from sqlalchemy import event
+
+from pipeline import delivery
+from pipeline.adapters.delivery_store import DeliveryStatus, DeliveryStore
+from pipeline.adapters.subscriber_store import SubscriberStore
+from pipeline.bootstrap import App
+from pipeline.core.errors import ConfigError
+from pipeline.core.models import FeedSource, Item
+from pipeline.core.subscribers import SubscriberStatus
+from pipeline.subscriptions import add_watchlist, subscribe
+from tests.support.app import FakeClock, make_app
+from tests.support.sendgrid_stub import Reply, SendGridStub
+from tests.support.smtp_server import SmtpServer
+
+# 07:00 in Karachi is 02:00 UTC; the clock starts just after that.
+KARACHI_SEVEN = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(KARACHI_SEVEN + timedelta(minutes=5))
+
+
+@pytest.fixture
+def app(store_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[App]:
+    app = make_app(store_url, tmp_path, clock)
+    app.settings = app.settings.model_copy(
+        update={
+            "mail": app.settings.mail.model_copy(
+                update={
+                    "outbox_dir": str(tmp_path / "outbox"),
+                    "postal_address": "1 Test Street, Lahore",
+                    "from_address": "qasid <digest@qasid.test>",
+                }
+            ),
+            "web": app.settings.web.model_copy(update={"secret_key": "test-secret"}),
+        }
+    )
+    yield app
+    app.close()
+
+
+def with_mail(app: App, **mail: object) -> None:
+    app.settings = app.settings.model_copy(
+        update={"mail": app.settings.mail.model_copy(update=mail)}
+    )
+
+
+def store_news(app: App, *titles: str, hours_ago: float = 3) -> None:
+    feed_id, _ = app.store.add_feed(
+        FeedSource(url="https://dawn.example/feed", title="Dawn", country="PK"),
+        "cli",
+        app.clock(),
+    )
+    items = [
+        Item(
+            guid_key=f"g-{title}",
+            link=f"https://dawn.example/{n}",
+            title=title,
+            summary_html="",
+            summary_text=f"{title}. Officials in Islamabad said more would follow.",
+            published=app.clock() - timedelta(hours=hours_ago, minutes=n),
+            language="en",
+            content_hash=str(n),
+        )
+        for n, title in enumerate(titles)
+    ]
+    from pipeline.services import tag_items
+
+    state = app.store.get_feed("https://dawn.example/feed")
+    assert state is not None
+    app.store.store_items(
+        feed_id, state.url, items, app.clock(), tag_items(app.tagger, items, state)
+    )
+
+
+NEWS = (
+    "US sanctions Pakistani firms supplying the ballistic missile programme",
+    "IMF approves next loan tranche for Pakistan after budget talks",
+    "Torkham border crossing with Afghanistan reopens after clashes",
+)
+
+
+def outbox_messages(app: App) -> list[EmailMessage]:
+    folder = app.settings.path(app.settings.mail.outbox_dir)
+    return [
+        cast(EmailMessage, message_from_bytes(p.read_bytes(), policy=policy.default))
+        for p in sorted(folder.glob("*.eml"))
+    ]
+
+
+def test_a_due_digest_is_built_once_and_sent_once(app: App) -> None:
+    store_news(app, *NEWS)
+    subscribe(app, "reader@example.com", hour=7, timezone="Asia/Karachi")
+    first = delivery.build_due_digests(app)
+    again = delivery.build_due_digests(app)
+    assert (first.built, again.built, again.existing) == (1, 0, 0)
+    mailer = app.mailer()
+    sent = delivery.drain_queue(app, mailer)
+    assert (sent.sent, delivery.drain_queue(app, mailer).sent) == (1, 0)
+    [message] = outbox_messages(app)
+    assert message["To"] == "reader@example.com"
+    assert "Sanctions" in message["Subject"] or "economy" in message["Subject"].lower()
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert (
+        "<https://" in message["List-Unsubscribe"]
+        or "<http://127.0.0.1" in message["List-Unsubscribe"]
+    )
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for part in (text, html):
+        assert "IMF approves next loan tranche" in part
+        assert "1 Test Street, Lahore" in part
+        assert "/unsubscribe/" in part
+
+
+def test_karachi_and_new_york_readers_are_due_at_their_own_seven(
+    app: App, clock: FakeClock
+) -> None:
+    store_news(app, *NEWS, hours_ago=1)
+    subscribe(app, "khi@example.com", hour=7, timezone="Asia/Karachi")
+    subscribe(app, "nyc@example.com", hour=7, timezone="America/New_York")
+    people = SubscriberStore(app.store)
+    ledger = DeliveryStore(app.store)
+    delivery.build_due_digests(app)
+    khi, nyc = people.get("khi@example.com"), people.get("nyc@example.com")
+    assert khi and nyc
+    assert len(ledger.deliveries_for(khi.id)) == 1
+    # New York's 07:00 on the 28th was its last slot; its first digest covers the day before.
+    before_nyc = len(ledger.deliveries_for(nyc.id))
+    clock.advance(hours=10)  # 12:05 UTC = 07:05 in New York
+    store_news(app, "Pakistan and US hold counterterrorism dialogue in Washington", hours_ago=1)
+    delivery.build_due_digests(app)
+    assert len(ledger.deliveries_for(nyc.id)) == before_nyc + 1
+    assert len(ledger.deliveries_for(khi.id)) == 1  # not again until tomorrow
+
+
+def test_an_empty_period_sends_nothing(app: App) -> None:
+    subscribe(app, "reader@example.com", hour=7, timezone="Asia/Karachi")
+    summary = delivery.build_due_digests(app)
+    assert (summary.built, summary.empty) == (0, 1)
+    assert delivery.drain_queue(app, app.mailer()).sent == 0
+
+
+def test_unsubscribing_after_the_build_wins_at_send_time(app: App) -> None:
+    store_news(app, *NEWS)
+    subscribe(app, "leaver@example.com", hour=7, timezone="Asia/Karachi")
+    delivery.build_due_digests(app)
+    SubscriberStore(app.store).set_status(
+        "leaver@example.com", SubscriberStatus.UNSUBSCRIBED, app.clock()
+    )
+    summary = delivery.drain_queue(app, app.mailer())
+    assert (summary.sent, summary.suppressed) == (0, 1)
+    assert outbox_messages(app) == []
+
+
+def test_watchlist_hits_come_in_with_the_query_that_matched(app: App) -> None:
+    store_news(app, "Chinese engineers return to Gwadar port project", *NEWS)
+    subscribe(app, "w@example.com", themes=["climate"], hour=7, timezone="Asia/Karachi")
+    add_watchlist(app, "w@example.com", "CPEC OR Gwadar")
+    delivery.build_due_digests(app)
+    delivery.drain_queue(app, app.mailer())
+    [message] = outbox_messages(app)
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Gwadar port project" in text
+    assert "watchlist: CPEC OR Gwadar" in text
+    assert "IMF approves" not in text  # not a chosen theme, no watchlist hit
+
+
+def test_alerts_go_out_for_us_linked_priority_items_up_to_the_daily_cap(app: App) -> None:
+    app.settings = app.settings.model_copy(
+        update={"digest": app.settings.digest.model_copy(update={"alerts_per_day": 1})}
+    )
+    store_news(
+        app,
+        "US sanctions Pakistani firms supplying the ballistic missile programme",
+        "US Treasury designates TTP commanders as terrorists, Pakistan welcomes move",
+        hours_ago=0.5,
+    )
+    subscribe(app, "urgent@example.com", frequency="instant", timezone="Asia/Karachi")
+    assert delivery.queue_alerts(app) == 1  # the cap
+    assert delivery.queue_alerts(app) == 0  # never twice, never over the cap
+    summary = delivery.drain_queue(app, app.mailer())
+    assert summary.sent == 1
+    [message] = outbox_messages(app)
+    assert message["Subject"].startswith("qasid alert: ")
+
+
+def test_an_instant_watchlist_alerts_a_daily_reader(app: App) -> None:
+    store_news(app, "Pakistan seeks F-16 spare parts in talks with Washington", hours_ago=0.5)
+    subscribe(app, "f16@example.com", frequency="daily")
+    add_watchlist(app, "f16@example.com", "F-16", instant=True)
+    assert delivery.queue_alerts(app) == 1
+
+
+def test_sending_refuses_to_start_without_a_postal_address(app: App) -> None:
+    with_mail(app, postal_address="")
+    with pytest.raises(ConfigError, match=r"mail\.postal_address"):
+        delivery.drain_queue(app, app.mailer())
+
+
+def test_digest_arrives_whole_through_a_real_smtp_server(app: App, smtp_server: SmtpServer) -> None:
+    store_news(app, *NEWS)
+    subscribe(app, "smtp@example.com", hour=7, timezone="Asia/Karachi")
+    delivery.build_due_digests(app)
+    with_mail(app, backend="smtp")
+    app.settings = app.settings.model_copy(
+        update={
+            "smtp": app.settings.smtp.model_copy(
+                update={"host": "127.0.0.1", "port": smtp_server.port}
+            )
+        }
+    )
+    summary = delivery.drain_queue(app, app.mailer())
+    assert summary.sent == 1
+    [received] = smtp_server.messages
+    message = received.message()
+    assert received.rcpt_tos == ("smtp@example.com",)
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"].startswith("<delivery-")
+
+
+def sendgrid(app: App, stub: SendGridStub) -> None:
+    with_mail(app, backend="sendgrid")
+    app.settings = app.settings.model_copy(
+        update={
+            "sendgrid": app.settings.sendgrid.model_copy(
+                update={"host": stub.url, "api_key": stub.api_key, "timeout": 2.0}
+            )
+        }
+    )
+
+
+def test_sendgrid_rate_limit_then_accept_delivers_exactly_once(
+    app: App, sendgrid_stub: SendGridStub, clock: FakeClock
+) -> None:
+    store_news(app, *NEWS)
+    subscribe(app, "sg@example.com", hour=7, timezone="Asia/Karachi")
+    delivery.build_due_digests(app)
+    sendgrid(app, sendgrid_stub)
+    sendgrid_stub.script(Reply.rate_limited(retry_after=30))
+    first = delivery.drain_queue(app, app.mailer())
+    assert (first.sent, first.retried) == (0, 1)
+    assert delivery.drain_queue(app, app.mailer()).sent == 0  # not before Retry-After
+    clock.advance(seconds=31)
+    assert delivery.drain_queue(app, app.mailer()).sent == 1
+    accepted = [d for d in sendgrid_stub.deliveries() if d.to == "sg@example.com"]
+    assert len(accepted) == 1
+    assert accepted[0].custom_args.get("delivery_id")
+
+
+def test_sendgrid_server_error_is_unknown_then_resent_once_after_the_window(
+    app: App, sendgrid_stub: SendGridStub, clock: FakeClock
+) -> None:
+    store_news(app, *NEWS)
+    subscribe(app, "sg@example.com", hour=7, timezone="Asia/Karachi")
+    delivery.build_due_digests(app)
+    sendgrid(app, sendgrid_stub)
+    sendgrid_stub.script(Reply.server_error())
+    assert delivery.drain_queue(app, app.mailer()).unknown == 1
+    assert delivery.recover(app) == (0, 0)  # the window has not passed
+    clock.advance(minutes=61)
+    assert delivery.recover(app) == (0, 1)
+    assert delivery.drain_queue(app, app.mailer()).sent == 1
+    clock.advance(days=1)
+    assert delivery.recover(app) == (0, 0)
+    assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.SENT: 1}
+
+
+def test_a_worker_that_died_mid_send_leaves_no_one_skipped_and_no_one_mailed_twice(
+    app: App, clock: FakeClock
+) -> None:
+    store_news(app, *NEWS)
+    for n in range(5):
+        subscribe(app, f"r{n}@example.com", hour=7, timezone="Asia/Karachi")
+    delivery.build_due_digests(app)
+    ledger = DeliveryStore(app.store)
+    # A worker claims two rows and dies (kill -9) before recording anything.
+    dead = ledger.claim(app.clock(), "dead-worker", 2)
+    assert len(dead) == 2
+    delivery.drain_queue(app, app.mailer())  # the other three go out
+    clock.advance(minutes=11)
+    assert delivery.recover(app)[0] == 2  # stuck in sending → unknown
+    clock.advance(minutes=61)
+    delivery.recover(app)  # no provider news: resent once
+    delivery.drain_queue(app, app.mailer())
+    statuses = ledger.counts_by_status()
+    assert statuses == {DeliveryStatus.SENT: 5}
+    # The outbox names files by delivery id: a resend overwrites, never duplicates.
+    assert sorted(m["To"] for m in outbox_messages(app)) == [f"r{n}@example.com" for n in range(5)]
+
+
+def test_a_crash_between_edition_and_delivery_rows_leaves_nothing(app: App) -> None:
+    store_news(app, *NEWS)
+    subscribe(app, "crash@example.com", hour=7, timezone="Asia/Karachi")
+
+    def explode(conn, clauseelement, multiparams, params, execution_options):  # type: ignore[no-untyped-def]
+        if "INSERT INTO delivery" in str(clauseelement):
+            raise RuntimeError("power cut")
+
+    event.listen(app.store.engine, "before_execute", explode)
+    with pytest.raises(Exception, match="power cut"):
+        delivery.build_due_digests(app)
+    event.remove(app.store.engine, "before_execute", explode)
+    ledger = DeliveryStore(app.store)
+    sub = SubscriberStore(app.store).get("crash@example.com")
+    assert sub is not None
+    assert ledger.last_period_end("personal", sub.id, "daily") is None  # no half edition
+    assert delivery.build_due_digests(app).built == 1  # rebuilt on the next tick

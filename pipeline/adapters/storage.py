@@ -7,7 +7,6 @@ and SQLite is for one worker only.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -23,9 +22,9 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Connection,
+    Dialect,
     Engine,
     Integer,
-    TextClause,
     bindparam,
     create_engine,
     delete,
@@ -36,7 +35,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.adapters.schema import UTCDateTime, feed, item, metadata
@@ -404,7 +402,7 @@ class Store:
         }
         elsewhere = self._existing_links(conn, sorted(fresh_links))
         seen_links: set[str] = set()  # stored earlier in this round: "elsewhere" for later feeds
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []  # values in _INSERT_COLUMNS order
         owners: list[int] = []
         changes: list[dict[str, Any]] = []
         fresh = [0] * len(batches)
@@ -424,9 +422,7 @@ class Store:
                         duplicates[index] += 1
                         continue
                     seen_links.add(it.link)
-                row = _item_row(batch.feed_id, batch.feed_url, it, batch.fetched_at)
-                row.update(_tag_values(batch.tags, it.guid_key))
-                rows.append(row)
+                rows.append(_insert_row(batch, it))
                 owners.append(index)
         inserted = self._insert_items(conn, rows, owners, len(batches))
         if changes:
@@ -466,37 +462,40 @@ class Store:
         return {r[0] for r in rows}
 
     def _insert_items(
-        self, conn: Connection, rows: list[dict[str, Any]], owners: list[int], batches: int
+        self, conn: Connection, rows: list[tuple[Any, ...]], owners: list[int], batches: int
     ) -> list[int]:
-        """Insert ``rows``, skipping any a concurrent writer stored first (never failing on
-        them). Returns how many were inserted per batch (``owners`` maps row → batch)."""
+        """Insert ``rows`` (values in _INSERT_COLUMNS order), skipping any that a concurrent
+        writer stored first (never failing on them). Returns how many were inserted per
+        batch (``owners`` maps row → batch).
+
+        The values are converted column by column as the column types would bind them
+        one by one (UTCDateTime, JSON, Boolean) and handed to the driver in one call:
+        SQLAlchemy's per-row parameter processing cost more than SQLite's insert itself."""
         inserted = [0] * batches
         if not rows:
             return inserted
+        dialect = conn.dialect
+        columns = [
+            _bind_column(list(values), item.c[name].type, dialect)
+            for name, values in zip(_INSERT_COLUMNS, zip(*rows, strict=True), strict=True)
+        ]
         if self.is_sqlite:
             # executemany of one INSERT: the sqlite3 module loops in C.
-            result = conn.execute(sqlite.insert(item).on_conflict_do_nothing(), rows)
+            result = conn.exec_driver_sql(_SQLITE_INSERT, list(zip(*columns, strict=True)))
             if result.rowcount is None or result.rowcount < 0 or result.rowcount == len(rows):
                 for owner in owners:
                     inserted[owner] += 1
                 return inserted
             # Some were skipped: the ones now stored under our (feed, guid) are ours.
-            ours = self._known_items(conn, [(r["feed_id"], r["guid_key"]) for r in rows])
+            ours = self._known_items(conn, [(row[1], row[2]) for row in rows])
             for row, owner in zip(rows, owners, strict=True):
-                inserted[owner] += (row["feed_id"], row["guid_key"]) in ours
+                inserted[owner] += (row[1], row[2]) in ours
             return inserted
         # PostgreSQL: one INSERT ... SELECT FROM unnest(column arrays): a single statement
         # and round trip whatever the number of rows, no per-row parameters.
-        columns = list(rows[0])
-        statement = _pg_bulk_insert(tuple(columns))
-        params = {
-            f"c{n}": _pg_array([row[name] for row in rows], item.c[name].type)
-            for n, name in enumerate(columns)
-        }
-        owner_of = {}
-        for row, owner in zip(rows, owners, strict=True):
-            owner_of[row["feed_id"]] = owner
-        for (feed_id,) in conn.execute(statement, params):
+        params = {f"c{n}": values for n, values in enumerate(columns)}
+        owner_of = {row[1]: owner for row, owner in zip(rows, owners, strict=True)}
+        for (feed_id,) in conn.execute(_PG_INSERT, params):
             inserted[owner_of[feed_id]] += 1
         return inserted
 
@@ -737,14 +736,43 @@ _PG_KNOWN = text(
 _PG_LINKS = text("SELECT link FROM item WHERE link <> '' AND link = ANY(CAST(:links AS TEXT[]))")
 
 
-@functools.cache
-def _pg_bulk_insert(columns: tuple[str, ...]) -> TextClause:
-    arrays = ", ".join(
-        f"CAST(:c{n} AS {_pg_array_type(item.c[name].type)})" for n, name in enumerate(columns)
-    )
-    return text(
-        f"INSERT INTO item ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-        " ON CONFLICT DO NOTHING RETURNING feed_id"
+_INSERT_COLUMNS = (
+    "uid",
+    "feed_id",
+    "guid_key",
+    "link",
+    "title",
+    "summary_html",
+    "summary_text",
+    "author",
+    "language",
+    "published_at",
+    "published_missing",
+    "fetched_at",
+    "updated_at",
+    "content_hash",
+    *_TAG_COLUMNS,
+)
+
+
+def _insert_row(batch: _Batch, it: Item) -> tuple[Any, ...]:
+    tags = _tag_values(batch.tags, it.guid_key)
+    return (
+        item_uid(batch.feed_url, it),
+        batch.feed_id,
+        it.guid_key,
+        it.link,
+        it.title,
+        it.summary_html,
+        it.summary_text,
+        it.author,
+        it.language,
+        it.published,
+        it.published_missing,
+        batch.fetched_at,
+        batch.fetched_at,
+        it.content_hash,
+        *(tags[name] for name in _TAG_COLUMNS),
     )
 
 
@@ -760,36 +788,42 @@ def _pg_array_type(column_type: Any) -> str:
     return "TEXT[]"  # Text and String(n): the column's own type still checks the length
 
 
-def _pg_array(values: list[Any], column_type: Any) -> list[Any]:
-    """A column's values as the column type would bind them one by one."""
+_SQLITE_INSERT = (
+    f"INSERT INTO item ({', '.join(_INSERT_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)}) ON CONFLICT DO NOTHING"
+)
+_PG_INSERT = text(
+    f"INSERT INTO item ({', '.join(_INSERT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(
+        f"CAST(:c{n} AS {_pg_array_type(item.c[name].type)})"
+        for n, name in enumerate(_INSERT_COLUMNS)
+    )
+    + ") ON CONFLICT DO NOTHING RETURNING feed_id"
+)
+
+
+def _bind_column(values: list[Any], column_type: Any, dialect: Dialect) -> list[Any]:
+    """A column's values as its type binds them one by one (checked by the store tests
+    against SQLAlchemy's own binding, on both engines)."""
     if isinstance(column_type, UTCDateTime):
-        return [column_type.process_bind_param(value, _PG_DIALECT) for value in values]
+        memo: dict[datetime, Any] = {}  # fetched_at and updated_at repeat in a batch
+        out = []
+        for value in values:
+            bound = memo.get(value)
+            if bound is None:
+                bound = column_type.process_bind_param(value, dialect)
+                if bound is not None and dialect.name == "sqlite":
+                    # SQLAlchemy's SQLite DATETIME storage format.
+                    bound = bound.isoformat(" ", timespec="microseconds")
+                memo[value] = bound
+            out.append(bound)
+        return out
     if isinstance(column_type, JSON):
         # SQLAlchemy's JSON type sends json.dumps(value), None included (as JSON null).
         return [json.dumps(value) for value in values]
+    if isinstance(column_type, Boolean) and dialect.name == "sqlite":
+        return [None if value is None else int(value) for value in values]
     return values
-
-
-_PG_DIALECT = postgresql.dialect()
-
-
-def _item_row(feed_id: int, feed_url: str, it: Item, fetched_at: datetime) -> dict[str, Any]:
-    return {
-        "uid": item_uid(feed_url, it),
-        "feed_id": feed_id,
-        "guid_key": it.guid_key,
-        "link": it.link,
-        "title": it.title,
-        "summary_html": it.summary_html,
-        "summary_text": it.summary_text,
-        "author": it.author,
-        "language": it.language,
-        "published_at": it.published,
-        "published_missing": it.published_missing,
-        "fetched_at": fetched_at,
-        "updated_at": fetched_at,
-        "content_hash": it.content_hash,
-    }
 
 
 def _feed_state(row: Any) -> FeedState:

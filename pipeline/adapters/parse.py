@@ -22,6 +22,7 @@ import calendar
 import io
 import multiprocessing
 import re
+import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import CancelledError, Future, InvalidStateError
@@ -267,6 +268,25 @@ def _parse_in_worker(
         return _WorkerFailure(error.message, error.outcome)
 
 
+def _preload_modules() -> list[str]:
+    """What the forkserver imports once, for every worker to find in memory: this module, the
+    pipeline modules the parent has loaded, and the parent's main module when it was run with
+    ``-m``. A new worker re-runs the parent's main module ("safe importing of main"); through
+    the CLI that imports all of qasid and its libraries, about 1.5 s of CPU per worker, paid
+    by every poll that starts its pool and every TASKS_PER_WORKER parses after that."""
+    names = [__name__]
+    names += sorted(
+        name
+        for name in sys.modules
+        if name.startswith("pipeline.") and not name.endswith("__main__")
+    )
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    main_name = getattr(spec, "name", None)
+    if main_name and not main_name.endswith("__main__") and main_name not in names:
+        names.append(main_name)
+    return names
+
+
 def _process_context() -> Any:
     """forkserver where available, else spawn; never plain fork. The poller runs an asyncio
     loop and threads (pebble's own, the scheduler's), and forking a threaded process can
@@ -274,7 +294,7 @@ def _process_context() -> Any:
     that has preloaded this module, so replacing a killed worker costs milliseconds."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload(_preload_modules())
         return context
     return multiprocessing.get_context("spawn")
 

@@ -1,4 +1,4 @@
-"""APScheduler wiring for the `worker` process. Nothing else lives here.
+"""APScheduler wiring for the `worker` process: a polling job and a delivery job.
 
 APScheduler 3 is a single-process scheduler and its job store is not shared between
 processes, so due work is decided by the database (each feed's next poll time and lease),
@@ -52,6 +52,18 @@ def build_scheduler(app: App) -> BackgroundScheduler:
         elif event.exception is not None:
             log.error("scheduler job failed: job=%s error=%r", event.job_id, event.exception)
 
+    scheduler.add_job(
+        deliver_tick,
+        "interval",
+        seconds=app.settings.worker.tick_seconds,
+        args=[app],
+        id="deliver",
+        name="alerts, due digests and the send queue",
+        next_run_time=datetime.now(scheduler.timezone),
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+    )
     scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     return scheduler
 
@@ -62,9 +74,41 @@ def poll_tick(app: App) -> None:
     jobs.poll_feeds(app)
 
 
+def deliver_tick(app: App) -> None:
+    """One delivery tick. Each step is decided by the database (what is due, what is
+    queued), so a tick that runs late or twice does the same work once. A failing step is
+    logged and the others still run."""
+    from pipeline import delivery
+
+    steps = (
+        ("alerts", lambda: delivery.queue_alerts(app)),
+        ("digests", lambda: delivery.build_due_digests(app)),
+        ("recovery", lambda: delivery.recover(app)),
+        ("send", lambda: _drain(app)),
+    )
+    for name, step in steps:
+        try:
+            step()
+        except Exception:
+            log.exception("delivery step failed: step=%s", name)
+
+
+def _drain(app: App) -> None:
+    from pipeline import delivery
+
+    mailer = app.mailer()
+    try:
+        delivery.drain_queue(app, mailer)
+    finally:
+        mailer.close()
+
+
 def run_worker(app: App, stop: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then let the running tick finish."""
     stop = stop or threading.Event()
+    from pipeline.delivery import check_sending_settings
+
+    check_sending_settings(app)  # refuse to start rather than fail at the first email
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -136,6 +136,9 @@ def test_worker_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
         "QASID_FEEDS_FILE": str(feeds_file),
         "QASID_FETCH_ALLOW_HOSTS": ",".join(FEED_SERVER_ALLOW),
+        "QASID_MAIL_POSTAL_ADDRESS": "1 Test Street, Lahore",
+        "QASID_MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "QASID_WEB_SECRET_KEY": "test-secret",
     }
     subprocess.run([sys.executable, "-m", "pipeline", "db", "upgrade"], env=env, check=True)
     process = subprocess.Popen(
@@ -153,3 +156,25 @@ def test_worker_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     _, rest = process.communicate(timeout=20)
     assert process.returncode == 0, started + rest
     assert "worker stopped" in rest
+
+
+def test_worker_refuses_to_start_without_a_postal_address(tmp_path: Path) -> None:
+    feeds_file = tmp_path / "feeds.toml"
+    feeds_file.write_text("# no feeds\n")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+        "QASID_FEEDS_FILE": str(feeds_file),
+        "QASID_MAIL_POSTAL_ADDRESS": "",
+    }
+    subprocess.run([sys.executable, "-m", "pipeline", "db", "upgrade"], env=env, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "mail.postal_address" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -38,6 +38,9 @@ def settings_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> Se
         "QASID_FETCH_PARSE_TIMEOUT": "5",
         "QASID_FEEDS_FILE": str(tmp_path / "no-feeds.toml"),
         "QASID_WORKER_NAME": "test-worker",
+        "QASID_MAIL_POSTAL_ADDRESS": "1 Test Street, Lahore",
+        "QASID_MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "QASID_WEB_SECRET_KEY": "test-secret",
     }
     env.update({f"QASID_FETCH_{key.upper()}": str(value) for key, value in fetch.items()})
     tmp_path.mkdir(parents=True, exist_ok=True)

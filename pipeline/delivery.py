@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -104,40 +104,35 @@ def check_sending_settings(app: App) -> None:
 # -- what the services share -----------------------------------------------------------------
 
 
-@dataclass
 class Editorial:
-    """The themes, the watchlist engine and the renderer, built once per job run."""
+    """The themes, the renderer and (built on first use) the watchlist engine, once per job."""
 
-    themes: list[ThemeInfo]
-    index: WatchlistIndex[int]
-    queries: dict[int, str]  # watchlist id → query
-    owner: dict[int, int]  # watchlist id → subscriber id
-    renderer: EmailRenderer
-    tokens: Tokens
+    def __init__(self, app: App, subscribers: Iterable[Subscriber]) -> None:
+        root = Path(app.settings.root)
+        self.root = root
+        self.themes: list[ThemeInfo] = load_theme_infos(root)
+        watchlists = [(w.id, w.query, s.id) for s in subscribers for w in s.watchlists]
+        self.queries: dict[int, str] = {wid: query for wid, query, _ in watchlists}
+        self.owner: dict[int, int] = {wid: sid for wid, _, sid in watchlists}
+        base = app.settings.web.base_url
+        site = SiteInfo(
+            name=app.settings.digest.site_name,
+            base_url=base,
+            archive_url=f"{base}/archive",
+            postal_address=app.settings.mail.postal_address,
+        )
+        self.renderer = EmailRenderer(root / "templates", site)
+        self.tokens: Tokens = app.tokens
+
+    @cached_property
+    def index(self) -> WatchlistIndex[int]:
+        """Every watchlist in one automaton; built only when a job needs to match."""
+        aliases = load_aliases(self.root / "config" / "aliases.toml")
+        return WatchlistIndex(self.queries.items(), aliases=aliases)
 
 
 def load_editorial(app: App, subscribers: Iterable[Subscriber]) -> Editorial:
-    root = Path(app.settings.root)
-    aliases = load_aliases(root / "config" / "aliases.toml")
-    watchlists = [(w.id, w.query, s.id) for s in subscribers for w in s.watchlists]
-    index: WatchlistIndex[int] = WatchlistIndex(
-        ((wid, query) for wid, query, _ in watchlists), aliases=aliases
-    )
-    base = app.settings.web.base_url
-    site = SiteInfo(
-        name=app.settings.digest.site_name,
-        base_url=base,
-        archive_url=f"{base}/archive",
-        postal_address=app.settings.mail.postal_address,
-    )
-    return Editorial(
-        themes=load_theme_infos(root),
-        index=index,
-        queries={wid: query for wid, query, _ in watchlists},
-        owner={wid: sid for wid, _, sid in watchlists},
-        renderer=EmailRenderer(root / "templates", site),
-        tokens=app.tokens,
-    )
+    return Editorial(app, subscribers)
 
 
 def to_candidate(item: StoredItem, watchlists: Sequence[str] = ()) -> DigestCandidate:
@@ -393,7 +388,18 @@ def compose(
     )
     custom_args: dict[str, str] = {}  # the mailer adds delivery_id itself
     rendered: RenderedEmail
-    if row.edition_id is not None:
+    if row.channel == "confirm":
+        token = editorial.tokens.make("confirm", subscriber.id, subscriber.email)
+        rendered = editorial.renderer.confirmation(
+            Recipient(
+                reason="You receive this because this address was entered on our sign-up form.",
+                manage_url=manage,
+                unsubscribe_url=unsubscribe,
+                timezone=subscriber.timezone,
+            ),
+            f"{base}/confirm/{token}",
+        )
+    elif row.edition_id is not None:
         edition = DeliveryStore(app.store).get_edition(row.edition_id)
         if edition is None:
             return None
@@ -480,7 +486,7 @@ def drain_queue(
             subscriber = subscribers.get(row.subscriber_id)
             # Re-read the status: an unsubscribe after the edition was built must win.
             fresh = people.get(subscriber.email) if subscriber else None
-            if fresh is None or fresh.status is not SubscriberStatus.ACTIVE:
+            if fresh is None or not _may_receive(fresh, row):
                 reason = fresh.status.value if fresh else "subscriber deleted"
                 ledger.mark_suppressed(row.id, worker, f"not sent: {reason}")
                 summary.suppressed += 1
@@ -501,6 +507,13 @@ def drain_queue(
             break
     log.info("drain finished: %s", summary.line())
     return summary
+
+
+def _may_receive(subscriber: Subscriber, row: DeliveryRow) -> bool:
+    """Active readers get everything; a pending one only the confirmation email."""
+    if subscriber.status is SubscriberStatus.ACTIVE:
+        return True
+    return row.channel == "confirm" and subscriber.status is SubscriberStatus.PENDING
 
 
 def _record(

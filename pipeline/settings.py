@@ -134,6 +134,11 @@ class WebSettings(_Section):
     # (fine for one machine; set it explicitly when several processes or hosts serve links).
     secret_key: str = ""
     old_secret_keys: tuple[str, ...] = ()  # still accepted, for key rotation
+    # Rate-limit counters: "memory://" for one process; "redis://127.0.0.1:6379" (or any
+    # storage the `limits` package knows) when several web workers must share the limits.
+    ratelimit_storage: str = "memory://"
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)  # bigger requests get 413
+    editor_password: str = ""  # the editor dashboard is closed while this is empty
 
     @field_validator("base_url")
     @classmethod

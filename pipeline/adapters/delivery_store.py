@@ -211,6 +211,10 @@ class DeliveryStore:
 
     def alerts_since(self, subscriber_id: int, since: datetime) -> int:
         """Alerts queued for a subscriber since ``since`` (for the daily cap)."""
+        return self.queued_since(subscriber_id, "alert", since)
+
+    def queued_since(self, subscriber_id: int, channel: str, since: datetime) -> int:
+        """Rows of one channel queued for a subscriber since ``since``."""
         with self.store._begin() as conn:
             return int(
                 conn.execute(
@@ -218,9 +222,26 @@ class DeliveryStore:
                     .select_from(delivery)
                     .where(
                         delivery.c.subscriber_id == subscriber_id,
-                        delivery.c.channel == "alert",
+                        delivery.c.channel == channel,
                         delivery.c.created_at >= since,
                     )
+                ).scalar_one()
+            )
+
+    def queue_confirmation(self, subscriber_id: int, now: datetime) -> int:
+        """Queue a double opt-in email; returns the delivery id."""
+        with self.store._begin() as conn:
+            return int(
+                conn.execute(
+                    delivery.insert()
+                    .values(
+                        subscriber_id=subscriber_id,
+                        channel="confirm",
+                        status=DeliveryStatus.QUEUED,
+                        not_before=now,
+                        created_at=now,
+                    )
+                    .returning(delivery.c.id)
                 ).scalar_one()
             )
 

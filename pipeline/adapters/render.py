@@ -143,3 +143,19 @@ class EmailRenderer:
             },
         )
         return RenderedEmail(subject, preheader, html, text)
+
+    def confirmation(self, recipient: Recipient, confirm_url: str) -> RenderedEmail:
+        """The double opt-in email: one link, nothing from any feed."""
+        subject = f"Confirm your subscription to {self.site.name}"
+        preheader = "One click and your first digest is on its way."
+        html, text = self._render(
+            "confirm",
+            {
+                "recipient": recipient,
+                "site": self.site,
+                "confirm_url": confirm_url,
+                "subject": subject,
+                "preheader": preheader,
+            },
+        )
+        return RenderedEmail(subject, preheader, html, text)

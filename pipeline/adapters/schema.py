@@ -134,6 +134,7 @@ subscriber = Table(
     Column("timezone", String(64), nullable=False, server_default="UTC"),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("confirmed_at", UTCDateTime()),  # double opt-in completed
 )
 
 watchlist = Table(
@@ -202,4 +203,67 @@ delivery = Table(
     Index("uq_delivery_subscriber_id_edition_id", "subscriber_id", "edition_id", unique=True),
     Index("uq_delivery_subscriber_id_alert_item_id", "subscriber_id", "alert_item_id", unique=True),
     Index("ix_delivery_status_not_before", "status", "not_before"),
+)
+
+# -- the web app: consent, suppression, one-time links, provider events ---------------------
+
+consent = Table(
+    "consent",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("action", String(32), nullable=False),  # signup, confirm, unsubscribe, resubscribe
+    Column("at", UTCDateTime(), nullable=False),
+    Column("ip", String(64), nullable=False, server_default=""),
+    Column("user_agent", Text, nullable=False, server_default=""),
+    Column("text_version", String(32), nullable=False, server_default=""),
+    Column("source", String(32), nullable=False, server_default=""),  # web, cli, one-click
+    Index("ix_consent_subscriber_id", "subscriber_id"),
+)
+
+# Addresses that must never be mailed again, kept as hashes so erasing a subscriber's data
+# does not erase the fact that they left (M-08).
+suppression = Table(
+    "suppression",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("reason", String(32), nullable=False),  # erased, bounced, complained, unsubscribed
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Magic links that may be used once (A-02: a reused link is rejected).
+used_token = Table(
+    "used_token",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("purpose", String(32), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=False),
+)
+
+# SendGrid Event Webhook: every event applied once (SendGrid retries and duplicates).
+webhook_event = Table(
+    "webhook_event",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_key", String(64), nullable=False, unique=True),  # hash of the event's content
+    Column("sg_event_id", String(128)),
+    Column("event_type", String(32), nullable=False),
+    Column("email_hash", String(64)),
+    Column("delivery_id", Integer),
+    Column("sg_message_id", String(255)),
+    Column("occurred_at", UTCDateTime()),
+    Column("payload", JSON, nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Index("ix_webhook_event_delivery_id", "delivery_id"),
+)
+
+webhook_quarantine = Table(
+    "webhook_quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
 )

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline.adapters.fetch import Fetcher
 from pipeline.adapters.parse import ParsePool
-from pipeline.adapters.storage import Store
+from pipeline.adapters.storage import PollWrite, Store
 from pipeline.core.errors import FeedError
 from pipeline.core.models import FeedOutcome, FeedState, Item, StoreCounts
 from pipeline.core.normalize import items_from_feed
@@ -91,9 +93,153 @@ class PollSummary:
         )
 
 
+class LazyTags(Mapping[str, TagResult]):
+    """``tag_items`` computed on demand: the store asks only for the items it inserts or
+    updates, so the unchanged entries of a changed feed (most of them) are never tagged."""
+
+    def __init__(self, tagger: Tagger, items: Sequence[Item], state: FeedState) -> None:
+        self._tagger = tagger
+        self._state = state
+        self._items = {it.guid_key: it for it in reversed(items)}  # first one wins
+        self._done: dict[str, TagResult] = {}
+
+    def __getitem__(self, key: str) -> TagResult:
+        result = self._done.get(key)
+        if result is None:
+            it = self._items[key]
+            result = tag_items(self._tagger, [it], self._state)[key]
+            self._done[key] = result
+        return result
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# Writes are coalesced up to these sizes; a flush takes whatever is waiting, and waits at most
+# FLUSH_WINDOW for more once it has something, so a lone write is never held up for long.
+FLUSH_ITEMS = 2_000
+FLUSH_WRITES = 500
+FLUSH_WINDOW = 0.005  # seconds
+
+
+@dataclass
+class _Pending:
+    """One feed's write: ``prepare`` builds it in the writer thread (normalising and
+    tagging there, off the event loop); ``future`` gets the feed's item counts."""
+
+    prepare: Callable[[], PollWrite]
+    future: asyncio.Future[StoreCounts]
+    write: PollWrite | None = None
+
+
+class _Writer:
+    """The poller's single writer thread (SQLite allows one writer). Every feed's poll goes
+    through it, and all the writes waiting when it is free go to the store together
+    (``Store.write_polls``: one transaction for many feeds' items and poll records). If such
+    a transaction fails, each write is retried on its own, so one bad feed fails alone."""
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self._loop = loop
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="qasid-store", daemon=True)
+        self._thread.start()
+
+    def submit(self, prepare: Callable[[], PollWrite]) -> asyncio.Future[StoreCounts]:
+        future: asyncio.Future[StoreCounts] = self._loop.create_future()
+        self._queue.put(_Pending(prepare, future))
+        return future
+
+    def close(self) -> None:
+        """Write everything submitted so far, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stopping = self._gather(first)
+            self._flush(batch)
+            if stopping:
+                return
+
+    def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """The writes to flush together: ``first`` and whatever else is waiting or arrives
+        within FLUSH_WINDOW, up to FLUSH_WRITES writes or FLUSH_ITEMS items, each prepared
+        as it is taken. The flag says the writer was asked to stop."""
+        batch: list[_Pending] = []
+        items = 0
+        deadline = time.monotonic() + FLUSH_WINDOW
+        pending: _Pending | None = first
+        while pending is not None:
+            if self._prepare(pending) and pending.write is not None:
+                batch.append(pending)
+                items += len(pending.write.items)
+            if len(batch) >= FLUSH_WRITES or items >= FLUSH_ITEMS:
+                return batch, False
+            wait = deadline - time.monotonic()
+            try:
+                pending = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
+
+    def _prepare(self, pending: _Pending) -> bool:
+        if pending.write is not None:
+            return True
+        try:
+            pending.write = pending.prepare()
+        except BaseException as error:  # a bug in normalising one feed fails that feed only
+            self._settle(pending, error=error)
+            return False
+        return True
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        try:
+            counts = self._store.write_polls([p.write for p in batch if p.write is not None])
+        except BaseException as error:
+            if len(batch) == 1:
+                self._settle(batch[0], error=error)
+                return
+            log.warning(
+                "batched write of %d polls failed, writing one by one: %s", len(batch), error
+            )
+            for pending in batch:
+                self._flush([pending])
+            return
+        for pending, count in zip(batch, counts, strict=True):
+            self._settle(pending, result=count)
+
+    def _settle(
+        self,
+        pending: _Pending,
+        *,
+        result: StoreCounts | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        def settle() -> None:
+            if pending.future.done():
+                return
+            if error is not None:
+                pending.future.set_exception(error)
+            else:
+                pending.future.set_result(result or StoreCounts())
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self._loop.call_soon_threadsafe(settle)
+
+
 @dataclass
 class Poller:
-    """Polls claimed feeds concurrently: fetch, skip unchanged, parse off-process, store."""
+    """Polls claimed feeds concurrently: fetch, skip unchanged, parse off-process, then
+    normalise, tag and store in one writer thread that coalesces many feeds per transaction."""
 
     store: Store
     fetcher: Fetcher
@@ -108,8 +254,8 @@ class Poller:
         started = time.perf_counter()
         summary = PollSummary()
         gate = asyncio.Semaphore(self.concurrency)
-        # SQLite allows one writer: funnel store calls through one thread, off the event loop.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qasid-store") as writer:
+        writer = _Writer(self.store, asyncio.get_running_loop())
+        try:
 
             async def one(state: FeedState) -> None:
                 async with gate:
@@ -119,31 +265,21 @@ class Poller:
                     self.on_report(report)
 
             await asyncio.gather(*(one(state) for state in feeds))
+        finally:
+            await asyncio.to_thread(writer.close)
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _store_tagged(
-        self, state: FeedState, items: Sequence[Item], fetched_at: datetime
-    ) -> StoreCounts:
-        """Tag (off the event loop, in the writer thread) and store one feed's items."""
-        tags = tag_items(self.tagger, items, state) if self.tagger else None
-        return self.store.store_items(state.id, state.url, items, fetched_at, tags)
-
-    async def _poll_one(self, state: FeedState, writer: ThreadPoolExecutor) -> FeedPollReport:
+    async def _poll_one(self, state: FeedState, writer: _Writer) -> FeedPollReport:
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
 
-        async def run(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
-            return await loop.run_in_executor(writer, lambda: fn(*args, **kwargs))
-
-        def finish(
+        def decide(
             outcome: FeedOutcome,
             message: str | None = None,
             *,
             http_status: int | None = None,
             retry_after: float | None = None,
-            counts: StoreCounts | None = None,
-        ) -> tuple[PollRecord, FeedPollReport]:
+        ) -> PollRecord:
             record = decide_after_poll(
                 state,
                 outcome,
@@ -153,8 +289,17 @@ class Poller:
                 http_status=http_status,
                 retry_after=retry_after,
             )
-            counts = counts or StoreCounts()
-            report = FeedPollReport(
+            if record.status is FeedOutcome.GONE:
+                log.warning("feed disabled: feed=%s reason=%s", state.url, record.message)
+            elif outcome.is_failure:
+                log.info("feed failed: feed=%s outcome=%s reason=%s", state.url, outcome, message)
+            return record
+
+        async def write(
+            record: PollRecord, prepare: Callable[[], PollWrite] | None = None
+        ) -> FeedPollReport:
+            counts = await writer.submit(prepare or (lambda: PollWrite(state.id, record)))
+            return FeedPollReport(
                 url=state.url,
                 outcome=record.status,
                 message=record.message,
@@ -163,45 +308,45 @@ class Poller:
                 duplicates=counts.duplicates,
                 elapsed=time.perf_counter() - started,
             )
-            if record.status is FeedOutcome.GONE:
-                log.warning("feed disabled: feed=%s reason=%s", state.url, record.message)
-            elif outcome.is_failure:
-                log.info("feed failed: feed=%s outcome=%s reason=%s", state.url, outcome, message)
-            return record, report
 
         result = await self.fetcher.fetch(
             state.url, etag=state.etag, last_modified=state.last_modified
         )
         if result.outcome.is_failure:
-            record, report = finish(
+            record = decide(
                 result.outcome,
                 result.error,
                 http_status=result.http_status,
                 retry_after=result.retry_after,
             )
-            await run(self.store.record_poll, state.id, record)
-            return report
+            return await write(record)
 
-        validators = {"etag": result.etag, "last_modified": result.last_modified}
+        etag, last_modified = result.etag, result.last_modified
         moved = result.permanent_redirect
         if result.not_modified or result.body is None:
-            record, report = finish(FeedOutcome.NOT_MODIFIED, http_status=result.http_status)
-            await run(self.store.record_poll, state.id, record, new_url=moved, **validators)
-            return report
+            record = decide(FeedOutcome.NOT_MODIFIED, http_status=result.http_status)
+            return await write(
+                record,
+                lambda: PollWrite(
+                    state.id, record, etag=etag, last_modified=last_modified, new_url=moved
+                ),
+            )
 
         body_hash = hashlib.sha256(result.body).hexdigest()
         if body_hash == state.body_hash:
             # The server ignores conditional GET but sent the same bytes: never re-parse.
-            record, report = finish(FeedOutcome.NOT_MODIFIED, "body unchanged", http_status=200)
-            await run(
-                self.store.record_poll,
-                state.id,
+            record = decide(FeedOutcome.NOT_MODIFIED, "body unchanged", http_status=200)
+            return await write(
                 record,
-                body_hash=body_hash,
-                new_url=moved,
-                **validators,
+                lambda: PollWrite(
+                    state.id,
+                    record,
+                    etag=etag,
+                    last_modified=last_modified,
+                    body_hash=body_hash,
+                    new_url=moved,
+                ),
             )
-            return report
 
         try:
             parsed = await self.parser.parse(
@@ -212,26 +357,33 @@ class Poller:
                 outcome = FeedOutcome(error.outcome)
             except ValueError:
                 outcome = FeedOutcome.PARSE_ERROR
-            record, report = finish(outcome, error.message, http_status=result.http_status)
-            await run(self.store.record_poll, state.id, record)
-            return report
+            record = decide(outcome, error.message, http_status=result.http_status)
+            return await write(record)
 
-        fetched_at = self.clock()
-        items = items_from_feed(parsed, result.final_url, state.language or "en", fetched_at)
-        counts = await run(self._store_tagged, state, items, fetched_at)
-        assert isinstance(counts, StoreCounts)
         if parsed.bozo:
             outcome, message = FeedOutcome.MALFORMED, f"malformed but usable: {parsed.bozo_reason}"
         else:
             outcome, message = FeedOutcome.OK, None
-        record, report = finish(outcome, message, http_status=result.http_status, counts=counts)
-        await run(
-            self.store.record_poll,
-            state.id,
-            record,
-            body_hash=body_hash,
-            new_url=moved,
-            title=parsed.title,
-            **validators,
-        )
-        return report
+        fetched_at = self.clock()
+        record = decide(outcome, message, http_status=result.http_status)
+        final_url = result.final_url
+
+        def prepare() -> PollWrite:
+            # In the writer thread: normalising and tagging never block the event loop.
+            items = items_from_feed(parsed, final_url, state.language or "en", fetched_at)
+            tags = LazyTags(self.tagger, items, state) if self.tagger else None
+            return PollWrite(
+                state.id,
+                record,
+                etag=etag,
+                last_modified=last_modified,
+                body_hash=body_hash,
+                new_url=moved,
+                title=parsed.title,
+                feed_url=state.url,
+                items=items,
+                fetched_at=fetched_at,
+                tags=tags,
+            )
+
+        return await write(record, prepare)

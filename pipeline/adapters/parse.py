@@ -271,21 +271,21 @@ def _parse_in_worker(
 
 
 def _preload_modules() -> list[str]:
-    """What the forkserver imports once, for every worker to find in memory: this module, the
-    pipeline modules the parent has loaded, and the parent's main module when it was run with
-    ``-m``. A new worker re-runs the parent's main module ("safe importing of main"); through
-    the CLI that imports all of qasid and its libraries, about 1.5 s of CPU per worker, paid
-    by every poll that starts its pool and every TASKS_PER_WORKER parses after that."""
+    """What the forkserver imports once, for every worker to find in memory: this module and
+    the modules of qasid (and of the package of a ``-m`` main module) the parent has loaded.
+    A new worker re-runs the parent's main module ("safe importing of main"); through the CLI
+    that imports all of qasid and its libraries, about 1.5 s of CPU per worker, paid by every
+    poll that starts its pool and every TASKS_PER_WORKER parses after that. (The main module
+    itself is left to the worker: runpy warns when it is already imported.)"""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    main_name = getattr(spec, "name", None) or ""
+    packages = ("pipeline.", main_name.split(".")[0] + ".") if "." in main_name else ("pipeline.",)
     names = [__name__]
     names += sorted(
         name
         for name in sys.modules
-        if name.startswith("pipeline.") and not name.endswith("__main__")
+        if name.startswith(packages) and name != main_name and not name.endswith("__main__")
     )
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    main_name = getattr(spec, "name", None)
-    if main_name and not main_name.endswith("__main__") and main_name not in names:
-        names.append(main_name)
     return names
 
 

@@ -35,7 +35,7 @@ DEFAULT_WEIGHTS = {"strong": 3.0, "medium": 2.0, "weak": 1.0, "block": 0.0, "neg
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _ALIAS_KEYS = frozenset({"id", "kind", "country", "names", "case_sensitive", "note"})
 _ALIAS_KINDS = frozenset({"person", "organisation", "place", "programme", "group", "country"})
-_TERM_KEYS = frozenset({"term", "weight", "case", "requires", "label"})
+_TERM_KEYS = frozenset({"term", "weight", "case", "requires"})
 _LEXICON_KEYS = frozenset({"threshold", "title_weight", *DEFAULT_WEIGHTS})
 _THEME_KEYS = frozenset(
     {"name", "description", "requires", "requires_any", "penalties", *_LEXICON_KEYS}
@@ -191,7 +191,7 @@ class _Reader:
         return tuple(collected.values())
 
     def _expand(self, item: Any, default: float, key: str) -> list[Term]:
-        weight, case, requires, label = default, False, None, ""
+        weight, case, requires = default, False, None
         if isinstance(item, str):
             text = item
         elif isinstance(item, dict):
@@ -209,22 +209,18 @@ class _Reader:
                 if not isinstance(requires, str):
                     raise ConfigError(f"{key}.requires", "must be a rule id", self.source)
                 self.requires_seen.append((f"{key}.requires", requires))
-            label = item.get("label", "")
-            if not isinstance(label, str):
-                raise ConfigError(f"{key}.label", "must be a string", self.source, label)
         else:
             raise ConfigError(key, "must be a string or an inline table", self.source, item)
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(key, "needs a non-empty term", self.source, text)
         if not text.startswith("@"):
-            return [Term(text, weight, case, requires, label)]
+            return [Term(text, weight, case, requires)]
         alias = self.aliases.get(text[1:])
         if alias is None:
             raise ConfigError(key, "unknown alias (see config/aliases.toml)", self.source, text)
-        group = f"{text}/{requires or ''}"
-        label = label or (alias.names or alias.case_sensitive)[0]  # evidence names the alias
-        terms = [Term(name, weight, case, requires, label, group) for name in alias.names]
-        terms += [Term(name, weight, True, requires, label, group) for name in alias.case_sensitive]
+        group = f"{text}/{requires or ''}"  # the spellings count once
+        terms = [Term(name, weight, case, requires, group) for name in alias.names]
+        terms += [Term(name, weight, True, requires, group) for name in alias.case_sensitive]
         return terms
 
     def ids(self, value: Any, key: str) -> tuple[str, ...]:

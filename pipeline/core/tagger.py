@@ -23,9 +23,13 @@ scanned once per field (title, summary) and scored from the hits:
 - ``relevant`` = anchored and at least one theme; ``themes`` is empty when not relevant;
   ``us_link`` is decided on every item.
 
-Evidence: ``evidence[theme_id]`` lists the terms that counted for each assigned theme, as
-written in the rules (an alias by its first spelling, whichever spelling matched), title
-ones first; a negative term is shown with a leading "-". Keys starting with ``_`` are not
+Evidence: ``evidence[theme_id]`` lists what the item said that counted for each assigned
+theme: the matched text as it stands in the item (after normalisation: Unicode forms, Urdu
+letter variants, diacritics, curly quotes and dashes), so "Pak-US", "سی پیک" or "State
+Department" rather than the rule or alias that matched, each once (compared ignoring case),
+title ones first, then in order of appearance; a negative term is shown with a leading "-".
+Scoring is unchanged by this: an alias's spellings count once however many of them the
+item uses, and the evidence lists each one it used. Keys starting with ``_`` are not
 themes: ``_pakistan`` (anchor terms), ``_us`` (US terms, when us_link), ``_source`` (what
 the source contributed: ``"prior:PK Pakistan Observer"``, ``"prior:PK Pakistan Observer
 cancelled by foreign names"``, ``"source:US NBC News"``, ``"us-prior:government"``) and
@@ -36,6 +40,7 @@ rounded to two decimals, assigned or not, so a near miss is visible.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Mapping
@@ -43,7 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.core.matcher import Matcher, compile_pattern, prepare_many
+from pipeline.core.matcher import Field, Matcher, compile_pattern, prepare_many
+from pipeline.core.text import fold_surface
 
 THEME_IDS: tuple[str, ...] = (
     "counterterrorism",
@@ -74,7 +80,6 @@ class Term:
     weight: float = 1.0
     case_sensitive: bool = False
     requires: str | None = None  # a lexicon or theme id that must fire for this to count
-    label: str = ""  # shown in evidence; ``text`` when empty
     group: str = ""  # terms of one group (an alias's spellings) count once, as its first
 
 
@@ -255,7 +260,6 @@ class _Lex:
     id: str
     weights: list[float]
     requires: list[int]  # per term: index of the required lexicon, -1 when none
-    labels: list[str]
     threshold: float
     title_weight: float
     theme: ThemeRule | None = None
@@ -275,6 +279,67 @@ class _Source:
     us_label: str = ""
 
 
+_ABBREVIATION = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
+
+
+class _Said:
+    """The item's text as matched, to quote in evidence. A hit is a span of the prepared
+    field (words joined by single spaces); its words are quoted from the normalised title
+    or summary with whatever stood between them there ("Pak-US", "U.S."), found on demand:
+    only for the lexicons shown, and only for hits of several words."""
+
+    __slots__ = ("_body_start", "_field", "_folded", "_texts")
+
+    def __init__(self, field: Field, body_start: int, title: str, summary: str) -> None:
+        self._field = field
+        self._body_start = body_start
+        self._texts = (title, summary)
+        self._folded: list[str | None] = [None, None]
+
+    def text(self, start: int, end: int) -> str:
+        field = self._field
+        folded = field.folded
+        stop = folded.find(" ", end)  # the end of the last word (a wildcard hit ends inside)
+        if field.aligned:
+            words = field.surface[start + 1 : stop]
+        else:  # case folding changed lengths (e.g. "ß"): count words instead of characters
+            first = folded.count(" ", 0, start)
+            count = folded.count(" ", start + 1, stop) + 1
+            words = " ".join(field.surface.split(" ")[1 + first : 1 + first + count])
+        if " " not in words:
+            return words  # one word: the same in the item as in the field
+        part = 0 if start < self._body_start else 1
+        text = self._folded[part]
+        if text is None:
+            text = self._folded[part] = fold_surface(self._texts[part])
+        quoted = _find_words(text, tuple(words.split(" ")))
+        return quoted or words
+
+
+def _find_words(text: str, words: tuple[str, ...]) -> str:
+    """The first place ``text`` has ``words`` as whole words in a row, with what separates
+    them there, or "" when it has not."""
+    pattern = _words_pattern(words)
+    first = words[0]
+    position = text.find(first)
+    while position >= 0:
+        if position == 0 or not text[position - 1].isalnum():
+            match = pattern.match(text, position)
+            if match is not None:
+                found = match.group()
+                after = match.end()
+                if text[after : after + 1] == "." and _ABBREVIATION.fullmatch(found):
+                    found += "."  # "U.S." rather than "U.S"
+                return found
+        position = text.find(first, position + 1)
+    return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"[\W_]+".join(re.escape(word) for word in words) + r"(?![^\W_])")
+
+
 class Tagger:
     """Tags items against theme rules. Build once, call ``tag`` per item."""
 
@@ -288,18 +353,18 @@ class Tagger:
             if lexicon.id in index:
                 raise ValueError(f"lexicon {lexicon.id!r} defined twice")
             index[lexicon.id] = len(lexicons)
-            lexicons.append(_Lex(lexicon.id, [], [], [], lexicon.threshold, lexicon.title_weight))
+            lexicons.append(_Lex(lexicon.id, [], [], lexicon.threshold, lexicon.title_weight))
             specs.append((lexicon.id, lexicon.terms))
         for theme in rules.themes:
             if theme.id in index:
                 raise ValueError(f"theme {theme.id!r} clashes with another rule id")
             index[theme.id] = len(lexicons)
-            lexicons.append(_Lex(theme.id, [], [], [], theme.threshold, theme.title_weight, theme))
+            lexicons.append(_Lex(theme.id, [], [], theme.threshold, theme.title_weight, theme))
             specs.append((theme.id, theme.terms))
 
         # The text-only anchor: a rule id conditions can name, with no terms of its own.
         index[rules.text_anchor] = len(lexicons)
-        lexicons.append(_Lex(rules.text_anchor, [], [], [], 0.0, 1.0))
+        lexicons.append(_Lex(rules.text_anchor, [], [], 0.0, 1.0))
         specs.append((rules.text_anchor, ()))
 
         def ref(name: str, where: str) -> int:
@@ -319,7 +384,6 @@ class Tagger:
                     raise ValueError(f"{owner}: {error}") from error
                 lex.weights.append(term.weight)
                 lex.requires.append(ref(term.requires, owner) if term.requires else -1)
-                lex.labels.append(term.label or term.text)
                 lex.canonical.append(
                     first_of.setdefault(term.group, number) if term.group else number
                 )
@@ -374,7 +438,8 @@ class Tagger:
         # hit waits in ``pending`` until the next one shows it was not inside a longer one.
         found: dict[int, dict[int, bool]] = {}
         pending: dict[int, tuple[int, int, int]] = {}  # owner → (start, end, term)
-        for owner, number, start, end in self._matcher.spans(both):
+        spans = self._matcher.spans(both)
+        for owner, number, start, end in spans:
             if type(owner) is not int:
                 continue  # another owner's term (a watchlist) on the shared matcher
             previous = pending.get(owner)
@@ -485,12 +550,16 @@ class Tagger:
         relevant = anchored and bool(themes)
         if not relevant:
             themes = []
-        for owner in themes:
-            evidence[lexicons[owner].id] = self._labels(found[owner], owner, fired)
+        # Evidence, for the lexicons shown only: what the item said that counted.
+        keys = {owner: lexicons[owner].id for owner in themes}
         if self._anchor in found:
-            evidence["_pakistan"] = self._labels(found[self._anchor], self._anchor, fired)
+            keys[self._anchor] = "_pakistan"
         if us_link and self._us in found:
-            evidence["_us"] = self._labels(found[self._us], self._us, fired)
+            keys[self._us] = "_us"
+        if keys:
+            said = _Said(both, body_start, item.title or "", summary)
+            for owner, words in self._evidence(spans, keys, fired, said).items():
+                evidence[keys[owner]] = words
         if suppressed:
             evidence["_suppressed"] = suppressed
         theme_ids = [lexicons[owner].id for owner in themes]
@@ -512,20 +581,51 @@ class Tagger:
         elif number not in terms:
             terms[number] = False
 
-    def _labels(self, terms: dict[int, bool], owner: int, fired: set[int]) -> list[str]:
-        """The terms that counted, as written in the rules: title ones first."""
-        lex = self._lex[owner]
-        labels = []
-        for title_pass in (True, False):
-            for number, in_title in terms.items():
-                if in_title != title_pass:
+    def _evidence(
+        self,
+        spans: list[tuple[Any, Any, int, int]],
+        owners: Mapping[int, str],
+        fired: set[int],
+        said: _Said,
+    ) -> dict[int, list[str]]:
+        """For each of ``owners``: the matched text of the hits that counted (the hits
+        ``tag`` kept, longer over shorter, whose term has a weight and whose condition
+        holds), each once, compared ignoring case, in order (title first)."""
+        kept: dict[int, list[tuple[int, int, int]]] = {owner: [] for owner in owners}
+        pending: dict[int, tuple[int, int, int]] = {}
+        for owner, number, start, end in spans:
+            if owner not in kept:
+                continue
+            previous = pending.get(owner)
+            if previous is not None:
+                if start < previous[1]:  # overlaps the pending hit: keep the longer
+                    if end - start > previous[1] - previous[0]:
+                        pending[owner] = (start, end, number)
                     continue
+                kept[owner].append(previous)
+            pending[owner] = (start, end, number)
+        for owner, previous in pending.items():
+            kept[owner].append(previous)
+        evidence: dict[int, list[str]] = {}
+        for owner, hits in kept.items():
+            lex = self._lex[owner]
+            words: list[str] = []
+            seen: set[str] = set()
+            for start, end, number in hits:
+                number = lex.canonical[number]
                 weight = lex.weights[number]
                 needed = lex.requires[number]
                 if weight == 0 or (needed >= 0 and needed not in fired):
                     continue
-                labels.append(lex.labels[number] if weight > 0 else "-" + lex.labels[number])
-        return labels
+                text = said.text(start, end)
+                if weight < 0:
+                    text = "-" + text
+                key = text.casefold()
+                if key not in seen:
+                    seen.add(key)
+                    words.append(text)
+            evidence[owner] = words
+        return evidence
 
     def _source_evidence(self, item: TagInput) -> _Source:
         """What the item's source contributes (cached per feed URL and source name)."""

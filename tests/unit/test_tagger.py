@@ -185,7 +185,7 @@ def test_urdu_spelling_variants_and_aliases_match(real: Tagger) -> None:
     # Arabic yeh and kaf instead of the Urdu letters, and CPEC named in Urdu.
     result = real.tag(TagInput("1", "پاكستان اور چين سي پيك کے دوسرے مرحلے پر متفق"))
     assert result.relevant and "china" in result.themes
-    assert "CPEC" in result.evidence["china"]  # the alias, whatever spelling matched
+    assert "سی پیک" in result.evidence["china"]  # the spelling used, normalised
     # The army chief by name, in both scripts.
     for title in (
         "Asim Munir meets Saudi defence minister",
@@ -193,6 +193,32 @@ def test_urdu_spelling_variants_and_aliases_match(real: Tagger) -> None:
     ):
         result = real.tag(TagInput("2", title))
         assert "military_establishment" in result.themes, title
+
+
+def test_evidence_quotes_what_the_item_said(real: Tagger) -> None:
+    result = real.tag(
+        TagInput(
+            "1",
+            "Pak-US ties: talks in Washington",
+            "The United States and Pakistan held talks; the State Department said the U.S."
+            " would back the IMF programme. Pakistani officials met White House aides.",
+        )
+    )
+    # Spellings of one alias ("Pak-US" and "White House" both name the US government)
+    # count once in the score, and each is quoted as written, title first.
+    us = result.evidence["_us"]
+    assert us[0] == "Pak-US"
+    assert {"United States", "State Department", "U.S.", "White House"} <= set(us)
+    assert us.index("United States") < us.index("State Department") < us.index("White House")
+    assert len(us) == len(set(us))
+    assert result.evidence["economy"] == ["IMF programme"]
+
+
+def test_evidence_is_deduplicated_ignoring_case_and_keeps_the_first(tagger: Tagger) -> None:
+    title = "ISI CHIEF MEETS ARMY CHIEF IN ISLAMABAD"
+    result = tagger.tag(TagInput("1", title, "The army chief met the ISI in Islamabad."))
+    assert result.evidence["military_establishment"] == ["ISI", "ARMY CHIEF"]
+    assert result.evidence["_pakistan"] == ["ISLAMABAD"]
 
 
 def test_us_involvement_through_a_person_or_agency(real: Tagger) -> None:

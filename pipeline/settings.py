@@ -102,6 +102,32 @@ class SendGridSettings(_Section):
     timeout: float = Field(30.0, gt=0)  # seconds for one mail/send request
     sandbox_mode: bool = False  # SendGrid validates and answers but delivers nothing
     batch_size: int = Field(1000, ge=1, le=1000)  # personalizations in one request
+    # Signed Event Webhook: the verification key SendGrid shows (base64 DER of an ECDSA
+    # P-256 public key). Empty: POST /webhooks/sendgrid answers 503 and applies nothing.
+    webhook_public_key: str = ""
+    webhook_max_age: int = Field(300, ge=10, le=86400)  # seconds a signature stays fresh
+    webhook_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # larger posts get 413
+    webhook_rate_limit: str = "600/minute"  # per client address; SendGrid retries a 429
+
+    @field_validator("webhook_public_key")
+    @classmethod
+    def _verification_key(cls, value: str) -> str:
+        from pipeline.events import parse_public_key  # cryptography only when configured
+
+        if not value.strip():
+            return ""
+        return parse_public_key(value)  # raises ValueError saying what is wrong
+
+    @field_validator("webhook_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must be a rate limit such as 600/minute") from None
+        return value
 
     @field_validator("host")
     @classmethod

@@ -23,28 +23,33 @@ log = logging.getLogger(__name__)
 
 
 def build_scheduler(app: App) -> BackgroundScheduler:
-    """One polling tick, every ``worker.tick_seconds``.
+    """Two jobs, each every ``worker.tick_seconds``: polling, and delivery.
 
     coalesce: several missed ticks are one tick (the database query finds all due work).
-    max_instances=1: a long poll is never overlapped by the next tick in this process.
+    max_instances=1: a long tick is never overlapped by the next one in this process.
     misfire_grace_time=None: a tick that starts late still runs rather than being dropped.
+    Both start at once; they are separate so a slow poll never holds up sending.
     """
     scheduler = BackgroundScheduler(
         timezone="UTC",
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
     )
-    scheduler.add_job(
-        poll_tick,
-        "interval",
-        seconds=app.settings.worker.tick_seconds,
-        args=[app],
-        id="poll",
-        name="poll due feeds",
-        next_run_time=datetime.now(scheduler.timezone),
-        coalesce=True,
-        max_instances=1,
-        misfire_grace_time=None,
-    )
+    for job_id, name, function in (
+        ("poll", "poll due feeds", poll_tick),
+        ("deliver", "alerts, due digests and the send queue", deliver_tick),
+    ):
+        scheduler.add_job(
+            function,
+            "interval",
+            seconds=app.settings.worker.tick_seconds,
+            args=[app],
+            id=job_id,
+            name=name,
+            next_run_time=datetime.now(scheduler.timezone),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
 
     def on_event(event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -52,18 +57,6 @@ def build_scheduler(app: App) -> BackgroundScheduler:
         elif event.exception is not None:
             log.error("scheduler job failed: job=%s error=%r", event.job_id, event.exception)
 
-    scheduler.add_job(
-        deliver_tick,
-        "interval",
-        seconds=app.settings.worker.tick_seconds,
-        args=[app],
-        id="deliver",
-        name="alerts, due digests and the send queue",
-        next_run_time=datetime.now(scheduler.timezone),
-        coalesce=True,
-        max_instances=1,
-        misfire_grace_time=None,
-    )
     scheduler.add_listener(on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     return scheduler
 

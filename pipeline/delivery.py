@@ -15,8 +15,9 @@ these functions only load, call the core and store.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
@@ -121,7 +122,14 @@ class Editorial:
             archive_url=f"{base}/archive",
             postal_address=app.settings.mail.postal_address,
         )
-        self.renderer = EmailRenderer(root / "templates", site)
+        # Per-reader parts of an email are substitution tags, so readers whose digests are
+        # otherwise identical get identical bodies, which SendGrid takes in one request.
+        # The tags are random per run: feed text cannot contain them by design.
+        nonce = secrets.token_hex(6)
+        self.tags = {
+            name: f"%%{nonce}{name}%%" for name in ("reason", "manage", "unsubscribe", "view")
+        }
+        self.renderer = EmailRenderer(root / "templates", site, frozenset(self.tags.values()))
         self.tokens: Tokens = app.tokens
 
     @cached_property
@@ -377,40 +385,40 @@ def _reason(subscriber: Subscriber, site_name: str) -> str:
 def compose(
     app: App, editorial: Editorial, row: DeliveryRow, subscriber: Subscriber
 ) -> OutgoingEmail | None:
-    """The email for one ledger row, or None when its content is gone."""
+    """The email for one ledger row, or None when its content is gone.
+
+    The body is rendered with substitution tags where it names the reader (links, the
+    "why you got this" line); the email carries the values to put in their place.
+    """
     unsubscribe, manage = _links(app, editorial.tokens, subscriber)
     base = app.settings.web.base_url
+    tags = editorial.tags
+    values = {
+        tags["reason"]: _reason(subscriber, app.settings.digest.site_name),
+        tags["manage"]: manage,
+        tags["unsubscribe"]: unsubscribe,
+    }
     recipient = Recipient(
-        reason=_reason(subscriber, app.settings.digest.site_name),
-        manage_url=manage,
-        unsubscribe_url=unsubscribe,
+        reason=tags["reason"],
+        manage_url=tags["manage"],
+        unsubscribe_url=tags["unsubscribe"],
         timezone=subscriber.timezone,
     )
     custom_args: dict[str, str] = {}  # the mailer adds delivery_id itself
     rendered: RenderedEmail
     if row.channel == "confirm":
         token = editorial.tokens.make("confirm", subscriber.id, subscriber.email)
-        rendered = editorial.renderer.confirmation(
-            Recipient(
-                reason="You receive this because this address was entered on our sign-up form.",
-                manage_url=manage,
-                unsubscribe_url=unsubscribe,
-                timezone=subscriber.timezone,
-            ),
-            f"{base}/confirm/{token}",
+        values[tags["reason"]] = (
+            "You receive this because this address was entered on our sign-up form."
         )
+        rendered = editorial.renderer.confirmation(recipient, f"{base}/confirm/{token}")
     elif row.edition_id is not None:
         edition = DeliveryStore(app.store).get_edition(row.edition_id)
         if edition is None:
             return None
         view_token = editorial.tokens.make("view", subscriber.id, subscriber.email, str(edition.id))
-        recipient = Recipient(
-            reason=recipient.reason,
-            manage_url=manage,
-            unsubscribe_url=unsubscribe,
-            view_url=f"{base}/editions/{edition.id}/{view_token}",
-            timezone=subscriber.timezone,
-        )
+        values[tags["view"]] = f"{base}/editions/{edition.id}/{view_token}"
+        recipient = replace(recipient, view_url=tags["view"])
         heading = {"weekly": "Weekly digest", "daily": "Daily digest"}.get(
             edition.frequency, "Digest"
         )
@@ -420,12 +428,11 @@ def compose(
         item = app.store.get_item_by_row(row.alert_item_id or 0)
         if item is None:
             return None
+        matched = editorial.index.match(item.title, item.summary_text)
         queries = [
             editorial.queries[w.id]
             for w in subscriber.watchlists
-            if w.instant
-            and w.id in editorial.queries
-            and w.id in editorial.index.match(item.title, item.summary_text)
+            if w.instant and w.id in editorial.queries and w.id in matched
         ]
         candidate = to_candidate(item, queries)
         entry = entry_as_dict(single_entry(candidate, subscriber.themes))
@@ -450,7 +457,12 @@ def compose(
         ),
         list_id=app.settings.mail.list_id,
         custom_args=custom_args,
+        substitutions={tag: value for tag, value in values.items() if tag in _used(rendered)},
     )
+
+
+def _used(rendered: RenderedEmail) -> str:
+    return rendered.html + rendered.text + rendered.subject
 
 
 def _alert_heading(candidate: DigestCandidate, themes: Sequence[ThemeInfo]) -> str:

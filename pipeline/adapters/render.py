@@ -81,24 +81,34 @@ def local_date(context: Context, value: str) -> str:
     return f"{when:%A} {when.day} {when:%B %Y}"
 
 
-def build_environment(templates_dir: Path) -> Environment:
+def build_environment(
+    templates_dir: Path, placeholders: frozenset[str] = frozenset()
+) -> Environment:
+    """``placeholders``: the renderer's own substitution tags, allowed where a URL goes
+    (they become each reader's links at send time; feeds cannot guess them)."""
     env = Environment(
         loader=FileSystemLoader(str(templates_dir)),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
+        autoescape=select_autoescape(enabled_extensions=("html", "xml"), default_for_string=True),
         undefined=StrictUndefined,  # a missing variable is a bug, not an empty string
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(safe_url=safe_url, local_time=local_time, local_date=local_date)
+
+    def safe_url_or_tag(value: object) -> str:
+        return value if isinstance(value, str) and value in placeholders else safe_url(value)
+
+    env.filters.update(safe_url=safe_url_or_tag, local_time=local_time, local_date=local_date)
     return env
 
 
 class EmailRenderer:
     """Digest and alert emails: an HTML part with inlined CSS and a plain-text part."""
 
-    def __init__(self, templates_dir: Path, site: SiteInfo) -> None:
-        self.env = build_environment(templates_dir)
+    def __init__(
+        self, templates_dir: Path, site: SiteInfo, placeholders: frozenset[str] = frozenset()
+    ) -> None:
+        self.env = build_environment(templates_dir, placeholders)
         self.site = site
         # @media rules (dark mode) stay in a <style> block; everything else is inlined.
         self.inliner = css_inline.CSSInliner(keep_at_rules=True)

@@ -321,3 +321,21 @@ def test_a_crash_between_edition_and_delivery_rows_leaves_nothing(app: App) -> N
     assert sub is not None
     assert ledger.last_period_end("personal", sub.id, "daily") is None  # no half edition
     assert delivery.build_due_digests(app).built == 1  # rebuilt on the next tick
+
+
+def test_identical_digests_go_to_sendgrid_in_one_request_with_personal_links(
+    app: App, sendgrid_stub: SendGridStub
+) -> None:
+    store_news(app, *NEWS)
+    for n in range(3):
+        subscribe(app, f"same{n}@example.com", hour=7, timezone="Asia/Karachi")
+    delivery.build_due_digests(app)
+    sendgrid(app, sendgrid_stub)
+    assert delivery.drain_queue(app, app.mailer()).sent == 3
+    sends = [r for r in sendgrid_stub.requests if r.path.endswith("/mail/send")]
+    assert len(sends) == 1
+    assert len(sends[0].payload["personalizations"]) == 3
+    received = {d.to: d for d in sendgrid_stub.deliveries()}
+    links = {to: d.text.split("Unsubscribe: ")[1].split()[0] for to, d in received.items()}
+    assert len(set(links.values())) == 3  # each reader their own link
+    assert all("%%" not in d.text and "%%" not in d.html for d in received.values())

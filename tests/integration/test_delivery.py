@@ -339,3 +339,89 @@ def test_identical_digests_go_to_sendgrid_in_one_request_with_personal_links(
     links = {to: d.text.split("Unsubscribe: ")[1].split()[0] for to, d in received.items()}
     assert len(set(links.values())) == 3  # each reader their own link
     assert all("%%" not in d.text and "%%" not in d.html for d in received.values())
+
+
+def test_a_bad_key_stops_the_run_and_marks_nobody_sent(
+    app: App, sendgrid_stub: SendGridStub, clock: FakeClock
+) -> None:
+    store_news(app, *NEWS)
+    for n in range(3):
+        subscribe(
+            app,
+            f"k{n}@example.com",
+            hour=7,
+            timezone="Asia/Karachi",
+            themes=[["economy", "sanctions", "afghanistan"][n]],
+        )
+    delivery.build_due_digests(app)
+    sendgrid(app, sendgrid_stub)
+    app.settings = app.settings.model_copy(
+        update={"sendgrid": app.settings.sendgrid.model_copy(update={"api_key": "SG.wrong"})}
+    )
+    summary = delivery.drain_queue(app, app.mailer())
+    assert summary.fatal and summary.sent == 0
+    assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.QUEUED: 3}
+    sendgrid(app, sendgrid_stub)  # the key is fixed: a later run sends everything
+    clock.advance(minutes=3)
+    assert delivery.drain_queue(app, app.mailer()).sent == 3
+
+
+def test_one_rejected_recipient_among_fifty_fails_alone(
+    app: App, sendgrid_stub: SendGridStub
+) -> None:
+    from pipeline.core.subscribers import Frequency
+
+    store_news(app, *NEWS)
+    people = SubscriberStore(app.store)
+    addresses = [f"ok{n}@example.com" for n in range(49)] + ["not-an-address@@example"]
+    for address in addresses:
+        people.add(
+            address,
+            themes=["economy"],
+            frequency=Frequency.DAILY,
+            hour=7,
+            timezone="Asia/Karachi",
+            status=SubscriberStatus.ACTIVE,
+            now=app.clock(),
+        )
+    delivery.build_due_digests(app)
+    sendgrid(app, sendgrid_stub)
+    summary = delivery.drain_queue(app, app.mailer())
+    assert (summary.sent, summary.failed) == (49, 1)
+    assert delivery.drain_queue(app, app.mailer()).sent == 0  # no retry loop
+
+
+@pytest.mark.postgres
+def test_two_workers_build_and_drain_the_same_due_digests_once(
+    postgres_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    import threading
+
+    apps = [make_app(postgres_url, tmp_path / f"w{n}", clock) for n in range(2)]
+    for n, worker in enumerate(apps):
+        worker.worker_name = f"worker-{n}"
+    store_news(apps[0], *NEWS)
+    for n in range(20):
+        subscribe(apps[0], f"p{n}@example.com", hour=7, timezone="Asia/Karachi")
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(worker: App) -> None:
+        try:
+            barrier.wait()
+            delivery.build_due_digests(worker)
+            delivery.drain_queue(worker, worker.mailer())
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(a,)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert DeliveryStore(apps[0].store).counts_by_status() == {DeliveryStatus.SENT: 20}
+    recipients = [m["To"] for a in apps for m in outbox_messages(a)]
+    assert sorted(recipients) == sorted(f"p{n}@example.com" for n in range(20))
+    for a in apps:
+        a.close()

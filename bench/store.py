@@ -1,0 +1,227 @@
+"""Benchmark 2: item upserts per second into SQLite and PostgreSQL.
+
+Items are real normalised items (bench.corpus documents through parse and normalise: about
+1.2 KB of sanitized HTML and 1 KB of text each), re-keyed per feed; 1 in 25 links is a
+story that several feeds carry. Each feed's batch is 200 items (the poller's max_entries).
+
+Scenarios, each timed as wall seconds of the store calls alone:
+- insert: every item new;
+- unchanged: the same batches again (what most polls of a changed feed mostly are);
+- update: the same again with 10% of the items changed at the source.
+
+Paths, measured in the same run, alternating, on the same database:
+- baseline: the per-feed ``store_items`` as it was before the batch path
+  (bench/store_baseline.py), one transaction per feed;
+- per-feed: today's ``Store.store_items``, one transaction per feed;
+- batched: ``Store.store_batches`` with 10 feeds (2,000 items) per transaction, as the
+  poller's writer coalesces them.
+
+Setup: a database migrated by Alembic, prefilled with 20,000 items of other feeds, then
+``ANALYZE`` (both engines) so the planners have statistics. Targets: 50,000 upserts/s on
+SQLite, 25,000 on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench import corpus, store_baseline
+from bench.common import database, median, postgres_available, spread, step, table
+from pipeline.adapters.parse import parse_feed
+from pipeline.adapters.storage import FeedItems, Store
+from pipeline.core.models import FeedSource, Item, StoreCounts
+from pipeline.core.normalize import items_from_feed
+
+PER_FEED = 200
+GROUP = 10  # feeds per store_batches call
+TARGETS = {"sqlite": 50_000, "postgres": 25_000}
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+
+Batch = tuple[int, str, list[Item]]
+
+
+def templates(documents: int = 12) -> list[Item]:
+    items: list[Item] = []
+    for feed in range(documents):
+        url = f"https://news.example/{feed}/feed.xml"
+        parsed = parse_feed(corpus.document(feed), url, "application/rss+xml")
+        items += items_from_feed(parsed, url, None, NOW)
+    return items
+
+
+def make_batches(
+    feed_ids: Sequence[int], base: list[Item], version: int = 0, changed_every: int = 0
+) -> list[Batch]:
+    batches: list[Batch] = []
+    for feed_id in feed_ids:
+        items = []
+        for k in range(PER_FEED):
+            template = base[(feed_id * 7 + k) % len(base)]
+            shared = k % 25 == 3
+            link = f"https://wire.example/{k}" if shared else f"https://n.example/{feed_id}/{k}"
+            item = replace(
+                template,
+                guid_key=f"{feed_id}:{k}",
+                link=link,
+                content_hash=f"{feed_id}:{k}:0",
+                published=NOW - timedelta(minutes=k),
+            )
+            if changed_every and k % changed_every == 0:
+                item = replace(
+                    item,
+                    title=item.title + f" (update {version})",
+                    content_hash=f"{feed_id}:{k}:{version}",
+                )
+            items.append(item)
+        batches.append((feed_id, f"https://feeds.example/{feed_id}", items))
+    return batches
+
+
+def feed_url(feed_id: int) -> str:
+    return f"https://feeds.example/{feed_id}"
+
+
+def run_path(
+    store: Store, path: str, batches: list[Batch], when: datetime
+) -> tuple[float, float, list[StoreCounts]]:
+    """(wall s, CPU s, counts) of storing ``batches`` by ``path``."""
+    counts: list[StoreCounts] = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    if path == "baseline":
+        for feed_id, url, items in batches:
+            counts.append(store_baseline.store_items(store, feed_id, url, items, when))
+    elif path == "per-feed":
+        for feed_id, url, items in batches:
+            counts.append(store.store_items(feed_id, url, items, when))
+    else:
+        for start in range(0, len(batches), GROUP):
+            group = [FeedItems(*b) for b in batches[start : start + GROUP]]
+            counts += store.store_batches(group, when)
+    return time.perf_counter() - wall, time.process_time() - cpu, counts
+
+
+def analyze(store: Store) -> None:
+    with store.engine.connect() as conn:
+        if store.is_sqlite:
+            conn.exec_driver_sql("ANALYZE")
+        else:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        conn.commit()
+
+
+def bench_engine(engine: str, feeds: int, runs: int, paths: Sequence[str]) -> dict[str, Any]:
+    base = templates()
+    results: dict[str, dict[str, list[float]]] = {
+        path: {"insert": [], "unchanged": [], "update": [], "cpu_us": []} for path in paths
+    }
+    with database(engine) as url:
+        store = Store(url)
+        store.upgrade()
+        total_feeds = 100 + runs * len(paths) * feeds
+        sources = [FeedSource(url=feed_url(n), title=f"F{n}") for n in range(1, total_feeds + 1)]
+        store.sync_sources(sources, "cli", NOW)
+        prefill = make_batches(range(1, 101), base)
+        for start in range(0, len(prefill), GROUP):
+            store.store_batches(prefill[start : start + GROUP], NOW)
+        analyze(store)
+        step(f"store {engine}: prefilled {store.count_items()} items, ANALYZE done")
+        next_feed = 101
+        for rep in range(runs):
+            for path in paths:
+                feed_ids = list(range(next_feed, next_feed + feeds))
+                next_feed += feeds
+                n = feeds * PER_FEED
+                line = []
+                cpu_total = 0.0
+                for scenario, version, every in (
+                    ("insert", 0, 0),
+                    ("unchanged", 0, 0),
+                    ("update", 1, 10),
+                ):
+                    batches = make_batches(feed_ids, base, version, every)
+                    wall, cpu, counts = run_path(store, path, batches, NOW + timedelta(hours=rep))
+                    _check_counts(scenario, counts)
+                    results[path][scenario].append(n / wall)
+                    cpu_total += cpu
+                    line.append(f"{scenario} {n / wall:,.0f}/s")
+                results[path]["cpu_us"].append(cpu_total / (3 * n) * 1e6)
+                step(f"store {engine} #{rep + 1} {path}: " + ", ".join(line))
+        store.close()
+    return results
+
+
+def _check_counts(scenario: str, counts: list[StoreCounts]) -> None:
+    total = sum(c.new + c.updated + c.unchanged + c.duplicates for c in counts)
+    if total != len(counts) * PER_FEED:
+        raise AssertionError(f"{scenario}: counts add up to {total}")
+    if scenario == "insert" and any(c.updated or c.unchanged for c in counts):
+        raise AssertionError(f"insert: {counts[:2]}")
+    if scenario == "unchanged" and any(c.new or c.updated for c in counts):
+        raise AssertionError(f"unchanged: {counts[:2]}")
+    if scenario == "update" and sum(c.updated for c in counts) == 0:
+        raise AssertionError("update: nothing updated")
+
+
+def run(
+    feeds: int = 40,
+    runs: int = 3,
+    engines: Sequence[str] = ("sqlite", "postgres"),
+    paths: Sequence[str] = ("baseline", "per-feed", "batched"),
+) -> dict[str, Any]:
+    step(f"store: {feeds} feeds × {PER_FEED} items per scenario, {runs} runs, paths {paths}")
+    out: dict[str, Any] = {}
+    rows: list[list[object]] = []
+    for engine in engines:
+        if engine == "postgres" and not postgres_available():
+            step("store: PostgreSQL not reachable; skipped")
+            continue
+        results = bench_engine(engine, feeds, runs, paths)
+        out[engine] = results
+        baseline = results.get("baseline")
+        for path in paths:
+            r = results[path]
+            cells: list[object] = [engine, path]
+            for scenario in ("insert", "unchanged", "update"):
+                ratio = ""
+                if baseline and path != "baseline":
+                    ratio = f" ×{median(r[scenario]) / median(baseline[scenario]):.1f}"
+                cells.append(spread(r[scenario], "{:,.0f}") + ratio)
+            cells.append(spread(r["cpu_us"], "{:.1f}"))
+            best = min(median(r[s]) for s in ("insert", "unchanged", "update"))
+            cells.append("yes" if best >= TARGETS[engine] else "no")
+            rows.append(cells)
+    summary = table(
+        f"Store: item upserts/s (wall), {PER_FEED}-item feed batches, "
+        f"batched = {GROUP} feeds per transaction",
+        [
+            "engine",
+            "path",
+            "insert/s",
+            "unchanged/s",
+            "update 10%/s",
+            "client CPU µs/item",
+            f"target met (SQLite {TARGETS['sqlite']:,}, PG {TARGETS['postgres']:,})",
+        ],
+        rows,
+    )
+    print(summary, flush=True)
+    out["table"] = summary
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--feeds", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--engine", choices=["sqlite", "postgres"], action="append")
+    args = parser.parse_args(argv)
+    run(args.feeds, args.runs, args.engine or ("sqlite", "postgres"))
+
+
+if __name__ == "__main__":
+    main()

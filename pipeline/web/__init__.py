@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None, core: App | None = None) -> Fla
     security.install(flask, settings)
     install_context(flask)
 
-    from pipeline.web import health, webhook
+    from pipeline.web import health, reader, webhook
 
-    for module in (health, webhook):
+    for module in (health, webhook, reader):
         module.register(flask)
     return flask

@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -50,7 +49,7 @@ from pipeline.core.errors import QasidError
 from pipeline.core.subscribers import SubscriberStatus
 
 if TYPE_CHECKING:  # settings imports this module to check the key: keep it light
-    from pipeline.adapters.event_store import EventResult, EventStore
+    from pipeline.adapters.event_store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -429,22 +428,14 @@ def apply_batch(events: EventStore, body: bytes, now: datetime) -> BatchReport:
         events.quarantine(body.decode("utf-8", "backslashreplace"), str(error), now)
         report.quarantined = 1
         return report
-    results = events.record(batch.events, batch.rejected, now)
-    _count(report, batch.events, results)
+    result = events.record(batch.events, batch.rejected, now)
+    report.received = len(batch.events)
     report.quarantined = len(batch.rejected)
-    return report
-
-
-def _count(
-    report: BatchReport, events: Sequence[ProviderEvent], results: Iterable[EventResult]
-) -> None:
-    report.received = len(events)
-    for event, result in zip(events, results, strict=True):
+    report.applied = sum(result.new)
+    report.duplicates = report.received - report.applied
+    report.subscribers = result.subscribers
+    report.suppressions = result.suppressions
+    report.deliveries = result.deliveries
+    for event in batch.events:
         report.by_type[event.type] = report.by_type.get(event.type, 0) + 1
-        if not result.new:
-            report.duplicates += 1
-            continue
-        report.applied += 1
-        report.subscribers += result.subscriber_changed
-        report.suppressions += result.suppression_added
-        report.deliveries += result.delivery_resolved
+    return report

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select
 
 from pipeline import events
 from pipeline.adapters.delivery_store import DeliveryStatus, DeliveryStore
-from pipeline.adapters.event_store import EventResult, EventStore
+from pipeline.adapters.event_store import EventStore
 from pipeline.adapters.schema import delivery, suppression, webhook_event
 from pipeline.adapters.storage import Store
 from pipeline.adapters.subscriber_store import SubscriberStore
@@ -104,13 +104,11 @@ def test_concurrent_deliveries_of_one_batch_apply_it_once(store: Store) -> None:
 
 def test_a_database_failure_keeps_nothing_of_the_batch(store: Store) -> None:
     class Exploding(EventStore):
-        calls = 0
+        """Fails after the events and suppressions were written, before the ledger."""
 
-        def _record_one(self, conn: Connection, event: Any, now: datetime) -> EventResult:
-            Exploding.calls += 1
-            if Exploding.calls == 2:
-                conn.exec_driver_sql("SELECT * FROM no_such_table")
-            return super()._record_one(conn, event, now)
+        def _settle(self, conn: Connection, fresh: Any, now: datetime) -> int:
+            conn.exec_driver_sql("SELECT * FROM no_such_table")
+            raise AssertionError("unreachable")
 
     body = body_of([make_event("bounce", f"r{n}@example.org", type="bounce") for n in range(3)])
     with pytest.raises(StorageError):

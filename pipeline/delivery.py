@@ -480,8 +480,7 @@ def drain_queue(
     people = SubscriberStore(app.store)
     worker = app.worker_name
     summary = DrainSummary()
-    subscribers = {s.id: s for s in people.all()}
-    editorial = load_editorial(app, subscribers.values())
+    editorial = load_editorial(app, people.all())
     handled = 0
     while limit is None or handled < limit:
         moment = now or app.clock()
@@ -494,16 +493,16 @@ def drain_queue(
         handled += len(rows)
         emails: list[OutgoingEmail] = []
         by_id: dict[str, DeliveryRow] = {}
+        # Re-read statuses just before sending: an unsubscribe after the build must win.
+        fresh = people.by_ids(sorted({row.subscriber_id for row in rows}))
         for row in rows:
-            subscriber = subscribers.get(row.subscriber_id)
-            # Re-read the status: an unsubscribe after the edition was built must win.
-            fresh = people.get(subscriber.email) if subscriber else None
-            if fresh is None or not _may_receive(fresh, row):
-                reason = fresh.status.value if fresh else "subscriber deleted"
+            reader = fresh.get(row.subscriber_id)
+            if reader is None or not _may_receive(reader, row):
+                reason = reader.status.value if reader else "subscriber deleted"
                 ledger.mark_suppressed(row.id, worker, f"not sent: {reason}")
                 summary.suppressed += 1
                 continue
-            email = compose(app, editorial, row, fresh)
+            email = compose(app, editorial, row, reader)
             if email is None:
                 ledger.mark_failed(row.id, worker, "content no longer exists")
                 summary.failed += 1
@@ -513,8 +512,15 @@ def drain_queue(
         if not emails:
             continue
         results = mailer.send_batch(emails)
+        accepted = [
+            (by_id[r.delivery_id].id, r.provider_message_id)
+            for r in results
+            if r.outcome is SendOutcome.SENT
+        ]
+        summary.sent += ledger.mark_sent_many(accepted, worker, app.clock())
         for email, result in zip(emails, results, strict=True):
-            _record(app, ledger, people, by_id[email.delivery_id], email, result, summary)
+            if result.outcome is not SendOutcome.SENT:
+                _record(app, ledger, people, by_id[email.delivery_id], email, result, summary)
         if summary.fatal:
             break
     log.info("drain finished: %s", summary.line())
@@ -537,12 +543,10 @@ def _record(
     result: SendResult,
     summary: DrainSummary,
 ) -> None:
+    """Record a send that was not accepted (accepted ones are recorded in bulk)."""
     worker = app.worker_name
     now = app.clock()
-    if result.outcome is SendOutcome.SENT:
-        ledger.mark_sent(row.id, worker, result.provider_message_id, now)
-        summary.sent += 1
-    elif result.outcome is SendOutcome.RETRY:
+    if result.outcome is SendOutcome.RETRY:
         delay = timedelta(seconds=result.retry_after) if result.retry_after else RETRY_BACKOFF
         ledger.mark_retry(row.id, worker, result.error or "retry", now + delay)
         summary.retried += 1

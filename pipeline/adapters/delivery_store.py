@@ -9,12 +9,12 @@ resolved by provider events or, after a window, resent once and flagged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.schema import delivery, edition
@@ -294,6 +294,32 @@ class DeliveryStore:
             provider_message_id=provider_message_id,
             last_error=None,
         )
+
+    def mark_sent_many(
+        self, sent: Sequence[tuple[int, str | None]], worker: str, now: datetime
+    ) -> int:
+        """Record many accepted sends in one transaction: (delivery id, provider id)."""
+        if not sent:
+            return 0
+        statement = (
+            update(delivery)
+            .where(
+                delivery.c.id == bindparam("b_id"),
+                delivery.c.status == DeliveryStatus.SENDING,
+                delivery.c.claimed_by == worker,
+            )
+            .values(
+                status=DeliveryStatus.SENT,
+                sent_at=now,
+                provider_message_id=bindparam("b_provider"),
+                last_error=None,
+            )
+        )
+        with self.store._begin() as conn:
+            result = conn.execute(
+                statement, [{"b_id": i, "b_provider": provider} for i, provider in sent]
+            )
+        return int(result.rowcount or 0)
 
     def mark_retry(self, delivery_id: int, worker: str, error: str, not_before: datetime) -> bool:
         return self._finish(

@@ -105,6 +105,12 @@ class SubscriberStore:
     def all(self) -> list[Subscriber]:
         return self._load(None)
 
+    def by_ids(self, ids: Sequence[int]) -> dict[int, Subscriber]:
+        """Subscribers by id, read fresh (the send queue re-checks status just before sending)."""
+        if not ids:
+            return {}
+        return {s.id: s for s in self._load(subscriber.c.id.in_(list(ids)))}
+
     def remove(self, email: str) -> bool:
         """Delete a subscriber and their watchlists. False when the address is unknown."""
         with self.store._begin() as conn:

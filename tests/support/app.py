@@ -39,6 +39,7 @@ def settings_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> Se
         "QASID_FEEDS_FILE": str(tmp_path / "no-feeds.toml"),
         "QASID_WORKER_NAME": "test-worker",
         "QASID_MAIL_POSTAL_ADDRESS": "1 Test Street, Lahore",
+        "QASID_MAIL_FROM_ADDRESS": "qasid <digest@qasid.test>",
         "QASID_MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
         "QASID_WEB_SECRET_KEY": "test-secret",
     }

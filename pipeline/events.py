@@ -176,10 +176,10 @@ def verify_signature(
             "bad signature", "does not match this body (wrong key, or the body was altered)"
         )
     signed = int(timestamp)
-    if abs(now - signed) > max_age:
-        raise SignatureError(
-            "stale signature", f"signed {now - signed:+.0f} s from now, limit ±{max_age} s"
-        )
+    age = now - signed
+    if abs(age) > max_age:
+        when = f"{age:.0f} s old" if age > 0 else f"dated {-age:.0f} s in the future"
+        raise SignatureError("stale signature", f"{when}; the limit is {max_age} s either way")
     return signed
 
 

@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Integer, String, Text, bindparam, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.adapters.delivery_store import DeliveryStatus
@@ -248,6 +259,16 @@ class EventStore:
         if not rows:
             return 0
         return int(conn.execute(_SETTLE_DELIVERY, rows).rowcount)
+
+    def forget(self, email_hash: str) -> int:
+        """Delete the stored events of one address (their payloads hold it in clear), for
+        erasure (M-08). The suppression row stays. Returns the number of events deleted."""
+        with self.store._begin() as conn:
+            return int(
+                conn.execute(
+                    delete(webhook_event).where(webhook_event.c.email_hash == email_hash)
+                ).rowcount
+            )
 
     # -- reading (the editor dashboard, tests) ---------------------------------------------
 

@@ -164,13 +164,18 @@ def gunicorn_server(
         "--graceful-timeout",
         "5",
     ]
-    process = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
+    output = (tmp_path / "server.out").open("wb")  # the app's own log lines
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, start_new_session=True, stdout=output, stderr=output
+    )
     server = GunicornServer("127.0.0.1", port, process, access_log, error_log, env)
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                log = error_log.read_text() if error_log.exists() else ""
+                log = (tmp_path / "server.out").read_text(errors="replace")
+                if error_log.exists():
+                    log += error_log.read_text(errors="replace")
                 pytest.fail(f"gunicorn exited with {process.returncode}:\n{log[-3000:]}")
             try:
                 if server.request("GET", "/healthz", timeout=2).status == 200:
@@ -186,6 +191,7 @@ def gunicorn_server(
         yield server
     finally:
         _stop(process)
+        output.close()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -8,6 +8,7 @@ applied exactly once, and the 95th percentile latency must stay under 200 ms.
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
@@ -28,7 +29,8 @@ POSTS = 100  # distinct batches; each is also retried once: 200 posts in all
 EVENTS_PER_POST = 100
 READERS = 500
 CLIENTS = 4
-# Each reader gets these 20 events, spread over the batches (types qasid ignores included).
+# Each reader gets these 20 events, mixed within and spread over the batches (types qasid
+# ignores included).
 TYPES = (
     "processed",
     "delivered",
@@ -102,7 +104,7 @@ def _batches() -> list[list[dict[str, Any]]]:
         for j in range(EVENTS_PER_POST):
             k = post * EVENTS_PER_POST + j
             reader = k % READERS
-            kind = TYPES[k // READERS]
+            kind = TYPES[(k // READERS + k) % len(TYPES)]  # every type once per reader
             extra: dict[str, Any] = {"type": "bounce"} if kind == "bounce" else {}
             if kind == "dropped":
                 extra["reason"] = "Invalid SMTPAPI header"
@@ -138,13 +140,17 @@ def test_l03_200_signed_posts_of_100_events_apply_every_event_once(tmp_path: Pat
     with gunicorn_server(tmp_path, env) as server:
         _seed(server.database_url())
 
-        def post(body: bytes) -> Response:
-            headers = signer.headers(body, int(time.time()))
+        # Signed up front (the signatures stay fresh for 5 minutes), so the clients spend
+        # no CPU on signing while latencies are measured.
+        signed = [(body, signer.headers(body, int(time.time()))) for body in bodies]
+
+        def post(request: tuple[bytes, dict[str, str]]) -> Response:
+            body, headers = request
             return server.request("POST", "/webhooks/sendgrid", body, headers, timeout=30)
 
         started = time.perf_counter()
         with ThreadPoolExecutor(CLIENTS) as pool:
-            answers = list(pool.map(post, bodies))
+            answers = list(pool.map(post, signed))
         elapsed = time.perf_counter() - started
 
     assert [a.status for a in answers if a.status != 200] == []
@@ -178,5 +184,6 @@ def test_l03_200_signed_posts_of_100_events_apply_every_event_once(tmp_path: Pat
         f"{statistics.median(latencies) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
         f"max {latencies[-1] * 1000:.0f} ms"
     )
-    assert p95 < 0.2, f"p95 latency {p95 * 1000:.0f} ms"
+    load = os.getloadavg()[0]  # other work on the machine shows up in latencies
+    assert p95 < 0.2, f"p95 latency {p95 * 1000:.0f} ms (load {load:.1f}, {os.cpu_count()} cores)"
     assert elapsed < 30

@@ -116,3 +116,19 @@ def test_a_database_failure_keeps_nothing_of_the_batch(store: Store) -> None:
     assert _count(store, webhook_event) == 0
     assert _count(store, suppression) == 0
     assert events.apply_batch(EventStore(store), body, NOW).applied == 3  # the retry works
+
+
+def test_forgetting_an_address_deletes_its_events_and_keeps_its_suppression(store: Store) -> None:
+    body = body_of(
+        [
+            make_event("bounce", "Gone@example.org", type="bounce"),
+            make_event("delivered", "gone@example.org"),
+            make_event("delivered", "stays@example.org"),
+        ]
+    )
+    events.apply_batch(EventStore(store), body, NOW)
+    assert EventStore(store).forget(events.email_hash("gone@example.org")) == 2
+    assert [e.email_hash for e in EventStore(store).events()] == [
+        events.email_hash("stays@example.org")
+    ]
+    assert EventStore(store).suppression_reason(events.email_hash("gone@example.org")) == "bounced"

@@ -89,3 +89,24 @@ def test_sign_up_confirm_from_the_email_manage_and_leave_with_one_click(
     assert title_of(page) == "You are not subscribed"
     back = client.post(_path(one_click) + "/resubscribe", data={"csrf_token": csrf_from(page)})
     assert title_of(back) == "Welcome back"
+
+
+def test_the_manage_link_email_holds_the_link_and_nothing_from_any_feed(web_core: App) -> None:
+    """``accounts.link_email`` is what ``delivery.compose`` renders for the "link" channel."""
+    from pipeline import accounts
+    from pipeline.adapters.render import Recipient
+    from pipeline.delivery import load_editorial
+
+    renderer = load_editorial(web_core, []).renderer
+    manage = f"{web_core.settings.web.base_url}/manage/abc.def"
+    rendered = accounts.link_email(
+        renderer,
+        Recipient(
+            reason="You receive this because you asked for a link.",
+            manage_url=manage,
+            unsubscribe_url=f"{web_core.settings.web.base_url}/unsubscribe/xyz",
+        ),
+    )
+    assert rendered.subject == "Your link to manage qasid"
+    assert manage in rendered.text and f'href="{manage}"' in rendered.html
+    assert "/unsubscribe/xyz" in rendered.text and "1 Test Street, Lahore" in rendered.text

@@ -38,6 +38,7 @@ from typing import Any
 
 from itsdangerous import SignatureExpired, URLSafeTimedSerializer
 
+from pipeline.adapters.event_store import EventStore
 from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail
 from pipeline.adapters.subscriber_store import ConsentRecord, SubscriberStore
 from pipeline.bootstrap import App
@@ -432,11 +433,12 @@ def export(app: App, subscriber: Subscriber) -> dict[str, Any]:
 
 
 def erase(app: App, subscriber: Subscriber) -> bool:
-    """Delete the subscriber's personal rows; keep only the hash of the address so it is
-    never mailed again without a fresh double opt-in."""
-    gone = SubscriberStore(app.store).erase(
-        subscriber.id, email_hash(subscriber.email), app.clock()
-    )
+    """Delete the subscriber's personal rows and the provider events that name the
+    address; keep only the hash of the address so it is never mailed again without a fresh
+    double opt-in."""
+    key = email_hash(subscriber.email)
+    EventStore(app.store).forget(key)  # first: if the erase then fails, a retry finds them
+    gone = SubscriberStore(app.store).erase(subscriber.id, key, app.clock())
     if gone:
         log.info("erased: subscriber %d", subscriber.id)
     return gone

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from flask.testing import FlaskClient
 
-from pipeline.adapters.schema import consent, delivery, suppression, watchlist
+from pipeline.adapters.schema import consent, delivery, suppression, watchlist, webhook_event
 from pipeline.adapters.subscriber_store import SubscriberStore
 from pipeline.bootstrap import App
 from pipeline.core.models import FeedSource, Item
@@ -297,6 +297,19 @@ def test_erase_removes_personal_rows_keeps_the_hash_and_needs_a_fresh_opt_in(
 ) -> None:
     me = _with_history(client, web_core, "me@example.com")
     other = _with_history(client, web_core, "other@example.com")
+    from pipeline.accounts import email_hash
+
+    with web_core.store.engine.begin() as conn:  # a provider event naming each address
+        for n, address in enumerate(("me@example.com", "other@example.com")):
+            conn.execute(
+                webhook_event.insert().values(
+                    event_key=f"k{n}",
+                    event_type="delivered",
+                    email_hash=email_hash(address),
+                    payload={"email": address, "event": "delivered"},
+                    received_at=web_core.clock(),
+                )
+            )
     link, csrf = _open(client, web_core, me)
     unticked = client.post(f"{link}/erase", data={"csrf_token": csrf})
     assert unticked.status_code == 422 and "Tick the box to confirm." in unticked.get_data(
@@ -309,9 +322,9 @@ def test_erase_removes_personal_rows_keeps_the_hash_and_needs_a_fresh_opt_in(
     for table in (watchlist, consent, delivery):
         assert count_rows(web_core, table, subscriber_id=me.id) == 0
         assert count_rows(web_core, table, subscriber_id=other.id) > 0  # others untouched
-    from pipeline.accounts import email_hash
-
     assert count_rows(web_core, suppression, email_hash=email_hash("me@example.com")) == 1
+    assert count_rows(web_core, webhook_event, email_hash=email_hash("me@example.com")) == 0
+    assert count_rows(web_core, webhook_event, email_hash=email_hash("other@example.com")) == 1
     assert count_rows(web_core, suppression, reason="erased") == 1
     assert client.get(link).status_code == 400  # the old link opens nothing now
     # the same address again: pending, with a new confirmation, never active at once

@@ -192,20 +192,14 @@ def request_link(app: App, email: str) -> LinkOutcome:
 
 def queue_manage_link(app: App, subscriber: Subscriber) -> bool:
     """Queue an email (ledger channel "link") holding a fresh manage link, at most one an
-    hour. ``link_email`` renders it; ``pipeline.delivery.compose`` must know the channel."""
+    hour. ``pipeline.delivery.compose`` renders it (channel "link")."""
     now = app.clock()
     return SubscriberStore(app.store).queue_once(subscriber.id, "link", now - LINK_INTERVAL, now)
 
 
 def link_email(renderer: EmailRenderer, recipient: Recipient) -> RenderedEmail:
     """The manage-link email (templates/email/link.*): one link, nothing from any feed."""
-    subject = f"Your link to manage {renderer.site.name}"
-    preheader = "Change your themes, schedule and watchlists, or pause."
-    html, text = renderer._render(
-        "link",
-        {"recipient": recipient, "site": renderer.site, "subject": subject, "preheader": preheader},
-    )
-    return RenderedEmail(subject, preheader, html, text)
+    return renderer.manage_link(recipient)
 
 
 # -- links by token ---------------------------------------------------------------------

@@ -412,6 +412,9 @@ def compose(
             "You receive this because this address was entered on our sign-up form."
         )
         rendered = editorial.renderer.confirmation(recipient, f"{base}/confirm/{token}")
+    elif row.channel == "link":
+        values[tags["reason"]] = "You receive this because someone asked for a new link."
+        rendered = editorial.renderer.manage_link(recipient)
     elif row.edition_id is not None:
         edition = DeliveryStore(app.store).get_edition(row.edition_id)
         if edition is None:
@@ -528,10 +531,15 @@ def drain_queue(
 
 
 def _may_receive(subscriber: Subscriber, row: DeliveryRow) -> bool:
-    """Active readers get everything; a pending one only the confirmation email."""
+    """Active readers get everything; a pending one only the confirmation email; a paused
+    one only the link that lets them resume."""
     if subscriber.status is SubscriberStatus.ACTIVE:
         return True
-    return row.channel == "confirm" and subscriber.status is SubscriberStatus.PENDING
+    if row.channel == "confirm":
+        return subscriber.status is SubscriberStatus.PENDING
+    if row.channel == "link":
+        return subscriber.status in (SubscriberStatus.PAUSED, SubscriberStatus.PENDING)
+    return False
 
 
 def _record(

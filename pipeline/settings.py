@@ -165,6 +165,7 @@ class WebSettings(_Section):
     ratelimit_storage: str = "memory://"
     max_request_bytes: int = Field(1024 * 1024, ge=1024)  # bigger requests get 413
     editor_password: str = ""  # the editor dashboard is closed while this is empty
+    proxy_hops: int = Field(0, ge=0, le=5)  # reverse proxies in front (trust X-Forwarded-*)
 
     @field_validator("base_url")
     @classmethod

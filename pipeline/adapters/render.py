@@ -169,3 +169,16 @@ class EmailRenderer:
             },
         )
         return RenderedEmail(subject, preheader, html, text)
+
+    def manage_link(self, recipient: Recipient) -> RenderedEmail:
+        """The "your link to manage qasid" email: one link, nothing from any feed."""
+        subject = f"Your link to manage {self.site.name}"
+        preheader = "Change your themes, schedule and watchlists, or pause."
+        context = {
+            "recipient": recipient,
+            "site": self.site,
+            "subject": subject,
+            "preheader": preheader,
+        }
+        html, text = self._render("link", context)
+        return RenderedEmail(subject, preheader, html, text)

@@ -664,7 +664,3 @@ def resubscribe(token: str) -> ResponseReturnValue:
 
 def register(flask: Flask) -> None:
     flask.register_blueprint(blueprint)
-    # Token pages send no Referer (Referrer-Policy: no-referrer), so Flask-WTF's
-    # HTTPS-only "Referer must match the host" check would refuse every form posted from
-    # them. The CSRF token (bound to the session) and SameSite cookies still protect them.
-    flask.config["WTF_CSRF_SSL_STRICT"] = False

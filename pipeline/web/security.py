@@ -26,7 +26,19 @@ TOKEN_PATH_PREFIXES = ("/confirm/", "/manage/", "/unsubscribe/", "/editions/")
 
 
 def install(flask: Flask, settings: Settings) -> None:
+    # Token pages send no Referer (Referrer-Policy: no-referrer), so Flask-WTF's HTTPS-only
+    # "Referer must match the host" check would refuse every form posted from them. The
+    # CSRF token (bound to the session) and SameSite cookies still protect every form.
+    flask.config["WTF_CSRF_SSL_STRICT"] = False
     csrf.init_app(flask)
+    if settings.web.proxy_hops:
+        # Behind a reverse proxy: trust its X-Forwarded-* so limits see the real client.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.web.proxy_hops
+        flask.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            flask.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
     flask.config["RATELIMIT_STORAGE_URI"] = settings.web.ratelimit_storage
     flask.config["RATELIMIT_HEADERS_ENABLED"] = True
     limiter.init_app(flask)
@@ -68,6 +80,17 @@ def install(flask: Flask, settings: Settings) -> None:
                 "longer valid.",
             ),
             404,
+        )
+
+    @flask.errorhandler(405)
+    def wrong_method(error: Exception) -> tuple[str, int]:
+        return (
+            render_template(
+                "web/error.html",
+                title="Not here",
+                message="This address only answers a form. Go back and use the button.",
+            ),
+            405,
         )
 
     @flask.errorhandler(413)

@@ -425,3 +425,22 @@ def test_two_workers_build_and_drain_the_same_due_digests_once(
     assert sorted(recipients) == sorted(f"p{n}@example.com" for n in range(20))
     for a in apps:
         a.close()
+
+
+def test_a_paused_reader_who_asks_for_a_link_gets_one_and_nothing_else(app: App) -> None:
+    from pipeline import accounts
+
+    store_news(app, *NEWS)
+    subscribe(app, "paused@example.com", hour=7, timezone="Asia/Karachi")
+    people = SubscriberStore(app.store)
+    people.set_status("paused@example.com", SubscriberStatus.PAUSED, app.clock())
+    delivery.build_due_digests(app)  # paused: no digest
+    reader = people.get("paused@example.com")
+    assert reader is not None
+    assert accounts.request_link(app, "paused@example.com") is not None
+    summary = delivery.drain_queue(app, app.mailer())
+    assert summary.sent == 1
+    [message] = outbox_messages(app)
+    assert message["Subject"].startswith("Your link to manage")
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "/manage/" in text and "%%" not in text

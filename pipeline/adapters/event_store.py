@@ -162,7 +162,10 @@ class EventStore:
                 self._quarantine(conn, raw, reason, now)
             inserted: set[str] = set()
             if first:
-                rows = [_event_row(event, now) for event in first.values()]
+                # Rows of every table are locked in one global order (by key here, by
+                # address or delivery below): on PostgreSQL, two batches holding the same
+                # events in other orders (a retry) then wait for each other, never deadlock.
+                rows = [_event_row(first[key], now) for key in sorted(first)]
                 inserted = set(conn.execute(self._insert_events, rows).scalars())
             new = [e.key in inserted and first[e.key] is e for e in events]
             fresh = [e for e, is_new in zip(events, new, strict=True) if is_new]
@@ -194,7 +197,8 @@ class EventStore:
 
     def _set_statuses(self, conn: Connection, fresh: Sequence[StoredEvent], now: datetime) -> int:
         changed = 0
-        for event in fresh:
+        # sorted() is stable: one address keeps the order of its own events
+        for event in sorted(fresh, key=lambda e: e.email.lower()):
             effect = event.effect
             if not (effect.subscriber_status and event.email):
                 continue
@@ -237,10 +241,11 @@ class EventStore:
                 )
         if not rows:
             return 0
-        return len(conn.execute(self._insert_suppression, list(rows.values())).all())
+        ordered = [rows[key] for key in sorted(rows)]
+        return len(conn.execute(self._insert_suppression, ordered).all())
 
     def _settle(self, conn: Connection, fresh: Sequence[StoredEvent], now: datetime) -> int:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for event in fresh:
             status = event.effect.delivery_status
             if not status or event.delivery_id is None or not event.email:
@@ -258,6 +263,7 @@ class EventStore:
             )
         if not rows:
             return 0
+        rows.sort(key=lambda row: int(row["delivery_"]))  # stable: per row, event order
         return int(conn.execute(_SETTLE_DELIVERY, rows).rowcount)
 
     def forget(self, email_hash: str) -> int:

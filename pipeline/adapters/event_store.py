@@ -279,7 +279,7 @@ class EventStore:
     # -- reading (the editor dashboard, tests) ---------------------------------------------
 
     def events(self, limit: int = 100, event_type: str | None = None) -> list[EventRow]:
-        """Recorded events, oldest first."""
+        """Recorded events in the order they were recorded (within a batch, by key)."""
         query = select(webhook_event).order_by(webhook_event.c.id).limit(limit)
         if event_type is not None:
             query = query.where(webhook_event.c.event_type == event_type)

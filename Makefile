@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := pipeline tests $(wildcard bench scripts)
 
-.PHONY: install demo test lint format bench eval lock clean serve
+.PHONY: install demo test lint format bench eval lock clean serve browser
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,18 @@ format: $(STAMP)
 	$(BIN)/ruff format $(LINTED)
 	$(BIN)/ruff check --fix $(LINTED)
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: chromium is not installed; browser tests will be skipped (apt-get install chromium)"; \
+	  fi; }
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

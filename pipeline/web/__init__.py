@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None, core: App | None = None) -> Fla
     security.install(flask, settings)
     install_context(flask)
 
-    from pipeline.web import health, reader, webhook
+    from pipeline.web import archive, editor, health, reader, webhook
 
-    for module in (health, webhook, reader):
+    for module in (health, webhook, reader, archive, editor):
         module.register(flask)
     return flask

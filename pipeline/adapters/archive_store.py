@@ -1,0 +1,463 @@
+"""What the web archive and the editor dashboard read: public editions (by theme), item
+search, theme volumes, counts.
+
+The lookup tables and the search index come from migration 0005 and are kept in step with
+``item`` and ``edition`` by triggers in the database:
+
+- search: PostgreSQL matches ``PG_SEARCH_VECTOR @@ plainto_tsquery('english', q)`` (a GIN
+  expression index); SQLite matches the FTS5 table ``item_fts`` (porter stemming). A query
+  is plain words, all of which must appear (stemmed); there is no query language.
+- results are newest first (published_at, then id). PostgreSQL's planner chooses between
+  the GIN index and a backward walk of ``ix_item_published_at``. On SQLite, sorting every
+  match of a common word costs ~15 µs a match (30,000 matches: 0.4 s) and probing the FTS
+  index item by item ~350 µs a probe; instead the newest stored matches are sorted and
+  the page is checked to be exact (``_search_sqlite``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.sql import Executable
+
+from pipeline.adapters.schema import UTCDateTime, edition, feed, item, subscriber, suppression
+from pipeline.adapters.storage import Store
+
+# The tables of migration 0005 (not in schema.metadata: they belong to the archive, and the
+# database fills them; ``Store.require_schema`` does not ask for them).
+archive_metadata = MetaData()
+item_theme = Table(
+    "item_theme",
+    archive_metadata,
+    Column("item_id", Integer, primary_key=True),
+    Column("theme", String(64), primary_key=True),
+    Column("published_at", UTCDateTime(), nullable=False),
+)
+edition_theme = Table(
+    "edition_theme",
+    archive_metadata,
+    Column("edition_id", Integer, primary_key=True),
+    Column("theme", String(64), primary_key=True),
+    Column("period_end", UTCDateTime(), nullable=False),
+)
+edition_item = Table(
+    "edition_item",
+    archive_metadata,
+    Column("edition_id", Integer, primary_key=True),
+    Column("item_uid", String(32), primary_key=True),
+)
+
+PG_SEARCH_VECTOR = "to_tsvector('english'::regconfig, item.title || ' ' || item.summary_text)"
+
+MAX_QUERY_CHARS = 200
+MAX_QUERY_WORDS = 8
+# SQLite search: the newest stored matches sorted per page, at least this many (see
+# ArchiveStore._search_sqlite), and how far out of fetch order an item may be stored
+# (FUTURE_SLACK of the normaliser, plus a poll writer's batch) before the window grows.
+SQLITE_WINDOW = 100
+SQLITE_ORDER_SLACK = timedelta(hours=1)
+
+_WORD = re.compile(r"\w", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class EditionSummary:
+    """A public edition as the archive list shows it (without its content)."""
+
+    id: int
+    frequency: str
+    period_start: datetime
+    period_end: datetime
+    local_date: str
+    subject: str
+    item_count: int
+    themes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    uid: str
+    title: str
+    link: str
+    source: str
+    published: datetime
+    summary_text: str
+    edition_id: int | None = None  # the first public edition it appeared in
+
+
+@dataclass(frozen=True)
+class ThemeItem:
+    uid: str
+    title: str
+    link: str
+    source: str
+    published: datetime
+    summary_text: str
+    themes: tuple[str, ...]
+    edition_id: int | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    rows: list[T]
+    page: int
+    has_next: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def query_words(query: str) -> list[str]:
+    """The words of a search box entry: whitespace-separated chunks holding a letter or
+    digit, at most MAX_QUERY_WORDS of them, from the first MAX_QUERY_CHARS characters."""
+    chunks = query[:MAX_QUERY_CHARS].split()
+    return [c for c in chunks if _WORD.search(c)][:MAX_QUERY_WORDS]
+
+
+def fts5_match(words: Sequence[str]) -> str:
+    """An FTS5 MATCH expression with every word as a quoted string (so nothing in it is
+    query syntax), all of them required."""
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+class ArchiveStore:
+    """Reads for the archive pages and the editor dashboard, through a Store's engine."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- editions -------------------------------------------------------------------------
+
+    def editions(
+        self, page: int = 1, per_page: int = 20, theme: str | None = None
+    ) -> Page[EditionSummary]:
+        """Public editions newest first (those with a section on ``theme`` when given).
+        Empty editions (a period with no stories) keep their URL but are not listed."""
+        page = max(1, page)
+        # The page's ids first, from an index alone (a covering index: skipping rows for the
+        # offset reads no edition row, each of which holds a whole digest), then its rows.
+        ids_query: Executable
+        if theme:
+            ids_query = (
+                select(edition_theme.c.edition_id)
+                .where(edition_theme.c.theme == theme)
+                .order_by(edition_theme.c.period_end.desc(), edition_theme.c.edition_id.desc())
+                .limit(bindparam("limit"))
+                .offset(bindparam("offset"))
+            )
+        elif self.store.is_sqlite:  # its planner prefers ix_edition_kind_period_end
+            ids_query = _SQLITE_LISTING
+        else:
+            ids_query = (
+                select(edition.c.id)
+                .where(edition.c.kind == "public", edition.c.item_count > 0)
+                .order_by(edition.c.period_end.desc(), edition.c.id.desc())
+                .limit(bindparam("limit"))
+                .offset(bindparam("offset"))
+            )
+        bounds = {"limit": per_page + 1, "offset": (page - 1) * per_page}
+        with self.store._begin() as conn:
+            found = [int(i) for i in conn.execute(ids_query, bounds).scalars()]
+            ids = found[:per_page]
+            rows = {}
+            themes: dict[int, list[str]] = defaultdict(list)
+            if ids:
+                details = select(
+                    edition.c.id,
+                    edition.c.frequency,
+                    edition.c.period_start,
+                    edition.c.period_end,
+                    edition.c.local_date,
+                    edition.c.subject,
+                    edition.c.item_count,
+                ).where(edition.c.id.in_(ids))
+                rows = {row.id: row for row in conn.execute(details)}
+                for edition_id, theme_id in conn.execute(
+                    select(edition_theme.c.edition_id, edition_theme.c.theme).where(
+                        edition_theme.c.edition_id.in_(ids)
+                    )
+                ):
+                    themes[edition_id].append(theme_id)
+        summaries = [
+            EditionSummary(
+                id=row.id,
+                frequency=row.frequency,
+                period_start=row.period_start,
+                period_end=row.period_end,
+                local_date=row.local_date,
+                subject=row.subject,
+                item_count=row.item_count,
+                themes=tuple(themes.get(row.id, ())),
+            )
+            for row in (rows.get(i) for i in ids)
+            if row is not None
+        ]
+        return Page(summaries, page, len(found) > per_page)
+
+    def latest_editions(self, limit: int = 20) -> list[tuple[int, str, datetime, dict[str, Any]]]:
+        """(id, subject, created_at, content) of the newest public editions (the feed)."""
+        query = (
+            select(edition.c.id, edition.c.subject, edition.c.created_at, edition.c.content)
+            .where(edition.c.kind == "public", edition.c.item_count > 0)
+            .order_by(edition.c.period_end.desc(), edition.c.id.desc())
+            .limit(limit)
+        )
+        with self.store._begin() as conn:
+            return [
+                (row.id, row.subject, row.created_at, dict(row.content or {}))
+                for row in conn.execute(query)
+            ]
+
+    def subscriber(self, subscriber_id: int) -> tuple[str, str] | None:
+        """(email, time zone) of a subscriber, for their "view in browser" page."""
+        with self.store._begin() as conn:
+            row = conn.execute(
+                select(subscriber.c.email, subscriber.c.timezone).where(
+                    subscriber.c.id == subscriber_id
+                )
+            ).first()
+        return (str(row.email), str(row.timezone)) if row else None
+
+    def first_editions(self, uids: Sequence[str]) -> dict[str, int]:
+        """item uid → id of the first public edition that showed it."""
+        if not uids:
+            return {}
+        query = (
+            select(edition_item.c.item_uid, func.min(edition_item.c.edition_id))
+            .where(edition_item.c.item_uid.in_(list(uids)))
+            .group_by(edition_item.c.item_uid)
+        )
+        with self.store._begin() as conn:
+            return {uid: int(eid) for uid, eid in conn.execute(query)}
+
+    # -- search ---------------------------------------------------------------------------
+
+    def search(self, query: str, page: int = 1, per_page: int = 20) -> Page[SearchHit]:
+        """Items whose title or text holds every word of ``query``, newest first."""
+        page = max(1, page)
+        words = query_words(query)
+        if not words:
+            return Page([], page, False)
+        offset = (page - 1) * per_page
+        with self.store._begin() as conn:
+            if self.store.is_sqlite:
+                rows = self._search_sqlite(conn, words, per_page + 1, offset)
+            else:
+                rows = conn.execute(
+                    _PG_SEARCH,
+                    {"q": " ".join(words), "limit": per_page + 1, "offset": offset},
+                ).all()
+        editions = self.first_editions([row.uid for row in rows[:per_page]])
+        hits = [
+            SearchHit(
+                uid=row.uid,
+                title=row.title,
+                link=row.link,
+                source=row.source or "",
+                published=_utc(row.published_at),
+                summary_text=row.summary_text,
+                edition_id=editions.get(row.uid),
+            )
+            for row in rows[:per_page]
+        ]
+        return Page(hits, page, len(rows) > per_page)
+
+    def _search_sqlite(self, conn: Any, words: Sequence[str], limit: int, offset: int) -> Any:
+        """Newest first without sorting every match: FTS5 yields matches by rowid (storage
+        order) at no cost, so take the newest ``window`` stored matches, sort those by
+        published_at, and check that nothing stored earlier can rank higher. An item's
+        published_at is at most its fetch time plus FUTURE_SLACK (the normaliser clamps
+        it), and rowids follow fetch times up to a writer's batch; so once the page's last
+        row was published after the fetch time of the oldest match in the window plus
+        SQLITE_ORDER_SLACK, the page is exact. Otherwise the window grows, up to every
+        match (which is also what a query with few matches gets at once)."""
+        match = fts5_match(words)
+        window = max(SQLITE_WINDOW, 4 * (offset + limit))
+        while True:
+            found, oldest = conn.execute(_SQLITE_WINDOW, {"m": match, "window": window}).one()
+            if not found:
+                return []
+            rows = conn.execute(
+                _SQLITE_SEARCH, {"m": match, "window": window, "limit": limit, "offset": offset}
+            ).all()
+            if found < window or len(rows) < limit:
+                return rows  # every match was in the window
+            fetched = _utc(conn.execute(_SQLITE_FETCHED_AT, {"id": oldest}).scalar_one())
+            if _utc(rows[-1].published_at) >= fetched + SQLITE_ORDER_SLACK:
+                return rows
+            window *= 8
+
+    # -- themes ---------------------------------------------------------------------------
+
+    def theme_items(self, theme: str, limit: int = 20) -> list[ThemeItem]:
+        """The newest items tagged with ``theme``."""
+        query = (
+            select(
+                item.c.uid,
+                item.c.title,
+                item.c.link,
+                item.c.published_at,
+                item.c.summary_text,
+                item.c.themes,
+                feed.c.title.label("source"),
+            )
+            .select_from(
+                item_theme.join(item, item.c.id == item_theme.c.item_id).join(
+                    feed, feed.c.id == item.c.feed_id
+                )
+            )
+            .where(item_theme.c.theme == theme)
+            .order_by(item_theme.c.published_at.desc(), item_theme.c.item_id.desc())
+            .limit(limit)
+        )
+        with self.store._begin() as conn:
+            rows = conn.execute(query).all()
+        editions = self.first_editions([row.uid for row in rows])
+        return [
+            ThemeItem(
+                uid=row.uid,
+                title=row.title,
+                link=row.link,
+                source=row.source or "",
+                published=row.published_at,
+                summary_text=row.summary_text,
+                themes=tuple(row.themes or ()),
+                edition_id=editions.get(row.uid),
+            )
+            for row in rows
+        ]
+
+    def weekly_volume(self, theme: str, now: datetime, weeks: int = 26) -> list[tuple[date, int]]:
+        """(Monday, items tagged ``theme`` published that week) for the last ``weeks`` weeks
+        up to the week of ``now``, oldest first, empty weeks included."""
+        this_monday = (now.astimezone(UTC) - timedelta(days=now.astimezone(UTC).weekday())).date()
+        first = this_monday - timedelta(weeks=weeks - 1)
+        since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        counts = [0] * weeks
+        with self.store._begin() as conn:
+            if self.store.is_sqlite:
+                rows = conn.execute(
+                    text(
+                        "SELECT CAST((julianday(published_at) - julianday(:since)) / 7 AS INTEGER)"
+                        " AS week, count(*) FROM item_theme"
+                        " WHERE theme = :theme AND published_at >= :since_text GROUP BY week"
+                    ),
+                    {
+                        "since": since.replace(tzinfo=None).isoformat(" "),
+                        "since_text": since.replace(tzinfo=None).isoformat(" ", "microseconds"),
+                        "theme": theme,
+                    },
+                ).all()
+            else:
+                rows = conn.execute(
+                    text(
+                        "SELECT floor(extract(epoch FROM published_at - :since) / 604800)::int"
+                        " AS week, count(*) FROM item_theme"
+                        " WHERE theme = :theme AND published_at >= :since GROUP BY week"
+                    ),
+                    {"since": since, "theme": theme},
+                ).all()
+        for week, count in rows:
+            if week is not None and 0 <= int(week) < weeks:
+                counts[int(week)] += int(count)
+        return [(first + timedelta(weeks=n), counts[n]) for n in range(weeks)]
+
+    # -- the editor dashboard -------------------------------------------------------------
+
+    def subscribers_by_status(self) -> dict[str, int]:
+        with self.store._begin() as conn:
+            rows = conn.execute(
+                select(subscriber.c.status, func.count()).group_by(subscriber.c.status)
+            ).all()
+        return {status: int(n) for status, n in rows}
+
+    def suppressions(self, limit: int = 20) -> tuple[int, list[tuple[str, str, datetime]]]:
+        """(how many addresses are suppressed, the newest as (hash prefix, reason, when))."""
+        with self.store._begin() as conn:
+            total = int(conn.execute(select(func.count()).select_from(suppression)).scalar_one())
+            rows = conn.execute(
+                select(suppression.c.email_hash, suppression.c.reason, suppression.c.created_at)
+                .order_by(suppression.c.created_at.desc())
+                .limit(limit)
+            ).all()
+        return total, [(h[:12], reason, at) for h, reason, at in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Sizes for the dashboard's header."""
+        with self.store._begin() as conn:
+            return {
+                "items": int(conn.execute(select(func.count()).select_from(item)).scalar_one()),
+                "public_editions": int(
+                    conn.execute(
+                        select(func.count()).select_from(edition).where(edition.c.kind == "public")
+                    ).scalar_one()
+                ),
+                "feeds": int(conn.execute(select(func.count()).select_from(feed)).scalar_one()),
+            }
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+_SQLITE_LISTING = text(
+    "SELECT id FROM edition INDEXED BY ix_edition_public_listing"
+    " WHERE kind = 'public' AND item_count > 0"
+    " ORDER BY period_end DESC, id DESC LIMIT :limit OFFSET :offset"
+)
+
+_HIT_COLUMNS = (
+    "item.uid AS uid, item.title AS title, item.link AS link, item.published_at AS published_at,"
+    " item.summary_text AS summary_text, feed.title AS source"
+)
+
+_PG_SEARCH = text(
+    f"SELECT {_HIT_COLUMNS} FROM item JOIN feed ON feed.id = item.feed_id"
+    f" WHERE {PG_SEARCH_VECTOR} @@ plainto_tsquery('english'::regconfig, :q)"
+    " ORDER BY item.published_at DESC, item.id DESC LIMIT :limit OFFSET :offset"
+)
+
+# The newest stored matches (FTS5 walks its doclists by rowid: no sort, no item reads).
+_SQLITE_NEWEST = (
+    "SELECT rowid FROM item_fts WHERE item_fts MATCH :m ORDER BY rowid DESC LIMIT :window"
+)
+_SQLITE_WINDOW = text(f"SELECT count(*), min(rowid) FROM ({_SQLITE_NEWEST})")
+_SQLITE_SEARCH = text(
+    f"SELECT {_HIT_COLUMNS} FROM item JOIN feed ON feed.id = item.feed_id"
+    f" WHERE item.id IN ({_SQLITE_NEWEST})"
+    " ORDER BY item.published_at DESC, item.id DESC LIMIT :limit OFFSET :offset"
+)
+_SQLITE_FETCHED_AT = text("SELECT fetched_at FROM item WHERE id = :id")
+
+__all__ = [
+    "ArchiveStore",
+    "EditionSummary",
+    "Page",
+    "SearchHit",
+    "ThemeItem",
+    "archive_metadata",
+    "edition_item",
+    "edition_theme",
+    "item_theme",
+    "query_words",
+]

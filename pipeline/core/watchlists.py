@@ -51,7 +51,8 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from itertools import chain
+from itertools import accumulate, chain
+from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from pipeline.core.errors import QueryError
@@ -64,7 +65,6 @@ from pipeline.core.query import (
     Or,
     Query,
     Term,
-    evaluate,
     format_query,
     parse_query,
     parse_term,
@@ -108,9 +108,13 @@ def _pattern_key(term: Term) -> tuple[Any, ...]:
     )
 
 
-def _pattern(term: Term) -> Pattern:
+def _check_term(term: Term) -> None:
     if not term.tokens or any(not token or " " in token for token in term.tokens):
         raise ValueError(f"term {term!r} has no words to match")
+
+
+def _pattern(term: Term) -> Pattern:
+    _check_term(term)
     key = " " + " ".join(term.tokens) + ("" if term.prefix else " ")
     cased = " ".join(term.surface or term.tokens) if term.case_sensitive else None
     return Pattern(format_query(term), key, len(term.tokens), term.prefix, cased)
@@ -126,36 +130,43 @@ def _shape_cost(term: Term) -> float:
     return cost
 
 
+Flat: TypeAlias = tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...]]
+
+
 class _Query:
-    """One distinct query (shared by every watchlist with the same canonical text)."""
+    """One distinct query, shared by every watchlist whose query has the same shape over
+    the same term groups (``CPEC`` and ``"سی پیک"`` are one query when both are spellings of
+    one alias): its flat form ``(required, anyof, excluded)`` when it has one, else its
+    group tree. ``text`` is the first watchlist's query (text, or the tree when given as
+    one), for ``explain``."""
 
-    __slots__ = ("gids", "gtree", "key", "positional", "triggers")
+    __slots__ = ("flat", "gids", "gtree", "positional", "text", "triggers")
 
-    def __init__(self, key: str, gtree: GroupTree, gids: tuple[int, ...], positional: bool):
-        self.key = key
-        self.gtree = gtree
+    def __init__(
+        self, text: str | Query, flat: Flat | None, gtree: GroupTree, gids: tuple[int, ...]
+    ):
+        self.text = text
+        self.flat = flat
+        self.gtree: GroupTree = None if flat is not None else gtree
         self.gids = gids  # every group it uses, once (reference counts)
-        self.positional = positional  # has title: or NEAR
+        self.positional = flat is None and _is_positional(gtree)  # title: or NEAR
         self.triggers: tuple[int, ...] | None = None  # None: evaluated on every item
 
-
-class _Positional:
-    """What a title:/NEAR query needs: its alias-expanded tree and its spellings."""
-
-    __slots__ = ("pids", "tree")
-
-    def __init__(self, tree: Query, pids: tuple[int, ...]):
-        self.tree = tree
-        self.pids = pids
+    @property
+    def shape(self) -> Any:
+        """The key that makes two watchlists share this query."""
+        return self.flat if self.flat is not None else self.gtree
 
 
 class _Boolean:
-    """A boolean query whose shape is not flat: checked on its group tree."""
+    """A query whose shape is not flat: checked on its group tree, with positions when it
+    has title: or NEAR."""
 
-    __slots__ = ("gtree",)
+    __slots__ = ("gtree", "positional")
 
-    def __init__(self, gtree: GroupTree):
+    def __init__(self, gtree: GroupTree, positional: bool):
         self.gtree = gtree
+        self.positional = positional
 
 
 class WatchlistIndex(Generic[WatchlistId]):
@@ -183,8 +194,10 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._gpids: dict[int, tuple[int, ...]] = {}
         self._gusers: dict[int, int] = {}  # distinct queries using the group
         self._gprior: dict[int, float] = {}  # shape part of the prior cost
+        self._term_gid: dict[tuple[Any, ...], int] = {}  # query term (pattern key) → group
+        self._gkeys: dict[int, list[tuple[Any, ...]]] = {}  # group → its keys there
         # queries
-        self._qid_by_key: dict[str, int] = {}
+        self._qid_by_shape: dict[Any, int] = {}
         self._queries: dict[int, _Query] = {}
         self._check: dict[int, Any] = {}  # qid → what to verify once triggered (hot path)
         self._members: dict[int, dict[WatchlistId, None]] = {}  # qid → watchlists (ordered)
@@ -196,6 +209,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._items_seen = 0
         self._learned = False
         self._next_id = 0
+        self.evaluations = 0  # queries evaluated so far (candidates), for tuning
         self._aliases = _alias_table(aliases)
         self.add_watchlists(watchlists)
 
@@ -225,41 +239,85 @@ class WatchlistIndex(Generic[WatchlistId]):
         self.add_watchlists([(watchlist_id, query)])
 
     def add_watchlists(self, watchlists: Iterable[tuple[WatchlistId, str | Query]]) -> int:
-        """Add (or replace) many watchlists at once: queries shared by several are parsed
-        and compiled once, and triggers are chosen after all of them are counted. Returns
-        how many were added. Nothing is added when one fails to parse."""
-        parsed: dict[str, str] = {}  # text as given → canonical key (parse once per text)
-        pending: list[tuple[WatchlistId, str]] = []
-        trees: dict[str, Query] = {}
-        for watchlist_id, query in watchlists:
-            if isinstance(query, str):
-                key = parsed.get(query)
-                if key is None:
-                    tree = parse_query(query)
-                    key = parsed[query] = format_query(tree)
-                    trees.setdefault(key, tree)
-            else:
-                key = format_query(query)
-                trees.setdefault(key, query)
-            pending.append((watchlist_id, key))
-        for key, tree in trees.items():  # validate before changing anything
-            if key not in self._qid_by_key:
-                for term in _walk_terms(tree):
-                    _pattern(term)
+        """Add (or replace) many watchlists at once: a query text (or tree object) given
+        many times is parsed and compiled once, and triggers are chosen after all of them
+        are counted. Returns how many distinct watchlist ids were added (the last query
+        given for an id wins). Nothing changes when one fails: QueryError or ValueError."""
+        by_text: dict[str, int] = {}  # query text → qid, parsing each text once
+        by_tree: dict[int, tuple[Query, int]] = {}  # id(tree) → (tree kept alive, qid)
+        cache = self._term_gid
         fresh: list[int] = []
-        for watchlist_id, key in pending:
-            if watchlist_id in self._watchlist_qid:
-                self.remove_watchlist(watchlist_id)
-            qid = self._qid_by_key.get(key)
-            if qid is None:
-                qid = self._intern_query(key, trees[key])
-                fresh.append(qid)
+        wanted: dict[WatchlistId, int] = {}
+        try:
+            for watchlist_id, query in watchlists:
+                if isinstance(query, str):
+                    qid = by_text.get(query)
+                    if qid is None:
+                        tree = parse_query(query)
+                        qid = by_text[query] = self._qid_for(tree, query, fresh, cache)
+                else:
+                    known = by_tree.get(id(query))
+                    if known is None:
+                        qid = self._qid_for(query, None, fresh, cache)
+                        known = by_tree[id(query)] = (query, qid)
+                    qid = known[1]
+                wanted.pop(watchlist_id, None)  # keep the order of the last mention
+                wanted[watchlist_id] = qid
+        except (QueryError, ValueError):
+            for qid in fresh:
+                self._drop_query(qid)
+            raise
+        del by_text, by_tree
+        # New memberships first, then the old ones go: a query both lost and gained in
+        # this call is never dropped in between.
+        replaced: list[tuple[WatchlistId, int]] = []
+        for watchlist_id, qid in wanted.items():
+            old = self._watchlist_qid.get(watchlist_id)
+            if old == qid:
+                continue
             self._members[qid][watchlist_id] = None
             self._watchlist_qid[watchlist_id] = qid
+            if old is not None:
+                replaced.append((watchlist_id, old))
+        for watchlist_id, old in replaced:
+            members = self._members[old]
+            del members[watchlist_id]
+            if not members:
+                self._drop_query(old)
         for qid in fresh:
-            if qid in self._queries:  # not removed again by a later duplicate id
+            if self._members[qid]:
                 self._file(qid)
-        return len(pending)
+            else:
+                self._drop_query(qid)
+        return len(wanted)
+
+    def _qid_for(
+        self,
+        tree: Query,
+        text: str | None,
+        fresh: list[int],
+        cache: dict[tuple[Any, ...], int],
+    ) -> int:
+        """The distinct query for ``tree``, compiled now when new (added to ``fresh``).
+        ``text``: the text ``tree`` was parsed from (its terms are valid then)."""
+        if text is None:
+            for term in _walk_terms(tree):
+                _check_term(term)
+        gtree = _group_tree(tree, lambda term: self._intern_group(term, cache))
+        flat = _flat(gtree)
+        shape = flat if flat is not None else gtree
+        qid = self._qid_by_shape.get(shape)
+        if qid is None:
+            query = _Query(text if text is not None else tree, flat, gtree, ())
+            query.gids = tuple(dict.fromkeys(_tree_groups(gtree)))
+            for gid in query.gids:
+                self._gusers[gid] += 1
+            qid = self._new_id()
+            self._queries[qid] = query
+            self._qid_by_shape[shape] = qid
+            self._members[qid] = {}
+            fresh.append(qid)
+        return qid
 
     def remove_watchlist(self, watchlist_id: WatchlistId) -> bool:
         """Forget one watchlist; its query and spellings go when nobody else uses them.
@@ -273,12 +331,17 @@ class WatchlistIndex(Generic[WatchlistId]):
             self._drop_query(qid)
         return True
 
+    @property
+    def matcher(self) -> Matcher:
+        """The automaton of every spelling (owners and payloads are internal ids)."""
+        return self._matcher
+
+    def compile(self) -> None:
+        """Build the automaton now (otherwise the first match after a change does)."""
+        self._matcher.rebuild()
+
     def watchlists(self) -> list[WatchlistId]:
         return list(self._watchlist_qid)
-
-    def query_of(self, watchlist_id: WatchlistId) -> str:
-        """The canonical query text of a registered watchlist (KeyError when unknown)."""
-        return self._queries[self._watchlist_qid[watchlist_id]].key
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -304,6 +367,8 @@ class WatchlistIndex(Generic[WatchlistId]):
         return [term, *(v for v in found if (v.tokens, v.prefix) != own)]
 
     def _intern_group(self, term: Term, cache: dict[tuple[Any, ...], int]) -> int:
+        """The group of a query term (``cache``: pattern key → group, kept by the index
+        across queries; a group is dropped, with its keys, when no query uses it)."""
         key = _pattern_key(term)
         gid = cache.get(key)
         if gid is not None:
@@ -318,31 +383,18 @@ class WatchlistIndex(Generic[WatchlistId]):
             self._gpids[gid] = ordered
             self._gusers[gid] = 0
             self._gprior[gid] = sum(_shape_cost(self._pterm[p]) for p in ordered)
+            self._gkeys[gid] = []
             for pid in ordered:
                 self._pid_groups[pid].append(gid)
         cache[key] = gid
+        self._gkeys[gid].append(key)
         return gid
-
-    def _intern_query(self, key: str, tree: Query) -> int:
-        cache: dict[tuple[Any, ...], int] = {}
-        gtree = _group_tree(tree, lambda term: self._intern_group(term, cache))
-        gids = tuple(dict.fromkeys(cache.values()))
-        for gid in gids:
-            self._gusers[gid] += 1
-        qid = self._new_id()
-        positional = _is_positional(gtree)
-        self._queries[qid] = _Query(key, gtree, gids, positional)
-        self._qid_by_key[key] = qid
-        self._members[qid] = {}
-        if positional:
-            self._check[qid] = _Positional(*self._expand(tree))
-        return qid
 
     def _drop_query(self, qid: int) -> None:
         query = self._queries.pop(qid)
-        del self._qid_by_key[query.key]
+        del self._qid_by_shape[query.shape]
         del self._members[qid]
-        del self._check[qid]
+        self._check.pop(qid, None)
         self._unfile(qid, query)
         for gid in query.gids:
             self._gusers[gid] -= 1
@@ -352,6 +404,8 @@ class WatchlistIndex(Generic[WatchlistId]):
     def _drop_group(self, gid: int) -> None:
         pids = self._gpids.pop(gid)
         del self._gusers[gid], self._gprior[gid]
+        for key in self._gkeys.pop(gid):
+            del self._term_gid[key]
         del self._gid_by_pids[frozenset(pids)]
         self._postings.pop(gid, None)
         self._seen.pop(gid, None)
@@ -373,15 +427,13 @@ class WatchlistIndex(Generic[WatchlistId]):
     def _file(self, qid: int) -> None:
         """Choose the query's triggers and what to check once triggered; index it."""
         query = self._queries[qid]
-        flat = _flat(query.gtree)
         triggers: tuple[int, ...] | None
-        if flat is not None:
-            triggers, self._check[qid] = self._flat_plan(*flat)
+        if query.flat is not None:
+            triggers, self._check[qid] = self._flat_plan(*query.flat)
         else:
             chosen = _triggers(query.gtree, self._cost)
             triggers = chosen[1] if chosen is not None else None
-            if not query.positional:
-                self._check[qid] = _Boolean(query.gtree)
+            self._check[qid] = _Boolean(query.gtree, query.positional)
         query.triggers = triggers
         if triggers is None:
             self._always.add(qid)
@@ -440,15 +492,23 @@ class WatchlistIndex(Generic[WatchlistId]):
 
     # -- aliases -----------------------------------------------------------------------
 
-    def _expand(self, tree: Query) -> tuple[Query, tuple[int, ...]]:
-        """``tree`` with every aliased term replaced by an OR of its spellings (a NEAR by
-        an OR of NEARs over both sides' spellings), and the pattern ids it needs."""
+    def expand(self, query: str | Query) -> Query:
+        """The query as this index matches it: every aliased term replaced by an OR of its
+        spellings (a NEAR by an OR of NEARs over both sides' spellings). Without aliases,
+        ``query.matches_text(index.expand(q), ...)`` is the slow reference of ``match``."""
+        tree = parse_query(query) if isinstance(query, str) else query
+        return self._expand(tree, register=False)[0]
+
+    def _expand(self, tree: Query, register: bool = True) -> tuple[Query, tuple[int, ...]]:
+        """``expand`` and the pattern ids the expanded tree needs (``register``: the
+        spellings are interned already)."""
         pids: dict[int, None] = {}
 
         def spellings(term: Term) -> list[Term]:
             variants = self._variants(term)
-            for variant in variants:
-                pids[self._pid_by_key[_pattern_key(variant)]] = None
+            if register:
+                for variant in variants:
+                    pids[self._pid_by_key[_pattern_key(variant)]] = None
             return variants
 
         def walk(node: Query) -> Query:
@@ -479,11 +539,11 @@ class WatchlistIndex(Generic[WatchlistId]):
         field, offsets = prepare_many(title, body)
         return self._matcher.spans(field), field, offsets
 
+    @staticmethod
     def _positions(
-        self, spans: list[tuple[Any, ...]], field: Any, offsets: list[int]
+        spans: list[tuple[Any, ...]], folded: str, body_at: int
     ) -> dict[int, list[QueryHit]]:
-        folded = field.folded
-        body_at = offsets[1]
+        """Where each spelling occurred, as ``query.evaluate`` wants it (for ``explain``)."""
         found: dict[int, list[QueryHit]] = {}
         for _, pid, start_char, _ in spans:
             if start_char < body_at:
@@ -512,10 +572,11 @@ class WatchlistIndex(Generic[WatchlistId]):
                 candidates.update(posting)
         if not candidates:
             return []
+        self.evaluations += len(candidates)
         checks = self._check
         matched: list[int] = []
         append = matched.append
-        positions: dict[int, list[QueryHit]] | None = None
+        occurrences: _Occurrences | None = None
         for qid in candidates:
             check = checks[qid]
             if check is True:
@@ -526,15 +587,14 @@ class WatchlistIndex(Generic[WatchlistId]):
             elif check.__class__ is tuple:
                 if _flat_ok(present, *check):
                     append(qid)
-            elif check.__class__ is _Positional:
-                if positions is None:
-                    positions = self._positions(spans, field, offsets)
-                pterm = self._pterm
-                hits = {pterm[pid]: positions[pid] for pid in check.pids if pid in positions}
-                if hits and evaluate(check.tree, hits):
+            elif not check.positional:
+                if _bool_ok(check.gtree, present):
                     append(qid)
-            elif _bool_ok(check.gtree, present):
-                append(qid)
+            else:
+                if occurrences is None:
+                    occurrences = _Occurrences(spans, field.folded, offsets[1], self._gpids)
+                if _positional_ok(check.gtree, occurrences, None):
+                    append(qid)
         matched.sort()  # registration order, whatever the set order was
         return matched
 
@@ -559,49 +619,122 @@ class WatchlistIndex(Generic[WatchlistId]):
         self, items: Iterable[tuple[ItemId, str, str]]
     ) -> dict[ItemId, list[WatchlistId]]:
         """For each ``(item id, title, body)``, the watchlists it matches (possibly none),
-        in input order."""
+        in registration order. Items are matched as one batch (``items_by_watchlist``)."""
+        item_ids, by_query = self._match_batch(items)
+        out: dict[ItemId, list[WatchlistId]] = {item_id: [] for item_id in item_ids}
         members = self._members
-        out: dict[ItemId, list[WatchlistId]] = {}
-        for item_id, title, body in items:
-            matched: list[WatchlistId] = []
-            for qid in self._match(title, body):
-                matched.extend(members[qid])
-            out[item_id] = matched
+        for qid in sorted(by_query):
+            watchlist_ids = members[qid]
+            for index in by_query[qid]:
+                out[item_ids[index]].extend(watchlist_ids)
         return out
 
     def items_by_watchlist(
         self, items: Iterable[tuple[ItemId, str, str]]
     ) -> dict[WatchlistId, tuple[ItemId, ...]]:
-        """For each watchlist that matched at least one item, the item ids in input order.
-        Watchlists sharing a query share one tuple: the fan-out form of ``match_items``
-        (work grows with distinct queries matched, not with subscribers)."""
-        by_query: dict[int, list[ItemId]] = {}
-        for item_id, title, body in items:
-            for qid in self._match(title, body):
-                found = by_query.get(qid)
-                if found is None:
-                    by_query[qid] = [item_id]
-                else:
-                    found.append(item_id)
+        """For each watchlist that matched at least one of ``(item id, title, body)``, the
+        item ids in input order. Watchlists sharing a query share one tuple. The fan-out
+        form: the batch is scanned once, then each query that could match is evaluated
+        once over the whole batch (``_match_batch``), so the work grows with distinct
+        queries and items matched, not with subscribers."""
+        item_ids, by_query = self._match_batch(items)
         out: dict[WatchlistId, tuple[ItemId, ...]] = {}
-        for qid, item_ids in by_query.items():
-            shared = tuple(item_ids)
-            out.update(dict.fromkeys(self._members[qid], shared))
+        members = self._members
+        for qid, indexes in by_query.items():
+            if len(indexes) == 1:
+                shared: tuple[ItemId, ...] = (item_ids[indexes[0]],)
+            else:
+                shared = itemgetter(*indexes)(item_ids)
+            out.update(dict.fromkeys(members[qid], shared))
         return out
+
+    def _match_batch(
+        self, items: Iterable[tuple[ItemId, str, str]]
+    ) -> tuple[list[ItemId], dict[int, Sequence[int]]]:
+        """Match a batch: item ids by index, and per matching query the indexes of the
+        items it matches, ascending.
+
+        One scan per item records, per term group, the items it occurred in (and those
+        with it in the title). Candidate queries are those filed under a group that
+        occurred at all; each is then evaluated once with set operations over those item
+        sets (a flat query: intersect its required groups, smallest first, keep items
+        with one of each OR clause, drop items with an excluded group). A title:/NEAR
+        query is first narrowed the same way, ignoring positions, then checked item by
+        item on the positions of its spellings.
+        """
+        matcher = self._matcher
+        pid_groups = self._pid_groups
+        seen = self._seen
+        item_ids: list[ItemId] = []
+        scans: list[tuple[list[tuple[Any, ...]], str, int]] = []
+        anywhere: dict[int, list[int]] = {}  # group → items it occurred in, ascending
+        in_title: dict[int, list[int]] = {}  # group → items with it in the title
+        for index, (item_id, title, body) in enumerate(items):
+            item_ids.append(item_id)
+            field, offsets = prepare_many(title, body)
+            spans = matcher.spans(field)
+            body_at = offsets[1]
+            scans.append((spans, field.folded, body_at))
+            present: set[int] = set()
+            titled: set[int] = set()
+            for pid in {span[1] for span in spans}:
+                present.update(pid_groups[pid])
+            for pid in {span[1] for span in spans if span[2] < body_at}:
+                titled.update(pid_groups[pid])
+            seen.update(present)
+            for gid in present:
+                found = anywhere.get(gid)
+                if found is None:
+                    anywhere[gid] = [index]
+                else:
+                    found.append(index)
+            for gid in titled:
+                found = in_title.get(gid)
+                if found is None:
+                    in_title[gid] = [index]
+                else:
+                    found.append(index)
+        self._items_seen += len(item_ids)
+
+        postings = self._postings
+        candidates: set[int] = set(self._always)
+        for gid in anywhere:
+            posting = postings.get(gid)
+            if posting is not None:
+                candidates.update(posting)
+        self.evaluations += len(candidates)
+        occurrences: dict[int, _Occurrences] = {}
+        gpids = self._gpids
+
+        def near(index: int, left: int, right: int, distance: int, scope: str | None) -> bool:
+            found = occurrences.get(index)
+            if found is None:
+                found = occurrences[index] = _Occurrences(*scans[index], gpids)
+            return found.near(left, right, distance, scope)
+
+        sets = _ItemSets(anywhere, in_title, len(item_ids), near)
+        queries = self._queries
+        by_query: dict[int, Sequence[int]] = {}
+        for qid in candidates:
+            query = queries[qid]
+            if query.flat is not None:
+                found_items = _batch_flat(query.flat, anywhere, sets)
+            else:
+                found_items = sorted(_set_eval(query.gtree, sets, None))
+            if found_items:
+                by_query[qid] = found_items
+        return item_ids, by_query
 
     def explain(self, title: str, body: str = "") -> dict[WatchlistId, list[str]]:
         """The watchlists that match one item, each with the words, phrases and NEAR pairs
         that made it match, as query text (alias spellings as found: ``"سی پیک"``)."""
         spans, field, offsets = self._scan(title, body)
         matched = self._evaluate(spans, field, offsets)
-        positions = self._positions(spans, field, offsets)
+        positions = self._positions(spans, field.folded, offsets[1])
         out: dict[WatchlistId, list[str]] = {}
         for qid in matched:
-            check = self._check[qid]
-            if check.__class__ is _Positional:
-                tree, pids = check.tree, check.pids
-            else:
-                tree, pids = self._expand(parse_query(self._queries[qid].key))
+            text = self._queries[qid].text
+            tree, pids = self._expand(parse_query(text) if isinstance(text, str) else text)
             hits = {self._pterm[pid]: positions[pid] for pid in pids if pid in positions}
             reasons = explain_query(tree, hits)
             for watchlist_id in self._members[qid]:
@@ -642,6 +775,19 @@ def _group_tree(node: Query, group: Any) -> GroupTree:
         case Near(left=left, right=right, distance=distance):
             return (_NEAR, group(left), group(right), distance)
     raise TypeError(f"not a query node: {node!r}")
+
+
+def _tree_groups(node: GroupTree) -> Iterable[int]:
+    if node.__class__ is int:
+        yield node
+    elif node[0] == _NEAR:
+        yield node[1]
+        yield node[2]
+    elif node[0] in (_NOT, _TITLE):
+        yield from _tree_groups(node[1])
+    else:
+        for child in node[1]:
+            yield from _tree_groups(child)
 
 
 def _is_positional(node: GroupTree) -> bool:
@@ -736,6 +882,276 @@ def _flat_ok(
         if present.isdisjoint(clause):
             return False
     return not excluded or present.isdisjoint(excluded)
+
+
+Occurrence: TypeAlias = tuple[int, int, int]  # start, end (characters), pattern id
+
+
+class _Occurrences:
+    """Where each term group occurred in one scanned item, computed on demand from the
+    automaton's spans: character offsets into the folded text, where the title ends at
+    ``body_at``. Words between two occurrences are the spaces between them."""
+
+    __slots__ = ("_by_group", "_by_pattern", "_gpids", "body_at", "folded", "spans")
+
+    def __init__(
+        self,
+        spans: list[tuple[Any, ...]],
+        folded: str,
+        body_at: int,
+        gpids: dict[int, tuple[int, ...]],
+    ) -> None:
+        self.spans = spans
+        self.folded = folded
+        self.body_at = body_at
+        self._gpids = gpids
+        self._by_pattern: dict[int, list[Occurrence]] | None = None
+        self._by_group: dict[int, list[Occurrence]] = {}
+
+    def __call__(self, gid: int) -> list[Occurrence]:
+        found = self._by_group.get(gid)
+        if found is None:
+            by_pattern = self._by_pattern
+            if by_pattern is None:
+                by_pattern = self._by_pattern = {}
+                for _, pid, start, end in self.spans:
+                    known = by_pattern.get(pid)
+                    if known is None:
+                        by_pattern[pid] = [(start, end, pid)]
+                    else:
+                        known.append((start, end, pid))
+            found = [o for pid in self._gpids[gid] for o in by_pattern.get(pid, ())]
+            self._by_group[gid] = found
+        return found
+
+    def in_title(self, gid: int) -> bool:
+        body_at = self.body_at
+        return any(start < body_at for start, _, _ in self(gid))
+
+    def near(self, left: int, right: int, distance: int, scope: str | None) -> bool:
+        """NEAR over every spelling of both sides, exactly as ``query.evaluate`` decides it
+        on the alias-expanded query (an OR of NEARs over pairs of spellings): two
+        occurrences in the same field with at most ``distance`` words between them
+        (overlapping ones count); the same spelling on both sides needs two different
+        occurrences of it."""
+        body_at = self.body_at
+        count = self.folded.count
+        rights = self(right)
+        for start, end, pid in self(left):
+            titled = start < body_at
+            if scope is not None and not titled:
+                continue
+            for other_start, other_end, other_pid in rights:
+                if (other_start < body_at) is not titled or (
+                    other_pid == pid and other_start == start
+                ):
+                    continue
+                if other_start >= start:
+                    gap = count(" ", end, other_start) if other_start >= end else -1
+                else:
+                    gap = count(" ", other_end, start) if start >= other_end else -1
+                if gap <= distance:
+                    return True
+        return False
+
+
+def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None) -> bool:
+    if node.__class__ is int:
+        return bool(occurrences(node)) if scope is None else occurrences.in_title(node)
+    tag = node[0]
+    if tag == _AND:
+        return all(_positional_ok(child, occurrences, scope) for child in node[1])
+    if tag == _OR:
+        return any(_positional_ok(child, occurrences, scope) for child in node[1])
+    if tag == _NOT:
+        return not _positional_ok(node[1], occurrences, scope)
+    if tag == _TITLE:
+        return _positional_ok(node[1], occurrences, "title")
+    _, left, right, distance = node
+    return occurrences.near(left, right, distance, scope)
+
+
+class _ItemSets:
+    """A batch's item sets per group, as sets, made on first use; ``near(item, left,
+    right, distance, scope)`` checks a NEAR on one item's positions."""
+
+    __slots__ = ("_anywhere", "_bits", "_in_title", "_sets", "_titles", "near", "size")
+
+    def __init__(
+        self,
+        anywhere: dict[int, list[int]],
+        in_title: dict[int, list[int]],
+        size: int,
+        near: Any,
+    ) -> None:
+        self._anywhere = anywhere
+        self._in_title = in_title
+        self._sets = {gid: set(items) for gid, items in anywhere.items()}
+        self._titles: dict[int, set[int]] = {}
+        self._bits: dict[int, int] = {}
+        self.size = size
+        self.near = near
+
+    def bits(self, gid: int) -> int:
+        """Items holding ``gid`` as a bitset (bit i: item i)."""
+        found = self._bits.get(gid)
+        if found is None:
+            data = bytearray((self.size + 7) // 8)
+            for index in self._anywhere.get(gid, ()):
+                data[index >> 3] |= 1 << (index & 7)
+            found = self._bits[gid] = int.from_bytes(data, "little")
+        return found
+
+    def anywhere(self, gid: int) -> set[int]:
+        """Items holding ``gid`` (do not modify)."""
+        return self._sets.get(gid, _EMPTY)
+
+    def title(self, gid: int) -> set[int]:
+        found = self._titles.get(gid)
+        if found is None:
+            found = self._titles[gid] = set(self._in_title.get(gid, ()))
+        return found
+
+    def universe(self) -> set[int]:
+        return set(range(self.size))
+
+
+_EMPTY: set[int] = set()  # never modified
+BITSET_FROM = 256  # smallest operand (items) from which a flat query uses bitsets
+
+
+def _bit_indexes(bits: int) -> list[int]:
+    """The positions of the set bits of ``bits`` (not negative), ascending: the gaps
+    between the 1s of its binary digits, bit 0 first, summed up (all in C)."""
+    gaps = bin(bits)[:1:-1].split("1")
+    gaps.pop()
+    return list(accumulate(map((1).__add__, map(len, gaps)), initial=-1))[1:]
+
+
+def _batch_flat_bits(flat: Flat, anywhere: dict[int, list[int]], sets: _ItemSets) -> list[int]:
+    """``_batch_flat`` with bitsets: every operation costs the batch size over the word
+    size, whatever the operands' sizes (for queries whose every operand is common)."""
+    required, anyof, excluded = flat
+    bits = sets.bits
+    result = -1  # all bits
+    for gid in required:
+        result &= bits(gid)
+    for clause in anyof:
+        union = 0
+        for gid in clause:
+            if gid in anywhere:
+                union |= bits(gid)
+        result &= union
+    if result < 0:  # cannot happen: flat queries have a positive operand
+        raise AssertionError("flat query without a positive operand")
+    for gid in excluded:
+        if not result:
+            break
+        if gid in anywhere:
+            result ^= result & bits(gid)
+    return _bit_indexes(result) if result else []
+
+
+def _batch_flat(flat: Flat, anywhere: dict[int, list[int]], sets: _ItemSets) -> Sequence[int]:
+    """The items (ascending indexes) a flat query matches in a batch."""
+    required, anyof, excluded = flat
+    if required:
+        lists = []
+        for gid in required:
+            found = anywhere.get(gid)
+            if found is None:
+                return ()
+            lists.append((len(found), gid, found))
+        if len(lists) == 1 and not anyof and not excluded:
+            return lists[0][2]  # one group: its own list, already ascending
+        lists.sort()
+        if lists[0][0] >= BITSET_FROM:
+            return _batch_flat_bits(flat, anywhere, sets)
+        group = sets.anywhere
+        result = group(lists[0][1])
+        if len(lists) > 1:
+            result = result.intersection(*[group(gid) for _, gid, _ in lists[1:]])
+    else:
+        group = sets.anywhere
+        first, anyof = anyof[0], anyof[1:]
+        result = set().union(*[group(gid) for gid in first])
+    for clause in anyof:
+        if not result:
+            return ()
+        kept: set[int] = set()
+        for gid in clause:  # each intersection walks the smaller side
+            kept |= result & group(gid)
+        result = kept
+    for gid in excluded:
+        if not result:
+            return ()
+        result = result - group(gid)
+    return sorted(result)
+
+
+def _set_eval(
+    node: GroupTree, sets: _ItemSets, scope: str | None, within: set[int] | None = None
+) -> set[int]:
+    """The items of a batch a group tree matches, among ``within`` when given (the result
+    may then still hold items outside it, except where NEAR was checked). Do not modify
+    the result: it may be a group's own set. ``scope`` is "title" inside ``title:``. NEAR
+    is checked item by item, so an AND narrows the items with its other operands first."""
+    if node.__class__ is int:
+        return sets.title(node) if scope is not None else sets.anywhere(node)
+    tag = node[0]
+    if tag == _TITLE:
+        return _set_eval(node[1], sets, "title", within)
+    if tag == _NEAR:
+        _, left, right, distance = node
+        both = _set_eval(left, sets, scope) & _set_eval(right, sets, scope)
+        if within is not None:
+            both &= within
+        near = sets.near
+        return {index for index in both if near(index, left, right, distance, scope)}
+    if tag == _OR:
+        return set().union(*(_set_eval(child, sets, scope, within) for child in node[1]))
+    if tag == _NOT:
+        return (within if within is not None else sets.universe()) - _set_eval(
+            node[1], sets, scope, within
+        )
+    plain: list[set[int]] = []
+    costly: list[GroupTree] = []
+    negative: list[GroupTree] = []
+    for child in node[1]:
+        if child.__class__ is not int and child[0] == _NOT:
+            negative.append(child[1])
+        elif _is_costly(child):
+            costly.append(child)
+        else:
+            plain.append(_set_eval(child, sets, scope))
+    if plain:
+        plain.sort(key=len)
+        result = plain[0].intersection(*plain[1:])
+        if within is not None:
+            result &= within
+    else:
+        result = set(within) if within is not None else sets.universe()
+    for child in costly:
+        if not result:
+            return result
+        result = result & _set_eval(child, sets, scope, result)
+    for child in negative:
+        if not result:
+            return result
+        result = result - _set_eval(child, sets, scope, result)
+    return result
+
+
+def _is_costly(node: GroupTree) -> bool:
+    """Whether evaluating ``node`` checks positions item by item (it holds a NEAR)."""
+    if node.__class__ is int:
+        return False
+    tag = node[0]
+    if tag == _NEAR:
+        return True
+    if tag in (_NOT, _TITLE):
+        return _is_costly(node[1])
+    return any(_is_costly(child) for child in node[1])
 
 
 def _bool_ok(node: GroupTree, present: set[int]) -> bool:

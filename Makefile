@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/qasid demo
+	$(BIN)/qasid demo --serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

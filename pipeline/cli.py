@@ -788,12 +788,13 @@ def worker(obj: _Context) -> None:
     default=None,
     help="Where the demo keeps its database (default var/demo).",
 )
+@click.option("--serve", is_flag=True, help="Then serve the web app on 127.0.0.1 until Ctrl-C.")
 @click.pass_obj
-def demo(obj: _Context, workdir: Path | None) -> None:
+def demo(obj: _Context, workdir: Path | None, serve: bool) -> None:
     """Run the pipeline offline on bundled feed snapshots served on 127.0.0.1."""
     from pipeline.demo import run_demo
 
-    run_demo(obj.settings, workdir)
+    run_demo(obj.settings, workdir, serve=serve)
 
 
 if __name__ == "__main__":

@@ -119,8 +119,9 @@ def deliver_demo_digests(app: App) -> Path:
     return outbox
 
 
-def run_demo(settings: Settings, workdir: Path | None = None) -> None:
-    """Serve the snapshots, poll them into a fresh database, and say where to look."""
+def run_demo(settings: Settings, workdir: Path | None = None, serve: bool = False) -> None:
+    """Serve the snapshots, poll them into a fresh database, deliver the demo digests, say
+    where to look; with ``serve``, then serve the web app on that database until Ctrl-C."""
     workdir = (workdir or settings.path("var/demo")).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -132,7 +133,8 @@ def run_demo(settings: Settings, workdir: Path | None = None) -> None:
         listing = (data / "feeds.toml").read_text(encoding="utf-8")
         feeds_file = workdir / "feeds.toml"
         feeds_file.write_text(listing.replace("{port}", str(server.port)), encoding="utf-8")
-        app = build_app(demo_settings(settings, workdir, feeds_file))
+        settings_for_demo = demo_settings(settings, workdir, feeds_file)
+        app = build_app(settings_for_demo)
         try:
             click.echo(f"demo: serving {snapshots.name}/ snapshots at {server.url}")
             app.store.upgrade()
@@ -170,3 +172,22 @@ def run_demo(settings: Settings, workdir: Path | None = None) -> None:
         f"  {env} {qasid} explain <item id>\n"
         f"  {env} {qasid} feeds status"
     )
+    if serve:
+        serve_demo_site(settings_for_demo)
+
+
+def serve_demo_site(settings: Settings) -> None:
+    """The web app on the demo's database, on 127.0.0.1, until interrupted."""
+    from pipeline.web import create_app
+
+    web = settings.web
+    app = build_app(settings)
+    try:
+        site = create_app(settings, core=app)
+        click.echo(
+            f"\nweb app: {web.base_url}/  (archive: {web.base_url}/archive, "
+            f"themes: {web.base_url}/themes); Ctrl-C to stop"
+        )
+        site.run(host=web.host, port=web.port, threaded=True, use_reloader=False)
+    finally:
+        app.close()

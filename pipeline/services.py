@@ -38,7 +38,7 @@ def tag_items(tagger: Tagger, items: Sequence[Item], state: FeedState) -> dict[s
                 summary=it.summary_text,
                 link=it.link,
                 published=it.published.isoformat(),
-                source=state.title,
+                source=it.source or state.title,
                 feed_url=state.url,
             )
         )

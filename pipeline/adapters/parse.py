@@ -171,6 +171,7 @@ def _parsed_entry(entry: dict[str, Any]) -> ParsedEntry:
         # (with a DeprecationWarning), which would pass off a publication date as an update.
         updated=_datetime(dict.get(entry, "updated_parsed")),
         author=_text(entry.get("author")),
+        source=_text((entry.get("source") or {}).get("title")),
         language=_detail_language(entry),
     )
 

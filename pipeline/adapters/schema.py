@@ -98,6 +98,8 @@ item = Table(
     Column("summary_html", Text, nullable=False, server_default=""),
     Column("summary_text", Text, nullable=False, server_default=""),
     Column("author", Text, nullable=False, server_default=""),
+    # the outlet an aggregator (a news-search feed) credits the item to
+    Column("source_name", Text, nullable=False, server_default=""),
     Column("language", String(16), nullable=False, server_default="en"),
     Column("published_at", UTCDateTime(), nullable=False),
     Column("published_missing", Boolean, nullable=False, server_default=text("false")),

@@ -120,6 +120,7 @@ class ParsedEntry:
     published: datetime | None  # aware UTC, or None when missing/unparseable
     updated: datetime | None = None
     author: str | None = None
+    source: str | None = None  # the outlet an aggregator credits (RSS <source>)
     language: str | None = None
 
 
@@ -148,5 +149,6 @@ class Item:
     published: datetime  # aware UTC; fetch time when missing or absurd
     language: str
     author: str = ""
+    source: str = ""  # the outlet an aggregator credits; "" for the feed's own items
     content_hash: str = ""  # of title + summary, to detect updates at the source
     published_missing: bool = False

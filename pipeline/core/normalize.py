@@ -532,6 +532,7 @@ def item_from_entry(
         published=published,
         language=detect_language((entry.language, feed_language), f"{title} {summary_text}"),
         author=clean_text(entry.author, AUTHOR_MAX),
+        source=clean_text(entry.source, AUTHOR_MAX),
         content_hash=content_hash(title, summary_text),
         published_missing=missing,
     )

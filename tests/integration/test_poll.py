@@ -265,3 +265,17 @@ class _Untagged:
     themes = ["stale"]  # noqa: RUF012 - a stand-in for a TagResult
     scores: dict[str, float] = {}  # noqa: RUF012
     evidence: dict[str, list[str]] = {}  # noqa: RUF012
+
+
+def test_an_aggregators_item_keeps_the_outlet_it_credits(app: App, feed_server: FeedServer) -> None:
+    credited = (
+        "<item><title>IMF staff reach agreement with Pakistan</title>"
+        "<link>https://www.dawn.example/news/1</link><guid>n1</guid>"
+        '<source url="https://www.dawn.example/">Dawn</source></item>'
+    )
+    feed_server.route("/search.xml", body=rss(credited, entry(2), title="News search"))
+    add_feeds(app, feed_server.url("/search.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    sources = {i.title: i.source for i in app.store.list_items()}
+    assert sources["IMF staff reach agreement with Pakistan"] == "Dawn"
+    assert sources["Pakistan story 2"] == "News search"  # no <source>: the feed's own title

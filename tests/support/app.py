@@ -30,9 +30,9 @@ def settings_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> Se
     env = {
         "DATABASE_URL": database_url,
         "QASID_FETCH_ALLOW_HOSTS": ",".join(FEED_SERVER_ALLOW),
-        "QASID_FETCH_DEADLINE": "3",
+        "QASID_FETCH_DEADLINE": "8",  # generous: CI shares two cores; slow drips still time out
         "QASID_FETCH_CONNECT_TIMEOUT": "2",
-        "QASID_FETCH_READ_TIMEOUT": "2",
+        "QASID_FETCH_READ_TIMEOUT": "4",
         "QASID_FETCH_MAX_BYTES": str(1024 * 1024),
         "QASID_FETCH_PARSE_WORKERS": "1",
         "QASID_FETCH_PARSE_TIMEOUT": "5",

@@ -4,14 +4,14 @@ search, theme volumes, counts.
 The lookup tables and the search index come from migration 0005 and are kept in step with
 ``item`` and ``edition`` by triggers in the database:
 
-- search: PostgreSQL matches ``PG_SEARCH_VECTOR @@ plainto_tsquery('english', q)`` (a GIN
-  expression index); SQLite matches the FTS5 table ``item_fts`` (porter stemming). A query
-  is plain words, all of which must appear (stemmed); there is no query language.
-- results are newest first (published_at, then id). PostgreSQL's planner chooses between
-  the GIN index and a backward walk of ``ix_item_published_at``. On SQLite, sorting every
-  match of a common word costs ~15 µs a match (30,000 matches: 0.4 s) and probing the FTS
-  index item by item ~350 µs a probe; instead the newest stored matches are sorted and
-  the page is checked to be exact (``_search_sqlite``).
+- search: PostgreSQL matches ``item.search_vector @@ plainto_tsquery('english', q)`` (a
+  stored generated tsvector column with a GIN index); SQLite matches the FTS5 table
+  ``item_fts`` (porter stemming). A query is plain words, all of which must appear
+  (stemmed); there is no query language.
+- results are newest first (published_at, then id), by plans whose cost is bounded
+  whatever the word, common, rare or absent (``_search_postgres``, ``_search_sqlite``):
+  sorting every match of a common word, or walking every item for an absent one, would
+  cost up to seconds on 500,000 items.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ edition_item = Table(
     Column("item_uid", String(32), primary_key=True),
 )
 
-PG_SEARCH_VECTOR = "to_tsvector('english'::regconfig, item.title || ' ' || item.summary_text)"
+# PostgreSQL search: how many of the newest items a common word is looked for among first.
+PG_RECENT_ITEMS = 2000
 
 MAX_QUERY_CHARS = 200
 MAX_QUERY_WORDS = 8
@@ -211,6 +212,13 @@ class ArchiveStore:
         ]
         return Page(summaries, page, len(found) > per_page)
 
+    def versions(self) -> tuple[int, int]:
+        """(newest item id, newest listed public edition id): what a cached public page was
+        rendered from. One cheap statement (two index probes)."""
+        with self.store._begin() as conn:
+            row = conn.execute(_VERSIONS).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def latest_editions(self, limit: int = 20) -> list[tuple[int, str, datetime, dict[str, Any]]]:
         """(id, subject, created_at, content) of the newest public editions (the feed)."""
         query = (
@@ -260,10 +268,7 @@ class ArchiveStore:
             if self.store.is_sqlite:
                 rows = self._search_sqlite(conn, words, per_page + 1, offset)
             else:
-                rows = conn.execute(
-                    _PG_SEARCH,
-                    {"q": " ".join(words), "limit": per_page + 1, "offset": offset},
-                ).all()
+                rows = self._search_postgres(conn, " ".join(words), per_page + 1, offset)
         editions = self.first_editions([row.uid for row in rows[:per_page]])
         hits = [
             SearchHit(
@@ -278,6 +283,38 @@ class ArchiveStore:
             for row in rows[:per_page]
         ]
         return Page(hits, page, len(rows) > per_page)
+
+    def _search_postgres(self, conn: Any, query: str, limit: int, offset: int) -> Any:
+        """Newest first, with a plan whose cost does not depend on how the planner guesses a
+        word's frequency (for a word it has no statistics on it guesses ~0.4%, and walking
+        the published_at index newest first for a word that is not there reads every row):
+
+        1. a common word (estimated in at least 1% of items) is looked for among the newest
+           PG_RECENT_ITEMS items only: a full page there is the right page;
+        2. otherwise the GIN index, ANDed with a published_at range (bitmap plans only),
+           for the last 30 days, then the last year, then all time, until a page is full:
+           a range holding a full page holds the newest matches.
+        """
+        params = {"q": query, "limit": limit, "offset": offset}
+        if offset + limit <= PG_RECENT_ITEMS // 10:
+            plan = conn.execute(_PG_ESTIMATE, params).scalar_one()
+            estimate = plan[0]["Plan"]["Plan Rows"]
+            total = conn.execute(_PG_TOTAL).scalar_one() or 0
+            if total and estimate >= 0.01 * total:
+                rows = conn.execute(_PG_RECENT, {**params, "recent": PG_RECENT_ITEMS}).all()
+                if len(rows) == limit:
+                    return rows
+        newest = conn.execute(_PG_NEWEST).scalar_one()
+        if newest is None:
+            return []
+        conn.execute(_PG_BITMAP_ONLY)  # this transaction only
+        for days in (30, 365, None):
+            since = newest - timedelta(days=days) if days else None
+            statement = _PG_SEARCH_SINCE if since else _PG_SEARCH_ALL
+            rows = conn.execute(statement, {**params, "since": since}).all()
+            if len(rows) == limit:
+                break
+        return rows
 
     def _search_sqlite(self, conn: Any, words: Sequence[str], limit: int, offset: int) -> Any:
         """Newest first without sorting every match: FTS5 yields matches by rowid (storage
@@ -420,6 +457,12 @@ def _utc(value: Any) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+_VERSIONS = text(
+    "SELECT (SELECT max(id) FROM item),"
+    " (SELECT id FROM edition WHERE kind = 'public' AND item_count > 0"
+    " ORDER BY period_end DESC, id DESC LIMIT 1)"
+)
+
 _SQLITE_LISTING = text(
     "SELECT id FROM edition INDEXED BY ix_edition_public_listing"
     " WHERE kind = 'public' AND item_count > 0"
@@ -431,9 +474,24 @@ _HIT_COLUMNS = (
     " item.summary_text AS summary_text, feed.title AS source"
 )
 
-_PG_SEARCH = text(
+_PG_MATCH = "item.search_vector @@ plainto_tsquery('english'::regconfig, :q)"
+_PG_ESTIMATE = text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM item WHERE {_PG_MATCH}")
+_PG_TOTAL = text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'item'::regclass")
+_PG_NEWEST = text("SELECT max(published_at) FROM item")
+_PG_BITMAP_ONLY = text("SET LOCAL enable_indexscan = off")
+_PG_RECENT = text(
+    f"SELECT {_HIT_COLUMNS} FROM (SELECT id, uid, title, link, published_at, summary_text,"
+    " feed_id, search_vector FROM item ORDER BY published_at DESC, id DESC LIMIT :recent)"
+    f" AS item JOIN feed ON feed.id = item.feed_id WHERE {_PG_MATCH}"
+    " ORDER BY item.published_at DESC, item.id DESC LIMIT :limit OFFSET :offset"
+)
+_PG_SEARCH_SINCE = text(
     f"SELECT {_HIT_COLUMNS} FROM item JOIN feed ON feed.id = item.feed_id"
-    f" WHERE {PG_SEARCH_VECTOR} @@ plainto_tsquery('english'::regconfig, :q)"
+    f" WHERE {_PG_MATCH} AND item.published_at >= :since"
+    " ORDER BY item.published_at DESC, item.id DESC LIMIT :limit OFFSET :offset"
+)
+_PG_SEARCH_ALL = text(
+    f"SELECT {_HIT_COLUMNS} FROM item JOIN feed ON feed.id = item.feed_id WHERE {_PG_MATCH}"
     " ORDER BY item.published_at DESC, item.id DESC LIMIT :limit OFFSET :offset"
 )
 

@@ -515,3 +515,73 @@ def test_web_app_fixture_is_the_real_app(web_app: Flask) -> None:
     assert {"archive.archive", "archive.themes", "archive.edition", "archive.feed"} <= set(
         web_app.view_functions
     )
+
+
+# -- the page cache ---------------------------------------------------------------------------
+
+
+def test_cached_pages_follow_new_editions_and_items(
+    client: FlaskClient, web_core: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.web import archive
+
+    monkeypatch.setattr(archive, "VERSION_SECONDS", 0.0)  # no waiting out the memo
+    assert b"No editions yet" in client.get("/archive").data
+    assert b"No items match" in client.get("/archive?q=gwadar").data
+    assert feedparser.parse(client.get("/archive.atom").data).entries == []
+    assert b"0 items tagged" in client.get("/themes/economy").data
+    items = store_items(web_core, [make_item(1, "Gwadar port expansion")])
+    assert b"Gwadar port expansion" in client.get("/archive?q=gwadar").data  # a new item
+    assert b"1 item tagged" in client.get("/themes/economy").data
+    edition_id = publish(web_core, items)
+    assert f"/editions/{edition_id}".encode() in client.get("/archive").data  # a new edition
+    assert len(feedparser.parse(client.get("/archive.atom").data).entries) == 1
+    search = client.get("/archive?q=gwadar").get_data(as_text=True)
+    assert f"/editions/{edition_id}#item-" in search  # now links to its edition
+
+
+def test_pages_are_served_from_the_cache(
+    client: FlaskClient, web_app: Flask, web_core: App
+) -> None:
+    from pipeline.web.archive import page_cache
+
+    edition_id = publish(web_core, store_items(web_core, [make_item(1, "IMF story")]))
+    first = client.get(f"/editions/{edition_id}")
+    cache = page_cache(web_app)
+    assert cache is not None
+    hits = cache.hits
+    again = client.get(f"/editions/{edition_id}")
+    assert again.data == first.data and cache.hits == hits + 1
+    assert again.headers["Content-Security-Policy"] == first.headers["Content-Security-Policy"]
+    assert again.headers["Content-Type"] == "text/html; charset=utf-8"
+    client.get("/archive")
+    client.get("/archive")
+    assert cache.hits == hits + 2
+    # Not cached: a 404, a personal page, a HEAD, a POST, other parts of the app.
+    for _ in range(2):
+        client.get("/editions/999999")
+        client.get(f"/editions/{edition_id}/not-a-token")
+        client.head("/archive")
+        client.get("/healthz")
+    assert cache.hits == hits + 2
+    _version, stored_at, response = cache._pages[("/archive", "")]
+    cache._pages[("/archive", "")] = ((0, 0), stored_at, (response[0], response[1], b"stale"))
+    assert client.get("/archive").data != b"stale"  # another data version: rendered anew
+
+
+def test_page_cache_is_bounded() -> None:
+    from pipeline.web.archive import PageCache
+
+    small = PageCache(entries=2, max_bytes=1000, max_age=60)
+    for n in range(3):
+        small.put(n, "v", ("200 OK", [], f"page {n}".encode()))
+    assert small.get(0, "v") is None and small.get(2, "v") == ("200 OK", [], b"page 2")
+    assert small.get(2, "other version") is None
+    small.put("big", "v", ("200 OK", [], b"x" * 200))  # more than an eighth of the budget
+    assert small.get("big", "v") is None
+    for n in range(10):
+        small.put(("b", n), "v", ("200 OK", [], b"x" * 100))
+    assert small._bytes <= 1000 and len(small._pages) <= 2
+    expired = PageCache(entries=2, max_bytes=1000, max_age=0.0)
+    expired.put("k", "v", ("200 OK", [], b"x"))
+    assert expired.get("k", "v") is None

@@ -374,3 +374,28 @@ def test_migration_indexes_existing_rows_and_downgrades(store: Store) -> None:
     assert [h.edition_id is not None for h in archive.search("floods").rows] == [True]
     assert [i.title for i in archive.theme_items("climate")] == ["Floods in Sindh"]
     assert [e.themes for e in archive.editions().rows] == [("climate",)]
+
+
+@pytest.mark.parametrize("recent", [2, 2000])
+def test_search_pages_are_exact_across_years(
+    store: Store, monkeypatch: pytest.MonkeyPatch, recent: int
+) -> None:
+    """Matches spread over three years, a few of them recent: every page is right whether
+    the newest items hold a full page or the search falls back to wider date ranges."""
+    monkeypatch.setattr(archive_module, "PG_RECENT_ITEMS", recent)
+    monkeypatch.setattr(archive_module, "SQLITE_WINDOW", 2)
+    offsets = [1, 3, 20, 45, 200, 400, 700, 1000, 1090]  # days before NOW
+    items = [
+        make_item(n, f"Story {n}", "sugar prices" if n % 2 else "wheat prices", published=at)
+        for n, at in enumerate(
+            NOW - timedelta(days=days, hours=h) for days in offsets for h in range(3)
+        )
+    ]
+    put(store, items)
+    archive = ArchiveStore(store)
+    for word in ("sugar", "prices", "wheat sugar"):
+        expected = [] if word == "wheat sugar" else _expected(store, word.split()[0])
+        got = [h.uid for p in range(1, 20) for h in archive.search(word, page=p, per_page=2).rows]
+        assert got == expected, word
+    assert archive.search("nowhere").rows == []
+    assert archive.search("the").rows == []  # a stop word alone matches nothing

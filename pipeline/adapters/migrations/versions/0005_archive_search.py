@@ -8,8 +8,11 @@ What the web archive reads fast (pipeline/adapters/archive_store.py), kept in st
 ``item`` and ``edition`` by the database itself, so no writer has to know about it:
 
 - search over item title + summary_text:
-  - PostgreSQL: a GIN index on ``to_tsvector('english', title || ' ' || summary_text)``;
-    queries repeat that expression exactly (``archive_store.PG_SEARCH_VECTOR``).
+  - PostgreSQL: a stored generated column ``item.search_vector`` =
+    ``to_tsvector('english', title || ' ' || summary_text)`` with a GIN index. Stored, not
+    an expression index: a plan that walks items newest first checks each one against the
+    stored vector (~1 µs) instead of re-parsing its text (~100 µs). Adding the column
+    rewrites ``item`` once (about a minute per million items).
   - SQLite: an FTS5 table ``item_fts`` with external content (``item``), porter stemming,
     kept in sync by AFTER INSERT/UPDATE/DELETE triggers on ``item``.
 - ``item_theme(item_id, theme, published_at)``: one row per theme an item is tagged with
@@ -42,9 +45,20 @@ PG_SEARCH_VECTOR = "to_tsvector('english'::regconfig, title || ' ' || summary_te
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 
-def _pg_array(expression: str) -> str:
-    """``expression`` when it is a JSON array, else an empty one (never an error)."""
-    return f"CASE WHEN json_typeof({expression}) = 'array' THEN {expression} ELSE '[]'::json END"
+# An edition's themes: its sections' and those its stories (top and in sections) are tagged
+# with; and the ids of the items it shows. The stored json (about 40 KB for a day) is parsed
+# once, as jsonb, and read with lax JSON paths (a missing or odd part yields nothing).
+_PG_EDITION_THEMES = (
+    "CROSS JOIN LATERAL (SELECT {content}::jsonb AS c) AS j CROSS JOIN LATERAL ("
+    " SELECT jsonb_path_query(j.c, '$.sections[*].theme.id') AS v"
+    " UNION SELECT jsonb_path_query(j.c, '$.top[*].themes[*]')"
+    " UNION SELECT jsonb_path_query(j.c, '$.sections[*].entries[*].themes[*]')"
+    ") AS t"
+)
+_PG_EDITION_ITEMS = (
+    "CROSS JOIN LATERAL (SELECT {content}::jsonb AS c) AS j"
+    " CROSS JOIN LATERAL jsonb_path_query(j.c, '$.item_ids[*]') AS u(v)"
+)
 
 
 _PG_FUNCTIONS = [
@@ -82,32 +96,17 @@ _PG_FUNCTIONS = [
     END $$
     """,
     f"""
-    CREATE FUNCTION qasid_edition_themes(content json) RETURNS SETOF text
-    LANGUAGE sql IMMUTABLE AS $$
-      SELECT s.value -> 'theme' ->> 'id'
-      FROM json_array_elements({_pg_array("content -> 'sections'")}) AS s(value)
-      UNION
-      SELECT t.theme FROM json_array_elements({_pg_array("content -> 'top'")}) AS e(value)
-      CROSS JOIN LATERAL json_array_elements_text({_pg_array("e.value -> 'themes'")}) AS t(theme)
-      UNION
-      SELECT t.theme FROM json_array_elements({_pg_array("content -> 'sections'")}) AS s(value)
-      CROSS JOIN LATERAL json_array_elements({_pg_array("s.value -> 'entries'")}) AS e(value)
-      CROSS JOIN LATERAL json_array_elements_text({_pg_array("e.value -> 'themes'")}) AS t(theme)
-    $$
-    """,
-    f"""
     CREATE FUNCTION qasid_edition_index() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       INSERT INTO edition_theme (edition_id, theme, period_end)
-      SELECT DISTINCT n.id, t.theme, n.period_end
-      FROM new_rows AS n CROSS JOIN LATERAL qasid_edition_themes(n.content) AS t(theme)
-      WHERE n.kind = 'public' AND t.theme IS NOT NULL
+      SELECT DISTINCT n.id, t.v #>> '{{}}', n.period_end
+      FROM new_rows AS n {_PG_EDITION_THEMES.format(content="n.content")}
+      WHERE n.kind = 'public' AND jsonb_typeof(t.v) = 'string'
       ON CONFLICT DO NOTHING;
       INSERT INTO edition_item (edition_id, item_uid)
-      SELECT DISTINCT n.id, u.uid
-      FROM new_rows AS n
-      CROSS JOIN LATERAL json_array_elements_text({_pg_array("n.content -> 'item_ids'")}) AS u(uid)
-      WHERE n.kind = 'public'
+      SELECT DISTINCT n.id, u.v #>> '{{}}'
+      FROM new_rows AS n {_PG_EDITION_ITEMS.format(content="n.content")}
+      WHERE n.kind = 'public' AND jsonb_typeof(u.v) = 'string'
       ON CONFLICT DO NOTHING;
       RETURN NULL;
     END $$
@@ -268,11 +267,12 @@ def upgrade() -> None:
         _upgrade_sqlite()
 
 
-_ITEM_IDS = _pg_array("e.content -> 'item_ids'")
-
-
 def _upgrade_postgresql() -> None:
-    op.execute(f"CREATE INDEX ix_item_search ON item USING gin (({PG_SEARCH_VECTOR}))")
+    op.execute(
+        f"ALTER TABLE item ADD COLUMN search_vector tsvector"
+        f" GENERATED ALWAYS AS ({PG_SEARCH_VECTOR}) STORED"
+    )
+    op.execute("CREATE INDEX ix_item_search ON item USING gin (search_vector)")
     for statement in _PG_FUNCTIONS:
         op.execute(statement)
     for statement in _PG_TRIGGERS:
@@ -286,15 +286,15 @@ def _upgrade_postgresql() -> None:
     )
     op.execute(
         "INSERT INTO edition_theme (edition_id, theme, period_end)"
-        " SELECT DISTINCT e.id, t.theme, e.period_end FROM edition AS e"
-        " CROSS JOIN LATERAL qasid_edition_themes(e.content) AS t(theme)"
-        " WHERE e.kind = 'public' AND t.theme IS NOT NULL"
+        " SELECT DISTINCT e.id, t.v #>> '{}', e.period_end FROM edition AS e "
+        + _PG_EDITION_THEMES.format(content="e.content")
+        + " WHERE e.kind = 'public' AND jsonb_typeof(t.v) = 'string'"
     )
     op.execute(
         "INSERT INTO edition_item (edition_id, item_uid)"
-        " SELECT DISTINCT e.id, u.uid FROM edition AS e CROSS JOIN LATERAL"
-        f" json_array_elements_text({_ITEM_IDS}) AS u(uid)"
-        " WHERE e.kind = 'public'"
+        " SELECT DISTINCT e.id, u.v #>> '{}' FROM edition AS e "
+        + _PG_EDITION_ITEMS.format(content="e.content")
+        + " WHERE e.kind = 'public' AND jsonb_typeof(u.v) = 'string'"
     )
 
 
@@ -320,10 +320,10 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS item_theme_update ON item")
         op.execute("DROP TRIGGER IF EXISTS item_theme_insert ON item")
         op.execute("DROP FUNCTION IF EXISTS qasid_edition_index()")
-        op.execute("DROP FUNCTION IF EXISTS qasid_edition_themes(json)")
         op.execute("DROP FUNCTION IF EXISTS qasid_item_theme_update()")
         op.execute("DROP FUNCTION IF EXISTS qasid_item_theme_insert()")
         op.execute("DROP INDEX IF EXISTS ix_item_search")
+        op.execute("ALTER TABLE item DROP COLUMN IF EXISTS search_vector")
     else:
         for name in _SQLITE_TRIGGER_NAMES:
             op.execute(f"DROP TRIGGER IF EXISTS {name}")

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -18,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from pipeline.adapters.storage import StoredItem
 from pipeline.adapters.subscriber_store import SubscriberStore
 from pipeline.bootstrap import App
-from pipeline.core.query import format_query, matches_text, parse_query
+from pipeline.core.query import format_query, parse_query
 from pipeline.core.subscribers import (
     Subscriber,
     SubscriberError,
@@ -29,6 +30,8 @@ from pipeline.core.subscribers import (
     check_themes,
 )
 from pipeline.core.tagger import THEME_IDS
+from pipeline.core.watchlists import WatchlistIndex
+from pipeline.rules import load_aliases
 
 
 def normalise_email(raw: str) -> str:
@@ -97,12 +100,18 @@ class Backtest:
 
 
 def backtest_query(app: App, query: str, days: int = 30, examples: int = 5) -> Backtest:
-    """Run a query over the last ``days`` of stored items so a person can tune it."""
+    """Run a query over the last ``days`` of stored items so a person can tune it, with the
+    engine that matches saved watchlists (aliases from config/aliases.toml included)."""
     parsed = parse_query(query)
     until = app.clock()
     since = until - timedelta(days=days)
     items = SubscriberStore(app.store).items_between(since, until)
-    hits = [i for i in items if matches_text(parsed, i.title, i.summary_text)]
+    aliases_file = Path(app.settings.root) / "config" / "aliases.toml"
+    index = WatchlistIndex(
+        [(0, parsed)], aliases=load_aliases(aliases_file) if aliases_file.exists() else None
+    )
+    found = index.items_by_watchlist((n, i.title, i.summary_text) for n, i in enumerate(items))
+    hits = [items[n] for n in found.get(0, ())]
     weeks: Counter[int] = Counter((until - i.published).days // 7 for i in hits)
     week_count = max((days + 6) // 7, 1)
     per_week = [

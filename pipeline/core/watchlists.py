@@ -51,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from itertools import accumulate, chain
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
@@ -198,6 +198,8 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._gkeys: dict[int, list[tuple[Any, ...]]] = {}  # group → its keys there
         # queries
         self._qid_by_shape: dict[Any, int] = {}
+        self._near_pids: Counter[int] = Counter()  # spellings under a NEAR: how many uses
+        self._near_gids: Counter[int] = Counter()  # groups under a NEAR: how many uses
         self._queries: dict[int, _Query] = {}
         self._check: dict[int, Any] = {}  # qid → what to verify once triggered (hot path)
         self._members: dict[int, dict[WatchlistId, None]] = {}  # qid → watchlists (ordered)
@@ -312,6 +314,7 @@ class WatchlistIndex(Generic[WatchlistId]):
             query.gids = tuple(dict.fromkeys(_tree_groups(gtree)))
             for gid in query.gids:
                 self._gusers[gid] += 1
+            self._count_near(query, 1)
             qid = self._new_id()
             self._queries[qid] = query
             self._qid_by_shape[shape] = qid
@@ -390,11 +393,26 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._gkeys[gid].append(key)
         return gid
 
+    def _count_near(self, query: _Query, step: int) -> None:
+        """Keep count of the spellings some NEAR uses (the batch records their places)."""
+        if query.gtree is None:
+            return
+        near_pids, near_gids = self._near_pids, self._near_gids
+        for gid in _near_groups(query.gtree):
+            near_gids[gid] += step
+            if not near_gids[gid]:
+                del near_gids[gid]
+            for pid in self._gpids[gid]:
+                near_pids[pid] += step
+                if not near_pids[pid]:
+                    del near_pids[pid]
+
     def _drop_query(self, qid: int) -> None:
         query = self._queries.pop(qid)
         del self._qid_by_shape[query.shape]
         del self._members[qid]
         self._check.pop(qid, None)
+        self._count_near(query, -1)
         self._unfile(qid, query)
         for gid in query.gids:
             self._gusers[gid] -= 1
@@ -665,8 +683,11 @@ class WatchlistIndex(Generic[WatchlistId]):
         matcher = self._matcher
         pid_groups = self._pid_groups
         seen = self._seen
+        near_pids = self._near_pids
+        near_gids = self._near_gids
         item_ids: list[ItemId] = []
-        scans: list[tuple[list[tuple[Any, ...]], str, int]] = []
+        # per item, where the groups some NEAR needs occurred: group → occurrences
+        near_spans: list[_NearSpans | None] = []
         anywhere: dict[int, list[int]] = {}  # group → items it occurred in, ascending
         in_title: dict[int, list[int]] = {}  # group → items with it in the title
         for index, (item_id, title, body) in enumerate(items):
@@ -674,7 +695,13 @@ class WatchlistIndex(Generic[WatchlistId]):
             field, offsets = prepare_many(title, body)
             spans = matcher.spans(field)
             body_at = offsets[1]
-            scans.append((spans, field.folded, body_at))
+            if near_pids:
+                by_gid: dict[int, list[Occurrence]] = {}
+                for _, pid, start, end in [s for s in spans if s[1] in near_pids]:
+                    for gid in pid_groups[pid]:
+                        if gid in near_gids:
+                            by_gid.setdefault(gid, []).append((start, end, pid))
+                near_spans.append((by_gid, field.folded, body_at) if by_gid else None)
             present: set[int] = set()
             titled: set[int] = set()
             for pid in {span[1] for span in spans}:
@@ -703,16 +730,7 @@ class WatchlistIndex(Generic[WatchlistId]):
             if posting is not None:
                 candidates.update(posting)
         self.evaluations += len(candidates)
-        occurrences: dict[int, _Occurrences] = {}
-        gpids = self._gpids
-
-        def near(index: int, left: int, right: int, distance: int, scope: str | None) -> bool:
-            found = occurrences.get(index)
-            if found is None:
-                found = occurrences[index] = _Occurrences(*scans[index], gpids)
-            return found.near(left, right, distance, scope)
-
-        sets = _ItemSets(anywhere, in_title, len(item_ids), near)
+        sets = _ItemSets(anywhere, in_title, len(item_ids), near_spans)
         queries = self._queries
         by_query: dict[int, Sequence[int]] = {}
         for qid in candidates:
@@ -788,6 +806,21 @@ def _tree_groups(node: GroupTree) -> Iterable[int]:
     else:
         for child in node[1]:
             yield from _tree_groups(child)
+
+
+def _near_groups(node: GroupTree) -> Iterable[int]:
+    """The groups on either side of every NEAR in a group tree."""
+    if node.__class__ is int:
+        return
+    tag = node[0]
+    if tag == _NEAR:
+        yield node[1]
+        yield node[2]
+    elif tag in (_NOT, _TITLE):
+        yield from _near_groups(node[1])
+    else:
+        for child in node[1]:
+            yield from _near_groups(child)
 
 
 def _is_positional(node: GroupTree) -> bool:
@@ -885,6 +918,7 @@ def _flat_ok(
 
 
 Occurrence: TypeAlias = tuple[int, int, int]  # start, end (characters), pattern id
+_NearSpans: TypeAlias = tuple[dict[int, list[Occurrence]], str, int]  # by group, folded, body
 
 
 class _Occurrences:
@@ -929,30 +963,38 @@ class _Occurrences:
         return any(start < body_at for start, _, _ in self(gid))
 
     def near(self, left: int, right: int, distance: int, scope: str | None) -> bool:
-        """NEAR over every spelling of both sides, exactly as ``query.evaluate`` decides it
-        on the alias-expanded query (an OR of NEARs over pairs of spellings): two
-        occurrences in the same field with at most ``distance`` words between them
-        (overlapping ones count); the same spelling on both sides needs two different
-        occurrences of it."""
-        body_at = self.body_at
-        count = self.folded.count
-        rights = self(right)
-        for start, end, pid in self(left):
-            titled = start < body_at
-            if scope is not None and not titled:
+        return _near_ok(self(left), self(right), distance, scope, self.folded, self.body_at)
+
+
+def _near_ok(
+    lefts: list[Occurrence],
+    rights: list[Occurrence],
+    distance: int,
+    scope: str | None,
+    folded: str,
+    body_at: int,
+) -> bool:
+    """NEAR over every spelling of both sides, exactly as ``query.evaluate`` decides it on
+    the alias-expanded query (an OR of NEARs over pairs of spellings): two occurrences in
+    the same field with at most ``distance`` words between them (overlapping ones count);
+    the same spelling on both sides needs two different occurrences of it. Occurrences
+    are character spans of ``folded``, whose body starts at ``body_at``; the words between
+    two spans are the spaces between them."""
+    count = folded.count
+    for start, end, pid in lefts:
+        titled = start < body_at
+        if scope is not None and not titled:
+            continue
+        for other_start, other_end, other_pid in rights:
+            if (other_start < body_at) is not titled or (other_pid == pid and other_start == start):
                 continue
-            for other_start, other_end, other_pid in rights:
-                if (other_start < body_at) is not titled or (
-                    other_pid == pid and other_start == start
-                ):
-                    continue
-                if other_start >= start:
-                    gap = count(" ", end, other_start) if other_start >= end else -1
-                else:
-                    gap = count(" ", other_end, start) if start >= other_end else -1
-                if gap <= distance:
-                    return True
-        return False
+            if other_start >= start:
+                gap = count(" ", end, other_start) if other_start >= end else -1
+            else:
+                gap = count(" ", other_end, start) if start >= other_end else -1
+            if gap <= distance:
+                return True
+    return False
 
 
 def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None) -> bool:
@@ -972,35 +1014,24 @@ def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None
 
 
 class _ItemSets:
-    """A batch's item sets per group, as sets, made on first use; ``near(item, left,
-    right, distance, scope)`` checks a NEAR on one item's positions."""
+    """A batch's item sets per group; ``near_spans[item]``: where the groups NEAR needs
+    occurred in that item, with its folded text and where its body starts."""
 
-    __slots__ = ("_anywhere", "_bits", "_in_title", "_sets", "_titles", "near", "size")
+    __slots__ = ("_anywhere", "_in_title", "_sets", "_titles", "near_spans", "size")
 
     def __init__(
         self,
         anywhere: dict[int, list[int]],
         in_title: dict[int, list[int]],
         size: int,
-        near: Any,
+        near_spans: list[_NearSpans | None],
     ) -> None:
         self._anywhere = anywhere
         self._in_title = in_title
         self._sets = {gid: set(items) for gid, items in anywhere.items()}
         self._titles: dict[int, set[int]] = {}
-        self._bits: dict[int, int] = {}
         self.size = size
-        self.near = near
-
-    def bits(self, gid: int) -> int:
-        """Items holding ``gid`` as a bitset (bit i: item i)."""
-        found = self._bits.get(gid)
-        if found is None:
-            data = bytearray((self.size + 7) // 8)
-            for index in self._anywhere.get(gid, ()):
-                data[index >> 3] |= 1 << (index & 7)
-            found = self._bits[gid] = int.from_bytes(data, "little")
-        return found
+        self.near_spans = near_spans
 
     def anywhere(self, gid: int) -> set[int]:
         """Items holding ``gid`` (do not modify)."""
@@ -1017,39 +1048,6 @@ class _ItemSets:
 
 
 _EMPTY: set[int] = set()  # never modified
-BITSET_FROM = 256  # smallest operand (items) from which a flat query uses bitsets
-
-
-def _bit_indexes(bits: int) -> list[int]:
-    """The positions of the set bits of ``bits`` (not negative), ascending: the gaps
-    between the 1s of its binary digits, bit 0 first, summed up (all in C)."""
-    gaps = bin(bits)[:1:-1].split("1")
-    gaps.pop()
-    return list(accumulate(map((1).__add__, map(len, gaps)), initial=-1))[1:]
-
-
-def _batch_flat_bits(flat: Flat, anywhere: dict[int, list[int]], sets: _ItemSets) -> list[int]:
-    """``_batch_flat`` with bitsets: every operation costs the batch size over the word
-    size, whatever the operands' sizes (for queries whose every operand is common)."""
-    required, anyof, excluded = flat
-    bits = sets.bits
-    result = -1  # all bits
-    for gid in required:
-        result &= bits(gid)
-    for clause in anyof:
-        union = 0
-        for gid in clause:
-            if gid in anywhere:
-                union |= bits(gid)
-        result &= union
-    if result < 0:  # cannot happen: flat queries have a positive operand
-        raise AssertionError("flat query without a positive operand")
-    for gid in excluded:
-        if not result:
-            break
-        if gid in anywhere:
-            result ^= result & bits(gid)
-    return _bit_indexes(result) if result else []
 
 
 def _batch_flat(flat: Flat, anywhere: dict[int, list[int]], sets: _ItemSets) -> Sequence[int]:
@@ -1065,8 +1063,6 @@ def _batch_flat(flat: Flat, anywhere: dict[int, list[int]], sets: _ItemSets) -> 
         if len(lists) == 1 and not anyof and not excluded:
             return lists[0][2]  # one group: its own list, already ascending
         lists.sort()
-        if lists[0][0] >= BITSET_FROM:
-            return _batch_flat_bits(flat, anywhere, sets)
         group = sets.anywhere
         result = group(lists[0][1])
         if len(lists) > 1:
@@ -1106,8 +1102,16 @@ def _set_eval(
         both = _set_eval(left, sets, scope) & _set_eval(right, sets, scope)
         if within is not None:
             both &= within
-        near = sets.near
-        return {index for index in both if near(index, left, right, distance, scope)}
+        near_spans = sets.near_spans
+        found: set[int] = set()
+        for index in both:
+            entry = near_spans[index]
+            if entry is not None:
+                by_gid, folded, body_at = entry
+                lefts, rights = by_gid.get(left), by_gid.get(right)
+                if lefts and rights and _near_ok(lefts, rights, distance, scope, folded, body_at):
+                    found.add(index)
+        return found
     if tag == _OR:
         return set().union(*(_set_eval(child, sets, scope, within) for child in node[1]))
     if tag == _NOT:

@@ -65,6 +65,8 @@ edition_item = Table(
 
 # PostgreSQL search: how many of the newest items a common word is looked for among first.
 PG_RECENT_ITEMS = 2000
+# ... and up to how many estimated matches are simply all fetched and sorted.
+PG_SORT_ALL = 500
 
 MAX_QUERY_CHARS = 200
 MAX_QUERY_WORDS = 8
@@ -291,30 +293,36 @@ class ArchiveStore:
 
         1. a common word (estimated in at least 1% of items) is looked for among the newest
            PG_RECENT_ITEMS items only: a full page there is the right page;
-        2. otherwise the GIN index, ANDed with a published_at range (bitmap plans only),
-           for the last 30 days, then the last year, then all time, until a page is full:
-           a range holding a full page holds the newest matches.
+        2. a query estimated to match at most PG_SORT_ALL items: all its matches from the
+           GIN index (a bitmap plan), sorted;
+        3. otherwise the GIN index ANDed with a published_at range (bitmap plans only),
+           the newest days expected to hold three pages of matches, widened eightfold
+           until a page is full: a range holding a full page holds the newest matches.
         """
         params = {"q": query, "limit": limit, "offset": offset}
-        if offset + limit <= PG_RECENT_ITEMS // 10:
-            plan = conn.execute(_PG_ESTIMATE, params).scalar_one()
-            estimate = plan[0]["Plan"]["Plan Rows"]
-            total = conn.execute(_PG_TOTAL).scalar_one() or 0
-            if total and estimate >= 0.01 * total:
-                rows = conn.execute(_PG_RECENT, {**params, "recent": PG_RECENT_ITEMS}).all()
-                if len(rows) == limit:
-                    return rows
-        newest = conn.execute(_PG_NEWEST).scalar_one()
+        estimate = conn.execute(_PG_ESTIMATE, params).scalar_one()[0]["Plan"]["Plan Rows"]
+        total = conn.execute(_PG_TOTAL).scalar_one() or 0
+        if total and estimate >= 0.01 * total and offset + limit <= PG_RECENT_ITEMS // 10:
+            rows = conn.execute(_PG_RECENT, {**params, "recent": PG_RECENT_ITEMS}).all()
+            if len(rows) == limit:
+                return rows
+        newest, oldest = conn.execute(_PG_SPAN).one()  # before bitmap-only: index probes
         if newest is None:
             return []
         conn.execute(_PG_BITMAP_ONLY)  # this transaction only
-        for days in (30, 365, None):
-            since = newest - timedelta(days=days) if days else None
-            statement = _PG_SEARCH_SINCE if since else _PG_SEARCH_ALL
-            rows = conn.execute(statement, {**params, "since": since}).all()
+        if estimate <= PG_SORT_ALL:  # few matches (as far as the planner knows): sort them
+            return conn.execute(_PG_SEARCH_ALL, params).all()
+        span = max((newest - oldest).total_seconds() / 86400, 1.0)
+        # A range expected to hold three pages' worth (matches spread evenly), growing
+        # eightfold while it holds less than a page; each try is one GIN scan.
+        days = 3 * (offset + limit) * span / max(estimate, 1)
+        while days < span:
+            since = newest - timedelta(days=days)
+            rows = conn.execute(_PG_SEARCH_SINCE, {**params, "since": since}).all()
             if len(rows) == limit:
-                break
-        return rows
+                return rows
+            days *= 8
+        return conn.execute(_PG_SEARCH_ALL, params).all()
 
     def _search_sqlite(self, conn: Any, words: Sequence[str], limit: int, offset: int) -> Any:
         """Newest first without sorting every match: FTS5 yields matches by rowid (storage
@@ -477,7 +485,7 @@ _HIT_COLUMNS = (
 _PG_MATCH = "item.search_vector @@ plainto_tsquery('english'::regconfig, :q)"
 _PG_ESTIMATE = text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM item WHERE {_PG_MATCH}")
 _PG_TOTAL = text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'item'::regclass")
-_PG_NEWEST = text("SELECT max(published_at) FROM item")
+_PG_SPAN = text("SELECT max(published_at), min(published_at) FROM item")
 _PG_BITMAP_ONLY = text("SET LOCAL enable_indexscan = off")
 _PG_RECENT = text(
     f"SELECT {_HIT_COLUMNS} FROM (SELECT id, uid, title, link, published_at, summary_text,"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from pipeline.adapters import archive_store as archive_module
 from pipeline.adapters.archive_store import (
@@ -376,13 +376,29 @@ def test_migration_indexes_existing_rows_and_downgrades(store: Store) -> None:
     assert [e.themes for e in archive.editions().rows] == [("climate",)]
 
 
-@pytest.mark.parametrize("recent", [2, 2000])
+@pytest.mark.parametrize(
+    ("recent", "sort_all", "estimate"),
+    [(2, 0, None), (2000, 0, None), (2, 3000, None), (2, 0, 10**6), (2000, 0, 10**6)],
+)
 def test_search_pages_are_exact_across_years(
-    store: Store, monkeypatch: pytest.MonkeyPatch, recent: int
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    recent: int,
+    sort_all: int,
+    estimate: int | None,
 ) -> None:
     """Matches spread over three years, a few of them recent: every page is right whether
-    the newest items hold a full page or the search falls back to wider date ranges."""
+    the newest items hold a full page, all matches are sorted, or the search widens a date
+    range from the newest day (a planner estimate of a million makes it start narrow)."""
     monkeypatch.setattr(archive_module, "PG_RECENT_ITEMS", recent)
+    monkeypatch.setattr(archive_module, "PG_SORT_ALL", sort_all)
+    if estimate is not None:
+        plan = f'[{{"Plan": {{"Plan Rows": {estimate}}}}}]'
+        monkeypatch.setattr(
+            archive_module,
+            "_PG_ESTIMATE",
+            text(f"SELECT CAST('{plan}' AS json) WHERE CAST(:q AS text) IS NOT NULL"),
+        )
     monkeypatch.setattr(archive_module, "SQLITE_WINDOW", 2)
     offsets = [1, 3, 20, 45, 200, 400, 700, 1000, 1090]  # days before NOW
     items = [

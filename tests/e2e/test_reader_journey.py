@@ -26,7 +26,7 @@ from tests.integration.test_delivery import NEWS, store_news
 from tests.support.app import FakeClock, make_app
 from tests.support.browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, require_chromium
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 READER = "e2e.reader@example.com"

@@ -44,6 +44,7 @@ def app(sqlite_url: str, tmp_path: Path) -> App:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 5,000 renders and fsynced files on two shared cores
 def test_five_thousand_readers_get_exactly_one_email_each(app: App) -> None:
     store_news(app, *NEWS)
     many_readers(app, 5000)
@@ -62,6 +63,7 @@ def test_five_thousand_readers_get_exactly_one_email_each(app: App) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_five_hundred_readers_through_sendgrid_each_accepted_once(
     app: App, sendgrid_stub: SendGridStub
 ) -> None:

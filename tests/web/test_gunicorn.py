@@ -246,6 +246,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # starting gunicorn twice on shared cores
 def test_d09_no_scheduler_thread_in_either_gunicorn_worker(production: Production) -> None:
     server = production.server
     workers = server.worker_pids()
@@ -279,6 +280,7 @@ def _delete_keys(client: Any, address: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # starting gunicorn twice on shared cores
 def test_a04_rate_limit_holds_across_two_workers_with_redis(production: Production) -> None:
     client = production.redis
     if client is None:

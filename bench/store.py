@@ -21,6 +21,11 @@ Paths, measured in the same run, alternating, on the same database:
 CPU is the client process plus, on PostgreSQL, the backends serving the benchmark database;
 items per CPU-second is what a quiet machine could reach if the store were CPU-bound.
 
+Schemas: "as migrated" has every migration, including issue 5's 0005, which maintains the
+archive's full-text search (an FTS5 table fed by triggers on SQLite; a stored tsvector column
+with a GIN index on PostgreSQL) and theme index on every item insert and update; "no archive
+index" drops those triggers and that column after migrating, to show the store's own cost.
+
 Setup: a database migrated by Alembic, prefilled with 20,000 items of other feeds, then
 ``ANALYZE`` (both engines) so the planners have statistics. Targets: 50,000 upserts/s on
 SQLite, 25,000 on PostgreSQL.
@@ -157,7 +162,26 @@ def analyze(store: Store) -> None:
         conn.commit()
 
 
-def bench_engine(engine: str, feeds: int, runs: int, paths: Sequence[str]) -> dict[str, Any]:
+# What issue 5's migration 0005 maintains on every item insert and update (the archive's
+# full-text search and theme index), dropped for the "without archive index" variant.
+ARCHIVE_INDEX = {
+    "sqlite": [
+        "DROP TRIGGER IF EXISTS item_archive_insert",
+        "DROP TRIGGER IF EXISTS item_archive_text",
+        "DROP TRIGGER IF EXISTS item_archive_themes",
+        "DROP TRIGGER IF EXISTS item_archive_delete",
+    ],
+    "postgres": [
+        "DROP TRIGGER IF EXISTS item_theme_insert ON item",
+        "DROP TRIGGER IF EXISTS item_theme_update ON item",
+        "ALTER TABLE item DROP COLUMN IF EXISTS search_vector",
+    ],
+}
+
+
+def bench_engine(
+    engine: str, feeds: int, runs: int, paths: Sequence[str], archive_index: bool = True
+) -> dict[str, Any]:
     base = templates()
     results: dict[str, dict[str, list[float]]] = {
         path: {name: [] for name in (*(s[0] for s in SCENARIOS), "cpu_us")} for path in paths
@@ -165,6 +189,10 @@ def bench_engine(engine: str, feeds: int, runs: int, paths: Sequence[str]) -> di
     with database(engine) as url:
         store = Store(url)
         store.upgrade()
+        if not archive_index:
+            with store.engine.begin() as conn:
+                for statement in ARCHIVE_INDEX[engine]:
+                    conn.exec_driver_sql(statement)
         total_feeds = 100 + runs * len(paths) * feeds
         sources = [FeedSource(url=feed_url(n), title=f"F{n}") for n in range(1, total_feeds + 1)]
         store.sync_sources(sources, "cli", NOW)
@@ -172,7 +200,8 @@ def bench_engine(engine: str, feeds: int, runs: int, paths: Sequence[str]) -> di
         for start in range(0, len(prefill), GROUP):
             store.store_batches(prefill[start : start + GROUP], NOW)
         analyze(store)
-        step(f"store {engine}: prefilled {store.count_items()} items, ANALYZE done")
+        variant = "" if archive_index else " (archive index dropped)"
+        step(f"store {engine}{variant}: prefilled {store.count_items()} items, ANALYZE done")
         next_feed = 101
         for rep in range(runs):
             for path in paths:
@@ -189,7 +218,7 @@ def bench_engine(engine: str, feeds: int, runs: int, paths: Sequence[str]) -> di
                     cpu_total += cpu
                     line.append(f"{scenario} {n / wall:,.0f}/s")
                 results[path]["cpu_us"].append(cpu_total / (len(SCENARIOS) * n) * 1e6)
-                step(f"store {engine} #{rep + 1} {path}: " + ", ".join(line))
+                step(f"store {engine}{variant} #{rep + 1} {path}: " + ", ".join(line))
         store.close()
     return results
 
@@ -213,6 +242,7 @@ def run(
     runs: int = 3,
     engines: Sequence[str] = ("sqlite", "postgres"),
     paths: Sequence[str] = ("baseline", "per-feed", "batched"),
+    archive_variant: bool = True,
 ) -> dict[str, Any]:
     step(f"store: {feeds} feeds × {PER_FEED} items per scenario, {runs} runs, paths {paths}")
     out: dict[str, Any] = {}
@@ -221,27 +251,33 @@ def run(
         if engine == "postgres" and not postgres_available():
             step("store: PostgreSQL not reachable; skipped")
             continue
-        results = bench_engine(engine, feeds, runs, paths)
-        out[engine] = results
-        baseline = results.get("baseline")
-        for path in paths:
-            r = results[path]
-            cells: list[object] = [engine, path]
-            for scenario in (s[0] for s in SCENARIOS):
-                ratio = ""
-                if baseline and path != "baseline":
-                    ratio = f" ×{median(r[scenario]) / median(baseline[scenario]):.1f}"
-                cells.append(spread(r[scenario], "{:,.0f}") + ratio)
-            cells.append(spread(r["cpu_us"], "{:.1f}"))
-            cells.append(f"{1e6 / median(r['cpu_us']):,.0f}")
-            met = [s[0] for s in SCENARIOS if median(r[s[0]]) >= TARGETS[engine]]
-            cells.append(", ".join(met) or "none")
-            rows.append(cells)
+        variants = [("as migrated", True, paths)]
+        if archive_variant:
+            kept = tuple(p for p in paths if p != "per-feed")
+            variants.append(("no archive index", False, kept))
+        for schema, archive_index, variant_paths in variants:
+            results = bench_engine(engine, feeds, runs, variant_paths, archive_index)
+            out[f"{engine}, {schema}"] = results
+            baseline = results.get("baseline")
+            for path in variant_paths:
+                r = results[path]
+                cells: list[object] = [engine, schema, path]
+                for scenario in (s[0] for s in SCENARIOS):
+                    ratio = ""
+                    if baseline and path != "baseline":
+                        ratio = f" ×{median(r[scenario]) / median(baseline[scenario]):.1f}"
+                    cells.append(spread(r[scenario], "{:,.0f}") + ratio)
+                cells.append(spread(r["cpu_us"], "{:.1f}"))
+                cells.append(f"{1e6 / median(r['cpu_us']):,.0f}")
+                met = [s[0] for s in SCENARIOS if median(r[s[0]]) >= TARGETS[engine]]
+                cells.append(", ".join(met) or "none")
+                rows.append(cells)
     summary = table(
         f"Store: item upserts/s (wall), {PER_FEED}-item feed batches, "
         f"batched = {GROUP} feeds per transaction",
         [
             "engine",
+            "schema",
             "path",
             "insert/s",
             "unchanged/s",

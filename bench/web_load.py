@@ -566,12 +566,12 @@ def scenarios(
         ),
         Scenario("search (40 words, common to rare)", [f"/archive?q={w}" for w in words]),
         Scenario(
-            "cold: edition pages, all 10,000 in random order",
+            f"cold: edition pages, all {len(every_edition):,} in random order",
             [f"/editions/{n}" for n in every_edition],
             target=False,
         ),
         Scenario(
-            "cold: searches, 20,000 distinct two-word queries",
+            f"cold: searches, {len(pairs):,} distinct two-word queries",
             [f"/archive?q={q}" for q in pairs],
             target=False,
         ),

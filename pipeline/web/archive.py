@@ -44,6 +44,7 @@ blueprint = Blueprint("archive", __name__)
 
 PER_PAGE = 20
 MAX_SEARCH_PAGE = 25  # 500 results: enough to browse, bounded work per request
+MAX_PAGE = 100_000  # of editions (2,000,000 of them); a bigger number is not a page
 FEED_ENTRIES = 20
 THEME_ITEMS = 20
 CHART_WEEKS = 26
@@ -144,8 +145,10 @@ def theme_href(theme_id: str) -> str:
 
 
 def _page() -> int:
-    page = request.args.get("page", 1, type=int) or 1
-    return max(1, page)
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    if page > MAX_PAGE:
+        abort(404)
+    return page
 
 
 # -- what the edition template shows --------------------------------------------------------
@@ -503,7 +506,7 @@ class PublicPages:
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") != "GET" or not CACHED_PATHS.fullmatch(path):
             return self.wsgi_app(environ, start_response)
-        key = (path, environ.get("QUERY_STRING", ""))
+        key = (environ.get("SCRIPT_NAME", ""), path, environ.get("QUERY_STRING", ""))
         try:
             version = self.version(path)
         except Exception:  # the database is away: let the app answer (and fail) as usual

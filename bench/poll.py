@@ -10,6 +10,8 @@ that adds a fixed latency to every response.
     time spread over both cores).
 - Every pass asserts that exactly the changed feeds were parsed (benchmark 4): an
   unchanged feed is never parsed, whether the origin says 304 or resends identical bytes.
+- The summary gives each pass's client CPU and ``max(floor, CPU ÷ 2 cores)``: what the
+  pass would take on two otherwise idle cores if it were CPU-bound (the machine is shared).
 - The Fetcher's connector with ``force_close=True`` (no keep-alive: a server lying about
   Content-Length cannot poison a reused connection) against the default keep-alive pool.
 
@@ -312,7 +314,7 @@ def run(
             "× floor",
             "client CPU s",
             "max(floor, CPU ÷ 2 cores) s",
-            "client CPU ms/feed",
+            "client CPU ms per feed polled",
         ],
         [
             [

@@ -1,44 +1,49 @@
 """The watchlist engine: every watchlist's query against every item, one scan per item.
 
 Every term of every watchlist query (``query.query_terms``) is compiled once into one
-multi-pattern automaton (``pipeline.core.matcher.Matcher``). Per item, title and body are
+multi-pattern automaton (``pipeline.core.matcher.Matcher``). An item's title and body are
 prepared together and scanned in one pass; the hits say which terms occurred, and only the
-queries that one of those terms can trigger are evaluated. Pure module: no I/O.
+queries one of those terms can trigger are evaluated. Pure module: no I/O.
 
-How the pieces fit:
-
-- **Patterns and terms.** A *pattern* is one spelling registered in the automaton (a query
-  ``Term``, folded tokens plus wildcard and case flags). A *term group* is what a query term
-  means: its own pattern plus, through the aliases (``config/aliases.toml``), every other
-  spelling of the same entity. A query that says ``CPEC`` holds the group {CPEC, "China
-  Pakistan Economic Corridor", سی پیک, ...}; a hit of any of them is a hit of the term. Each
-  distinct pattern is registered once however many queries use it, and so is each group.
-- **Distinct queries.** Watchlists with the same canonical query (``format_query``) share
-  one compiled query: 5,000 subscribers watching ``CPEC`` cost one evaluation per item.
+- **Spellings and term groups.** A *pattern* is one spelling registered in the automaton
+  (a query ``Term``: folded tokens, wildcard and case flags). A *term group* is what a query
+  term means: its own spelling plus, through the aliases (``config/aliases.toml``), every
+  other spelling of the same entity. A query that says ``CPEC`` holds the group {CPEC,
+  "China Pakistan Economic Corridor", سی پیک, ...}; a hit of any of them is a hit of the
+  term. Each spelling and each group is registered once however many queries use it.
+- **Distinct queries.** Watchlists whose queries have the same shape over the same groups
+  share one compiled query: 5,000 subscribers watching ``CPEC`` cost one evaluation.
 - **Triggers (the inverted index).** Each distinct query is filed under a few *trigger*
-  groups, chosen so that the query cannot match unless one of them occurred: for an AND,
-  its rarest positive operand; for an OR, every alternative's triggers; for NEAR, the rarer
-  side; ``title:`` passes through. Negated terms are never triggers, so an item holding only
-  a query's excluded words never gets it evaluated. "Rarest" is estimated from how often a
-  group occurred in the items matched so far (after ``LEARN_MIN_ITEMS`` of them, see
-  ``retune``), or before that from how many queries use the group and its shape (a phrase
-  is rarer than a word, a wildcard commoner); the choice only affects speed, never results.
-- **Evaluation.** A query made of words, phrases, OR groups and exclusions is compiled to
-  flat group sets and checked against the set of groups present (what remains after the
-  trigger). Other pure boolean shapes are checked on a small tree of group ids. Queries with
-  ``title:`` or NEAR need positions: they are evaluated by ``query.evaluate`` on the hits of
-  their own spellings, with each alias spelling standing as an OR alternative of its term
-  (so NEAR distances use the length of the spelling actually found).
+  groups such that it cannot match unless one of them occurred: for an AND its rarest
+  positive operand, for an OR every alternative's triggers, for NEAR the rarer side;
+  ``title:`` passes through. Negated terms are never triggers, so an item holding only a
+  query's excluded words never gets it evaluated. "Rarest" is estimated from how often a
+  group occurred in the items seen (after ``LEARN_MIN_ITEMS``, on ``retune``), before that
+  from how many queries use it and its shape; the choice affects speed, never results.
+- **One item** (``match``, ``explain``: instant alerts, tests). The queries filed under the
+  groups present are checked against the set of groups present: most are *flat* (an AND of
+  words, phrases, OR groups of them and exclusions), checked with a few set operations;
+  ``title:`` and NEAR look at where the spellings occurred.
+- **A batch** (``match_items``, ``items_by_watchlist``: a day's digest). The scan records,
+  per group, the items it occurred in (and those with it in the title); each query filed
+  under a group that occurred at all is then evaluated once, over the whole batch, with
+  set operations on those item sets (an AND intersects its operands smallest first, an
+  exclusion subtracts); NEAR is checked item by item on the items that hold both sides and
+  pass the query's other operands. The cost follows the distinct queries and the matches,
+  not the number of subscribers.
+- **NEAR semantics with aliases** are those of ``query.evaluate`` on the alias-expanded
+  query (an OR of NEARs over pairs of spellings, see ``WatchlistIndex.expand``), so the
+  distance is measured from the spelling actually found, however many words it has.
 - **Incremental.** ``add_watchlist`` / ``remove_watchlist`` change the inverted index and
-  register or drop patterns; the matcher's base+delta automata mean only a small delta
+  register or drop spellings; the matcher's base+delta automata mean only a small delta
   automaton is rebuilt (``Matcher`` docs).
 
 Why a second Matcher instance rather than the tagger's: ``Tagger.tag`` reads every hit of
 its matcher as one of its own lexicons (foreign owners would break it), its throughput
 target is per item and would pay for ~50,000 watchlist keys' hits on every call, and the
 theme automaton is rebuilt when an editor changes a rule while watchlists change on their
-own schedule. Both use the same ``Matcher`` class, so the folding, word boundaries and case
-rules are identical; the poll path prepares an item once per engine.
+own schedule. Both are the same ``Matcher`` class, so folding, word boundaries and case
+rules are identical.
 
 Case: a query term keeps the case rule ``query.py`` gave it (``US`` only in capitals, ``us``
 in any case); alias spellings carry the case rule of the alias file (``names`` any case,
@@ -49,8 +54,10 @@ left out, so ``PAK`` stays capitals-only even though the alias lists "Pak" in an
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
@@ -97,6 +104,22 @@ class AliasLike(Protocol):
     def case_sensitive(self) -> Sequence[str]: ...
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a bulk operation. Building the index or
+    matching a batch allocates millions of small tuples, sets and lists (none in a
+    reference cycle: refcounting frees them all); each allocation burst would otherwise
+    trigger full collections that walk the whole, growing heap, which cost more than the
+    work itself at 500,000 watchlists."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _pattern_key(term: Term) -> tuple[Any, ...]:
     """Identity of a spelling for the automaton: Term equality plus the cased words of a
     case-sensitive term (an alias's "LeT" and a query's ``LET`` are different spellings)."""
@@ -140,15 +163,12 @@ class _Query:
     group tree. ``text`` is the first watchlist's query (text, or the tree when given as
     one), for ``explain``."""
 
-    __slots__ = ("flat", "gids", "gtree", "positional", "text", "triggers")
+    __slots__ = ("flat", "gtree", "positional", "text", "triggers")
 
-    def __init__(
-        self, text: str | Query, flat: Flat | None, gtree: GroupTree, gids: tuple[int, ...]
-    ):
+    def __init__(self, text: str | Query, flat: Flat | None, gtree: GroupTree):
         self.text = text
         self.flat = flat
         self.gtree: GroupTree = None if flat is not None else gtree
-        self.gids = gids  # every group it uses, once (reference counts)
         self.positional = flat is None and _is_positional(gtree)  # title: or NEAR
         self.triggers: tuple[int, ...] | None = None  # None: evaluated on every item
 
@@ -157,16 +177,12 @@ class _Query:
         """The key that makes two watchlists share this query."""
         return self.flat if self.flat is not None else self.gtree
 
-
-class _Boolean:
-    """A query whose shape is not flat: checked on its group tree, with positions when it
-    has title: or NEAR."""
-
-    __slots__ = ("gtree", "positional")
-
-    def __init__(self, gtree: GroupTree, positional: bool):
-        self.gtree = gtree
-        self.positional = positional
+    def groups(self) -> tuple[int, ...]:
+        """Every group it uses, once."""
+        if self.flat is not None:
+            required, anyof, excluded = self.flat
+            return tuple(dict.fromkeys(chain(required, chain.from_iterable(anyof), excluded)))
+        return tuple(dict.fromkeys(_tree_groups(self.gtree)))
 
 
 class WatchlistIndex(Generic[WatchlistId]):
@@ -201,8 +217,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._near_pids: Counter[int] = Counter()  # spellings under a NEAR: how many uses
         self._near_gids: Counter[int] = Counter()  # groups under a NEAR: how many uses
         self._queries: dict[int, _Query] = {}
-        self._check: dict[int, Any] = {}  # qid → what to verify once triggered (hot path)
-        self._members: dict[int, dict[WatchlistId, None]] = {}  # qid → watchlists (ordered)
+        self._members: dict[int, list[WatchlistId]] = {}  # qid → watchlists, in order added
         self._watchlist_qid: dict[WatchlistId, int] = {}
         self._postings: dict[int, set[int]] = {}  # group → queries it triggers
         self._always: set[int] = set()  # queries with no trigger (never from parse_query)
@@ -245,6 +260,10 @@ class WatchlistIndex(Generic[WatchlistId]):
         many times is parsed and compiled once, and triggers are chosen after all of them
         are counted. Returns how many distinct watchlist ids were added (the last query
         given for an id wins). Nothing changes when one fails: QueryError or ValueError."""
+        with _gc_paused():
+            return self._add_watchlists(watchlists)
+
+    def _add_watchlists(self, watchlists: Iterable[tuple[WatchlistId, str | Query]]) -> int:
         by_text: dict[str, int] = {}  # query text → qid, parsing each text once
         by_tree: dict[int, tuple[Query, int]] = {}  # id(tree) → (tree kept alive, qid)
         cache = self._term_gid
@@ -277,13 +296,13 @@ class WatchlistIndex(Generic[WatchlistId]):
             old = self._watchlist_qid.get(watchlist_id)
             if old == qid:
                 continue
-            self._members[qid][watchlist_id] = None
+            self._members[qid].append(watchlist_id)
             self._watchlist_qid[watchlist_id] = qid
             if old is not None:
                 replaced.append((watchlist_id, old))
         for watchlist_id, old in replaced:
             members = self._members[old]
-            del members[watchlist_id]
+            members.remove(watchlist_id)
             if not members:
                 self._drop_query(old)
         for qid in fresh:
@@ -310,15 +329,14 @@ class WatchlistIndex(Generic[WatchlistId]):
         shape = flat if flat is not None else gtree
         qid = self._qid_by_shape.get(shape)
         if qid is None:
-            query = _Query(text if text is not None else tree, flat, gtree, ())
-            query.gids = tuple(dict.fromkeys(_tree_groups(gtree)))
-            for gid in query.gids:
+            query = _Query(text if text is not None else tree, flat, gtree)
+            for gid in query.groups():
                 self._gusers[gid] += 1
             self._count_near(query, 1)
             qid = self._new_id()
             self._queries[qid] = query
             self._qid_by_shape[shape] = qid
-            self._members[qid] = {}
+            self._members[qid] = []
             fresh.append(qid)
         return qid
 
@@ -329,7 +347,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         if qid is None:
             return False
         members = self._members[qid]
-        del members[watchlist_id]
+        members.remove(watchlist_id)
         if not members:
             self._drop_query(qid)
         return True
@@ -341,7 +359,8 @@ class WatchlistIndex(Generic[WatchlistId]):
 
     def compile(self) -> None:
         """Build the automaton now (otherwise the first match after a change does)."""
-        self._matcher.rebuild()
+        with _gc_paused():
+            self._matcher.rebuild()
 
     def watchlists(self) -> list[WatchlistId]:
         return list(self._watchlist_qid)
@@ -357,8 +376,11 @@ class WatchlistIndex(Generic[WatchlistId]):
             pid = self._new_id()
             self._pid_by_key[key] = pid
             self._pterm[pid] = term
-            self._pid_groups[pid] = []
-            self._matcher.add(pid, [(_pattern(term), pid)])
+            # The payload is the pattern's list of groups itself (kept up to date in place):
+            # a span says at once which groups occurred.
+            groups: list[int] = []
+            self._pid_groups[pid] = groups
+            self._matcher.add(pid, [(_pattern(term), groups)])
         return pid
 
     def _variants(self, term: Term) -> list[Term]:
@@ -411,10 +433,9 @@ class WatchlistIndex(Generic[WatchlistId]):
         query = self._queries.pop(qid)
         del self._qid_by_shape[query.shape]
         del self._members[qid]
-        self._check.pop(qid, None)
         self._count_near(query, -1)
         self._unfile(qid, query)
-        for gid in query.gids:
+        for gid in query.groups():
             self._gusers[gid] -= 1
             if not self._gusers[gid]:
                 self._drop_group(gid)
@@ -447,11 +468,10 @@ class WatchlistIndex(Generic[WatchlistId]):
         query = self._queries[qid]
         triggers: tuple[int, ...] | None
         if query.flat is not None:
-            triggers, self._check[qid] = self._flat_plan(*query.flat)
+            triggers = self._flat_triggers(*query.flat)
         else:
             chosen = _triggers(query.gtree, self._cost)
             triggers = chosen[1] if chosen is not None else None
-            self._check[qid] = _Boolean(query.gtree, query.positional)
         query.triggers = triggers
         if triggers is None:
             self._always.add(qid)
@@ -459,15 +479,13 @@ class WatchlistIndex(Generic[WatchlistId]):
             for gid in triggers:
                 self._postings.setdefault(gid, set()).add(qid)
 
-    def _flat_plan(
+    def _flat_triggers(
         self,
         required: tuple[int, ...],
         anyof: tuple[tuple[int, ...], ...],
         excluded: tuple[int, ...],
-    ) -> tuple[tuple[int, ...], Any]:
-        """Triggers for a flat query (its cheapest required group or OR clause) and the
-        residual check: True (nothing left), a group id (that one must be present too), or
-        ``(required, anyof, excluded)`` left to verify."""
+    ) -> tuple[int, ...]:
+        """A flat query's triggers: its cheapest required group or OR clause."""
         options: list[tuple[float, int, tuple[int, ...]]] = [
             (self._cost(gid), position, (gid,)) for position, gid in enumerate(required)
         ]
@@ -475,18 +493,7 @@ class WatchlistIndex(Generic[WatchlistId]):
             (sum(self._cost(g) for g in clause), len(required) + position, clause)
             for position, clause in enumerate(anyof)
         ]
-        _, position, triggers = min(options)
-        if position < len(required):
-            required = required[:position] + required[position + 1 :]
-        else:
-            index = position - len(required)
-            anyof = anyof[:index] + anyof[index + 1 :]
-        if not anyof and not excluded:
-            if not required:
-                return triggers, True
-            if len(required) == 1:
-                return triggers, required[0]
-        return triggers, (required, anyof, excluded)
+        return min(options)[2]
 
     def _unfile(self, qid: int, query: _Query) -> None:
         if query.triggers is None:
@@ -563,7 +570,7 @@ class WatchlistIndex(Generic[WatchlistId]):
     ) -> dict[int, list[QueryHit]]:
         """Where each spelling occurred, as ``query.evaluate`` wants it (for ``explain``)."""
         found: dict[int, list[QueryHit]] = {}
-        for _, pid, start_char, _ in spans:
+        for pid, _, start_char, _ in spans:
             if start_char < body_at:
                 hit = QueryHit("title", folded.count(" ", 0, start_char))
             else:
@@ -576,10 +583,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         return self._evaluate(*self._scan(title, body))
 
     def _evaluate(self, spans: list[tuple[Any, ...]], field: Any, offsets: list[int]) -> list[int]:
-        pid_groups = self._pid_groups
-        present: set[int] = set()
-        for pid in {span[1] for span in spans}:
-            present.update(pid_groups[pid])
+        present = set(chain.from_iterable([span[1] for span in spans]))
         self._items_seen += 1
         self._seen.update(present)
         postings = self._postings
@@ -591,27 +595,23 @@ class WatchlistIndex(Generic[WatchlistId]):
         if not candidates:
             return []
         self.evaluations += len(candidates)
-        checks = self._check
+        queries = self._queries
         matched: list[int] = []
         append = matched.append
         occurrences: _Occurrences | None = None
         for qid in candidates:
-            check = checks[qid]
-            if check is True:
-                append(qid)
-            elif check.__class__ is int:
-                if check in present:
+            query = queries[qid]
+            flat = query.flat
+            if flat is not None:
+                if _flat_ok(present, *flat):
                     append(qid)
-            elif check.__class__ is tuple:
-                if _flat_ok(present, *check):
-                    append(qid)
-            elif not check.positional:
-                if _bool_ok(check.gtree, present):
+            elif not query.positional:
+                if _bool_ok(query.gtree, present):
                     append(qid)
             else:
                 if occurrences is None:
                     occurrences = _Occurrences(spans, field.folded, offsets[1], self._gpids)
-                if _positional_ok(check.gtree, occurrences, None):
+                if _positional_ok(query.gtree, occurrences, None):
                     append(qid)
         matched.sort()  # registration order, whatever the set order was
         return matched
@@ -620,9 +620,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         """The watchlists whose queries one item would get evaluated (their triggers
         occurred): for tests and tuning; ``match`` returns the ones that matched."""
         spans, _, _ = self._scan(title, body)
-        present: set[int] = set()
-        for pid in {span[1] for span in spans}:
-            present.update(self._pid_groups[pid])
+        present = set(chain.from_iterable([span[1] for span in spans]))
         qids = set(self._always)
         for gid in present:
             qids.update(self._postings.get(gid, ()))
@@ -638,14 +636,15 @@ class WatchlistIndex(Generic[WatchlistId]):
     ) -> dict[ItemId, list[WatchlistId]]:
         """For each ``(item id, title, body)``, the watchlists it matches (possibly none),
         in registration order. Items are matched as one batch (``items_by_watchlist``)."""
-        item_ids, by_query = self._match_batch(items)
-        out: dict[ItemId, list[WatchlistId]] = {item_id: [] for item_id in item_ids}
-        members = self._members
-        for qid in sorted(by_query):
-            watchlist_ids = members[qid]
-            for index in by_query[qid]:
-                out[item_ids[index]].extend(watchlist_ids)
-        return out
+        with _gc_paused():
+            item_ids, by_query = self._match_batch(items)
+            out: dict[ItemId, list[WatchlistId]] = {item_id: [] for item_id in item_ids}
+            members = self._members
+            for qid in sorted(by_query):
+                watchlist_ids = members[qid]
+                for index in by_query[qid]:
+                    out[item_ids[index]].extend(watchlist_ids)
+            return out
 
     def items_by_watchlist(
         self, items: Iterable[tuple[ItemId, str, str]]
@@ -655,6 +654,12 @@ class WatchlistIndex(Generic[WatchlistId]):
         form: the batch is scanned once, then each query that could match is evaluated
         once over the whole batch (``_match_batch``), so the work grows with distinct
         queries and items matched, not with subscribers."""
+        with _gc_paused():
+            return self._items_by_watchlist(items)
+
+    def _items_by_watchlist(
+        self, items: Iterable[tuple[ItemId, str, str]]
+    ) -> dict[WatchlistId, tuple[ItemId, ...]]:
         item_ids, by_query = self._match_batch(items)
         out: dict[WatchlistId, tuple[ItemId, ...]] = {}
         members = self._members
@@ -681,7 +686,6 @@ class WatchlistIndex(Generic[WatchlistId]):
         item on the positions of its spellings.
         """
         matcher = self._matcher
-        pid_groups = self._pid_groups
         seen = self._seen
         near_pids = self._near_pids
         near_gids = self._near_gids
@@ -697,18 +701,13 @@ class WatchlistIndex(Generic[WatchlistId]):
             body_at = offsets[1]
             if near_pids:
                 by_gid: dict[int, list[Occurrence]] = {}
-                for _, pid, start, end in [s for s in spans if s[1] in near_pids]:
-                    for gid in pid_groups[pid]:
+                for pid, groups, start, end in [s for s in spans if s[0] in near_pids]:
+                    for gid in groups:
                         if gid in near_gids:
                             by_gid.setdefault(gid, []).append((start, end, pid))
                 near_spans.append((by_gid, field.folded, body_at) if by_gid else None)
-            present: set[int] = set()
-            titled: set[int] = set()
-            for pid in {span[1] for span in spans}:
-                present.update(pid_groups[pid])
-            for pid in {span[1] for span in spans if span[2] < body_at}:
-                titled.update(pid_groups[pid])
-            seen.update(present)
+            present = set(chain.from_iterable([span[1] for span in spans]))
+            titled = set(chain.from_iterable([span[1] for span in spans if span[2] < body_at]))
             for gid in present:
                 found = anywhere.get(gid)
                 if found is None:
@@ -722,6 +721,8 @@ class WatchlistIndex(Generic[WatchlistId]):
                 else:
                     found.append(index)
         self._items_seen += len(item_ids)
+        for gid, found in anywhere.items():
+            seen[gid] += len(found)
 
         postings = self._postings
         candidates: set[int] = set(self._always)
@@ -732,15 +733,17 @@ class WatchlistIndex(Generic[WatchlistId]):
         self.evaluations += len(candidates)
         sets = _ItemSets(anywhere, in_title, len(item_ids), near_spans)
         queries = self._queries
+        flats: list[tuple[int, Flat]] = []
         by_query: dict[int, Sequence[int]] = {}
         for qid in candidates:
             query = queries[qid]
             if query.flat is not None:
-                found_items = _batch_flat(query.flat, anywhere, sets)
+                flats.append((qid, query.flat))
             else:
-                found_items = sorted(_set_eval(query.gtree, sets, None))
-            if found_items:
-                by_query[qid] = found_items
+                found_items = _set_eval(query.gtree, sets, None)
+                if found_items:
+                    by_query[qid] = sorted(found_items)
+        by_query.update(_batch_flats(flats, anywhere, sets))
         return item_ids, by_query
 
     def explain(self, title: str, body: str = "") -> dict[WatchlistId, list[str]]:
@@ -948,7 +951,7 @@ class _Occurrences:
             by_pattern = self._by_pattern
             if by_pattern is None:
                 by_pattern = self._by_pattern = {}
-                for _, pid, start, end in self.spans:
+                for pid, _, start, end in self.spans:
                     known = by_pattern.get(pid)
                     if known is None:
                         by_pattern[pid] = [(start, end, pid)]
@@ -1050,39 +1053,77 @@ class _ItemSets:
 _EMPTY: set[int] = set()  # never modified
 
 
-def _batch_flat(flat: Flat, anywhere: dict[int, list[int]], sets: _ItemSets) -> Sequence[int]:
-    """The items (ascending indexes) a flat query matches in a batch."""
-    required, anyof, excluded = flat
-    if required:
-        lists = []
-        for gid in required:
-            found = anywhere.get(gid)
-            if found is None:
-                return ()
-            lists.append((len(found), gid, found))
-        if len(lists) == 1 and not anyof and not excluded:
-            return lists[0][2]  # one group: its own list, already ascending
-        lists.sort()
-        group = sets.anywhere
-        result = group(lists[0][1])
-        if len(lists) > 1:
-            result = result.intersection(*[group(gid) for _, gid, _ in lists[1:]])
-    else:
-        group = sets.anywhere
-        first, anyof = anyof[0], anyof[1:]
-        result = set().union(*[group(gid) for gid in first])
-    for clause in anyof:
-        if not result:
-            return ()
-        kept: set[int] = set()
-        for gid in clause:  # each intersection walks the smaller side
-            kept |= result & group(gid)
-        result = kept
-    for gid in excluded:
-        if not result:
-            return ()
-        result = result - group(gid)
-    return sorted(result)
+def _batch_flats(
+    flats: Iterable[tuple[int, Flat]], anywhere: dict[int, list[int]], sets: _ItemSets
+) -> Iterable[tuple[int, Sequence[int]]]:
+    """``(qid, items)`` for the flat queries of a batch that match something, the items
+    as ascending indexes.
+
+    Each query starts from its two smallest required groups (or its first OR clause);
+    queries that start alike are evaluated together, so the costly first intersection of
+    two common groups, shared by many refined queries, is made once."""
+    # (True, first one or two required groups) or (False, first OR clause) → the queries
+    plans: dict[tuple[bool, tuple[int, ...]], list[tuple[int, list[int], Flat]]] = {}
+    get = anywhere.get
+    for qid, flat in flats:
+        required, anyof, excluded = flat
+        if not required:
+            plans.setdefault((False, anyof[0]), []).append((qid, [], flat))
+            continue
+        first = get(required[0])
+        if first is None:
+            continue
+        if len(required) == 1:
+            if not anyof and not excluded:
+                yield qid, first  # one group: its own list, already ascending
+            else:
+                plans.setdefault((True, required), []).append((qid, [], flat))
+        elif len(required) == 2:
+            if required[1] in anywhere:  # the pair in one order, to share it
+                a, b = required
+                plans.setdefault((True, (a, b) if a < b else (b, a)), []).append((qid, [], flat))
+        else:
+            sized = []
+            for gid in required:
+                found = get(gid)
+                if found is None:
+                    break
+                sized.append((len(found), gid))
+            else:
+                sized.sort()
+                a, b = sized[0][1], sized[1][1]
+                more = [gid for _, gid in sized[2:]]
+                plans.setdefault((True, (a, b) if a < b else (b, a)), []).append((qid, more, flat))
+    group = sets.anywhere
+    for (conjunction, start), queries in plans.items():
+        if not conjunction:
+            base = set().union(*[group(gid) for gid in start])
+        elif len(start) == 1:
+            base = group(start[0])
+        else:
+            base = group(start[0]) & group(start[1])
+        if not base:
+            continue
+        for qid, more, (required, anyof, excluded) in queries:
+            result = base
+            for gid in more:
+                result = result & group(gid)
+                if not result:
+                    break
+            clauses = anyof if required else anyof[1:]
+            for clause in clauses:
+                if not result:
+                    break
+                kept: set[int] = set()
+                for gid in clause:  # each intersection walks the smaller side
+                    kept |= result & group(gid)
+                result = kept
+            for gid in excluded:
+                if not result:
+                    break
+                result = result - group(gid)
+            if result:
+                yield qid, sorted(result)
 
 
 def _set_eval(
@@ -1099,9 +1140,11 @@ def _set_eval(
         return _set_eval(node[1], sets, "title", within)
     if tag == _NEAR:
         _, left, right, distance = node
-        both = _set_eval(left, sets, scope) & _set_eval(right, sets, scope)
+        sides = [_set_eval(left, sets, scope), _set_eval(right, sets, scope)]
         if within is not None:
-            both &= within
+            sides.append(within)
+        sides.sort(key=len)
+        both = sides[0].intersection(*sides[1:])
         near_spans = sets.near_spans
         found: set[int] = set()
         for index in both:
@@ -1128,13 +1171,13 @@ def _set_eval(
             costly.append(child)
         else:
             plain.append(_set_eval(child, sets, scope))
-    if plain:
+    if within is not None:
+        plain.append(within)
+    if plain:  # shared sets: never changed in place below
         plain.sort(key=len)
-        result = plain[0].intersection(*plain[1:])
-        if within is not None:
-            result &= within
+        result = plain[0] if len(plain) == 1 else plain[0].intersection(*plain[1:])
     else:
-        result = set(within) if within is not None else sets.universe()
+        result = sets.universe()
     for child in costly:
         if not result:
             return result
@@ -1232,12 +1275,13 @@ def subscribers_for_watchlists(
     day's fan-out: work is per subscriber and per item selected, not per watchlist hit."""
     out: dict[SubscriberId, list[ItemId]] = {}
     get = by_watchlist.get
-    for subscriber, watchlist_ids in watchlists_of.items():
-        found = [items for items in map(get, watchlist_ids) if items]
-        if not found:
-            continue
-        if len(found) == 1:
-            out[subscriber] = list(found[0])
-        else:
-            out[subscriber] = list(dict.fromkeys(chain.from_iterable(found)))
+    with _gc_paused():
+        for subscriber, watchlist_ids in watchlists_of.items():
+            found = [items for items in map(get, watchlist_ids) if items]
+            if not found:
+                continue
+            if len(found) == 1:
+                out[subscriber] = list(found[0])
+            else:
+                out[subscriber] = list(dict.fromkeys(chain.from_iterable(found)))
     return out

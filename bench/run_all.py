@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import bench.watchlist_fanout
 from bench import ingest_cpu, poll, store
 from bench.common import machine, step
 
@@ -43,6 +44,10 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
     "ingest_cpu": (
         lambda: ingest_cpu.run(feeds=40, runs=3),
         lambda: ingest_cpu.run(feeds=12, runs=1),
+    ),
+    "watchlist_fanout": (
+        lambda: bench.watchlist_fanout.run(),
+        lambda: bench.watchlist_fanout.run(quick=True),
     ),
 }
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import bench.watchlist_fanout
-from bench import ingest_cpu, poll, store
+from bench import ingest_cpu, poll, store, tagging
 from bench.common import machine, step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
         lambda: bench.watchlist_fanout.run(),
         lambda: bench.watchlist_fanout.run(quick=True),
     ),
+    "tagging": (lambda: tagging.run(), lambda: tagging.run(quick=True)),
 }
 
 

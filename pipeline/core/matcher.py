@@ -21,13 +21,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import ahocorasick
 
-from pipeline.core.text import fold_surface, join_folded_words, surface_words, token_texts
+from pipeline.core.text import (
+    fold_surface,
+    fold_words,
+    join_folded_words,
+    surface_words,
+    token_texts,
+)
 
+_Owner = TypeVar("_Owner", bound=Hashable)
 _NON_WORD = re.compile(r"[\W_]+")  # the complement of text._TOKEN: runs between words
 
 # Delta automaton size that triggers a merge into the base: the larger of these.
@@ -88,16 +96,63 @@ def prepare(text: str) -> Field:
 
 def prepare_many(*texts: str) -> tuple[Field, list[int]]:
     """Several fields (an item's title and summary) prepared and ``join``ed in one go: one
-    normalisation pass over them all. Returns the joined field and each field's offset."""
+    normalisation pass and one tokenising pass over them all, with the separator kept as a
+    word of its own. Returns the joined field and each field's offset."""
     if len(texts) == 1:
         return prepare(texts[0]), [0]
-    folded = fold_surface(
-        _FIELD_BREAK.join(t.replace(_FIELD_BREAK, " ") if _FIELD_BREAK in t else t for t in texts)
+    prepared = prepare_fields(*texts)
+    return prepared.field, prepared.offsets
+
+
+class Prepared(NamedTuple):
+    """Fields prepared by ``prepare_fields``: ``field`` the fields joined (as by ``join``),
+    ``offsets`` where each begins in it, and ``text`` the fields normalised by
+    ``fold_surface`` (case and punctuation kept) and joined by SEPARATOR with a space
+    either side: the text the words were taken from."""
+
+    field: Field
+    offsets: list[int]
+    text: str
+
+
+def prepare_fields(*texts: str) -> Prepared:
+    """``prepare_many``, with the normalised text the words came from (to quote a hit with
+    the punctuation between its words, e.g. "Pak-US" for the words "Pak US")."""
+    if len(texts) == 2:  # title and summary: the hot path, spelt out
+        title, body = texts
+        if SEPARATOR in title:
+            title = title.replace(SEPARATOR, " ")
+        if SEPARATOR in body:
+            body = body.replace(SEPARATOR, " ")
+        raw = title + _PADDED_SEPARATOR + body
+    else:
+        raw = _PADDED_SEPARATOR.join(_clean(text) for text in texts)
+    text, words, lowered = fold_words(raw, SEPARATOR)
+    if words:
+        surface = f" {words} "
+        folded = f" {lowered} "
+    else:
+        surface = folded = " "
+    if len(texts) == 2:
+        offsets = [0, folded.index(SEPARATOR) + 1]
+    else:
+        offsets = [0]
+        position = folded.find(SEPARATOR)
+        while position >= 0:
+            offsets.append(position + 1)
+            position = folded.find(SEPARATOR, position + 1)
+    # tuple.__new__: the NamedTuples without their Python-level constructors (hot path)
+    field = _new(
+        Field, (folded, surface, len(folded) == len(surface), surface.count(" ") - len(texts))
     )
-    return join(prepare_folded(part) for part in folded.split(_FIELD_BREAK))
+    return _new(Prepared, (field, offsets, text))
 
 
-_FIELD_BREAK = "\x1e"  # record separator: folding keeps it, and it is not a word character
+_new = tuple.__new__
+
+
+def _clean(text: str) -> str:
+    return text.replace(SEPARATOR, " ") if SEPARATOR in text else text
 
 
 def prepare_folded(surface: str) -> Field:
@@ -131,6 +186,7 @@ class Matcher:
         self._base_size = 0
         self._delta: Any = None  # automaton over the keys added since
         self._delta_keys: set[str] = set()
+        self._delta_owners: set[Hashable] = set()  # owners with a key in the delta
         self._delta_dirty = False
         self._dead = 0  # keys with an empty bucket
 
@@ -161,11 +217,14 @@ class Matcher:
             if bucket is None:
                 self._entries[pattern.key] = [entry]
                 self._delta_keys.add(pattern.key)
+                self._delta_owners.add(owner)
                 self._delta_dirty = True
             else:
                 if not bucket:
                     self._dead -= 1  # a dead key comes back to life
                 bucket.append(entry)
+                if pattern.key in self._delta_keys:
+                    self._delta_owners.add(owner)
             keys.add(pattern.key)
             count += 1
         return count
@@ -210,6 +269,7 @@ class Matcher:
         self._base = self._build(self._entries)
         self._base_size = len(self._entries)
         self._delta_keys = set()
+        self._delta_owners = set()
         self._delta = None
         self._delta_dirty = False
         self._dead = 0
@@ -247,17 +307,93 @@ class Matcher:
             self._ready()
         spans: list[tuple[Any, Any, int, int]] = []
         append = spans.append
+        folded = field.folded
+        surface = field.surface if field.aligned else None
         for automaton in (self._base, self._delta):
             if automaton is None:
                 continue
-            for end_index, (bucket, back, adjust) in automaton.iter(field.folded):
+            for end_index, (bucket, back, adjust) in automaton.iter(folded):
                 start_char = end_index - back  # the key's leading space
                 end_char = end_index + adjust
                 for entry in bucket:
-                    if entry.case_surface is not None and not _case_ok(field, start_char, entry):
+                    wanted = entry[3]  # the cased words of a case-sensitive term
+                    if wanted is not None and not (
+                        surface.startswith(wanted, start_char + 1)  # the key's spaces fix
+                        if surface is not None  # where the words end
+                        else _case_ok(field, start_char, wanted, entry.ntokens, entry.wildcard)
+                    ):
                         continue
-                    append((entry.owner, entry.payload, start_char, end_char))
+                    append((entry[0], entry[1], start_char, end_char))
         return spans
+
+    def owner_hits(
+        self, field: Field, owners: AbstractSet[_Owner]
+    ) -> dict[_Owner, list[tuple[_Owner, Any, int, int]]]:
+        """The spans (as ``spans`` gives them) of the terms of ``owners``, per owner, in
+        order of where they end, with overlapping spans of one owner resolved as they
+        come: a span overlapping the owner's last one replaces it when longer and is
+        dropped otherwise ("US dollar" wins over "US" inside it). The tagger's hot path:
+        one pass over the base automaton, no list of every span; the delta automaton only
+        when one of ``owners`` has keys there (the tagger's never do: it rebuilds)."""
+        if self._delta_dirty:
+            self._ready()
+        if self._delta is not None and not owners.isdisjoint(self._delta_owners):
+            late = [span for span in self.spans(field) if span[0] in owners]
+            late.sort(key=_span_end)  # each automaton's spans are in order; merge them
+            return _resolve(late)
+        kept: dict[_Owner, list[tuple[_Owner, Any, int, int]]] = {}
+        if self._base is None:
+            return kept
+        folded = field.folded
+        surface = field.surface if field.aligned else None
+        for end_index, (bucket, back, adjust) in self._base.iter(folded):
+            start = end_index - back
+            end = end_index + adjust
+            for entry in bucket:
+                owner = entry[0]
+                if owner not in owners:
+                    continue
+                wanted = entry[3]  # the cased words of a case-sensitive term
+                if wanted is not None and not (
+                    surface.startswith(wanted, start + 1)
+                    if surface is not None
+                    else _case_ok(field, start, wanted, entry[2], entry[4])
+                ):
+                    continue
+                hits = kept.get(owner)
+                if hits is None:
+                    kept[owner] = [(owner, entry[1], start, end)]
+                    continue
+                last = hits[-1]
+                if start < last[3]:  # overlaps the last one: the longer wins
+                    if end - start > last[3] - last[2]:
+                        hits[-1] = (owner, entry[1], start, end)
+                    continue
+                hits.append((owner, entry[1], start, end))
+        return kept
+
+
+def _span_end(span: tuple[Any, Any, int, int]) -> int:
+    return span[3]
+
+
+def _resolve(
+    spans: Iterable[tuple[_Owner, Any, int, int]],
+) -> dict[_Owner, list[tuple[_Owner, Any, int, int]]]:
+    """``owner_hits`` of spans in order of where they end."""
+    kept: dict[_Owner, list[tuple[_Owner, Any, int, int]]] = {}
+    for span in spans:
+        hits = kept.get(span[0])
+        if hits is None:
+            kept[span[0]] = [span]
+            continue
+        last = hits[-1]
+        if span[2] < last[3]:
+            if span[3] - span[2] > last[3] - last[2]:
+                hits[-1] = span
+            continue
+        hits.append(span)
+    return kept
 
 
 def join(fields: Iterable[Field]) -> tuple[Field, list[int]]:
@@ -280,19 +416,18 @@ def join(fields: Iterable[Field]) -> tuple[Field, list[int]]:
 
 
 SEPARATOR = "\x00"  # never part of a key: keys hold only letters, digits and spaces
+_PADDED_SEPARATOR = f" {SEPARATOR} "  # folding keeps it, tokenising keeps it as a word
 
 
-def _case_ok(field: Field, start_char: int, entry: _Entry) -> bool:
-    """Does the cased surface at the hit equal the term's cased words?"""
-    wanted = entry.case_surface
-    assert wanted is not None
+def _case_ok(field: Field, start_char: int, wanted: str, ntokens: int, wildcard: bool) -> bool:
+    """Does the cased surface at the hit equal the term's cased words (``wanted``)?"""
     if field.aligned:
         # The key's own spaces already fixed where the words end.
         return field.surface.startswith(wanted, start_char + 1)
     start = field.folded.count(" ", 0, start_char)
-    words = field.surface.split(" ")[1 + start : 1 + start + entry.ntokens]
+    words = field.surface.split(" ")[1 + start : 1 + start + ntokens]
     joined = " ".join(words)
-    return joined.startswith(wanted) if entry.wildcard else joined == wanted
+    return joined.startswith(wanted) if wildcard else joined == wanted
 
 
 def leftmost_longest(hits: list[Hit]) -> list[Hit]:

@@ -1,8 +1,9 @@
 """The theme tagger: is an item about Pakistan, is the United States involved, which themes.
 
 Rules are data (``TaggerRules``, built from config/themes.toml by ``pipeline.rules``); this
-module reads no files. Every term of every rule is registered in one ``Matcher``; an item is
-scanned once per field (title, summary) and scored from the hits:
+module reads no files. Every term of every rule is registered in one ``Matcher``; an item's
+title and summary are normalised and scanned in one pass (``Matcher.owner_hits``) and the
+item is scored from the hits:
 
 - A *lexicon* is a named, weighted term set: the Pakistan anchor, US involvement, foreign
   places, and suppressors (sport, showbiz, local crime, routine weather, consumer notices).
@@ -10,7 +11,8 @@ scanned once per field (title, summary) and scored from the hits:
 - Score of a lexicon = sum over the distinct terms found of ``weight``, times the lexicon's
   ``title_weight`` when the term is in the title. Where two terms of one lexicon overlap the
   longer wins, so a zero-weight "US dollar" cancels "US" and "hunger strike" cancels
-  "strike". A term with ``requires`` counts only when that lexicon or theme fires too.
+  "strike". A term with ``requires`` counts only when that lexicon or theme fires on its
+  other terms (conditional terms are then added lexicon by lexicon, in the rules' order).
 - A lexicon *fires* when its score reaches its threshold. A theme is assigned when its
   score, less the penalty of every penalising lexicon that fired, reaches its threshold and
   its ``requires`` (all) / ``requires_any`` (one) lexicons or themes fire.
@@ -24,10 +26,12 @@ scanned once per field (title, summary) and scored from the hits:
   ``us_link`` is decided on every item.
 
 Evidence: ``evidence[theme_id]`` lists what the item said that counted for each assigned
-theme: the matched text as it stands in the item (after normalisation: Unicode forms, Urdu
-letter variants, diacritics, curly quotes and dashes), so "Pak-US", "سی پیک" or "State
-Department" rather than the rule or alias that matched, each once (compared ignoring case),
-title ones first, then in order of appearance; a negative term is shown with a leading "-".
+theme: each matched occurrence as it stands in the item (after normalisation: Unicode
+forms, Urdu letter variants, diacritics, curly quotes and dashes; a wildcard term by the
+whole word), so "Pak-US", "سی پیک", "U.S." or "State Department" rather than the rule or
+alias that matched, each once (compared ignoring case), title ones first, then in order of
+appearance; a negative term is shown with a leading "-". It is worked out only for the
+lexicons shown, from the spans kept for scoring.
 Scoring is unchanged by this: an alias's spellings count once however many of them the
 item uses, and the evidence lists each one it used. Keys starting with ``_`` are not
 themes: ``_pakistan`` (anchor terms), ``_us`` (US terms, when us_link), ``_source`` (what
@@ -48,8 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.core.matcher import Field, Matcher, compile_pattern, prepare_many
-from pipeline.core.text import fold_surface
+from pipeline.core.matcher import SEPARATOR, Matcher, Prepared, compile_pattern, prepare_fields
 
 THEME_IDS: tuple[str, ...] = (
     "counterterrorism",
@@ -266,7 +269,13 @@ class _Lex:
     theme_requires: tuple[int, ...] = ()
     theme_requires_any: tuple[int, ...] = ()
     theme_penalties: tuple[tuple[int, float], ...] = ()
+    theme_penalty_labels: tuple[tuple[int, float, str], ...] = ()  # with "_suppressed" text
     conditional: bool = False  # any term with ``requires``
+    wildcards: bool = False  # any term with a trailing wildcard
+    title_weights: list[float] = field(default_factory=list)  # per term: weight in the title
+    # Per term, how evidence shows it: None (weight 0: not shown), "" (as matched), "-"
+    # (negative: with a leading "-"), or (lexicon, "" or "-") when it has a condition.
+    shows: list[Any] = field(default_factory=list)
     canonical: list[int] = field(default_factory=list)  # term → first term of its group
 
 
@@ -282,62 +291,63 @@ class _Source:
 _ABBREVIATION = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
 
 
-class _Said:
-    """The item's text as matched, to quote in evidence. A hit is a span of the prepared
-    field (words joined by single spaces); its words are quoted from the normalised title
-    or summary with whatever stood between them there ("Pak-US", "U.S."), found on demand:
-    only for the lexicons shown, and only for hits of several words."""
-
-    __slots__ = ("_body_start", "_field", "_folded", "_texts")
-
-    def __init__(self, field: Field, body_start: int, title: str, summary: str) -> None:
-        self._field = field
-        self._body_start = body_start
-        self._texts = (title, summary)
-        self._folded: list[str | None] = [None, None]
-
-    def text(self, start: int, end: int) -> str:
-        field = self._field
+def _quote(prepared: Prepared, start: int, end: int, words: str, separator: int) -> str:
+    """The words of a hit (``start`` to ``end`` in the prepared field; ``words``: them
+    joined by single spaces, or "" to look them up) as the item has them: with what stood
+    between them there ("Pak-US", "U.S."), case and script as normalised. ``separator``:
+    where the fields are joined in ``prepared.text`` (-1 when there is one field)."""
+    if not words:  # case folding changed lengths ("ß"): count words instead of characters
+        field = prepared.field
         folded = field.folded
-        stop = folded.find(" ", end)  # the end of the last word (a wildcard hit ends inside)
-        if field.aligned:
-            words = field.surface[start + 1 : stop]
-        else:  # case folding changed lengths (e.g. "ß"): count words instead of characters
-            first = folded.count(" ", 0, start)
-            count = folded.count(" ", start + 1, stop) + 1
-            words = " ".join(field.surface.split(" ")[1 + first : 1 + first + count])
+        stop = folded.find(" ", end)
+        first = folded.count(" ", 0, start)
+        count = folded.count(" ", start + 1, stop) + 1
+        words = " ".join(field.surface.split(" ")[1 + first : 1 + first + count])
         if " " not in words:
-            return words  # one word: the same in the item as in the field
-        part = 0 if start < self._body_start else 1
-        text = self._folded[part]
-        if text is None:
-            text = self._folded[part] = fold_surface(self._texts[part])
-        quoted = _find_words(text, tuple(words.split(" ")))
-        return quoted or words
-
-
-def _find_words(text: str, words: tuple[str, ...]) -> str:
-    """The first place ``text`` has ``words`` as whole words in a row, with what separates
-    them there, or "" when it has not."""
-    pattern = _words_pattern(words)
-    first = words[0]
-    position = text.find(first)
+            return words
+    # The words lie in the normalised text no earlier than in the field, which has single
+    # spaces between words and none before the first: search from there.
+    text = prepared.text
+    offsets = prepared.offsets
+    if separator >= 0 and start >= offsets[1]:  # in the second field (the summary)
+        limit = len(text)
+        lowest = separator + 2 + start - offsets[1]
+    else:
+        limit = separator - 1 if separator >= 0 else len(text)
+        lowest = start
+    size = len(words)
+    after = lowest + size
+    if (
+        text[lowest:after] == words
+        and (after == limit or not text[after].isalnum())
+        and (lowest == 0 or not text[lowest - 1].isalnum())
+    ):
+        return words  # where it can first be, and as the field has it
+    head = words.partition(" ")[0]
+    pattern = None
+    position = text.find(head, lowest, limit)
     while position >= 0:
         if position == 0 or not text[position - 1].isalnum():
-            match = pattern.match(text, position)
+            after = position + size
+            if text[position:after] == words and (after == limit or not text[after].isalnum()):
+                return words  # separated by single spaces there too
+            if pattern is None:
+                pattern = _words_pattern(words)
+            match = pattern.match(text, position, limit)
             if match is not None:
                 found = match.group()
                 after = match.end()
                 if text[after : after + 1] == "." and _ABBREVIATION.fullmatch(found):
                     found += "."  # "U.S." rather than "U.S"
                 return found
-        position = text.find(first, position + 1)
-    return ""
+        position = text.find(head, position + 1, limit)
+    return words
 
 
 @functools.lru_cache(maxsize=4096)
-def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"[\W_]+".join(re.escape(word) for word in words) + r"(?![^\W_])")
+def _words_pattern(words: str) -> re.Pattern[str]:
+    """``words`` (joined by single spaces) as whole words separated by anything else."""
+    return re.compile(r"[\W_]+".join(re.escape(word) for word in words.split(" ")) + r"(?![^\W_])")
 
 
 class Tagger:
@@ -383,18 +393,34 @@ class Tagger:
                 except ValueError as error:
                     raise ValueError(f"{owner}: {error}") from error
                 lex.weights.append(term.weight)
+                lex.wildcards = lex.wildcards or pattern.wildcard
                 lex.requires.append(ref(term.requires, owner) if term.requires else -1)
                 lex.canonical.append(
                     first_of.setdefault(term.group, number) if term.group else number
                 )
-                patterns.append((pattern, number))
+                patterns.append((pattern, lex.canonical[number]))  # its group counts once
             lex.conditional = any(needed >= 0 for needed in lex.requires)
+            lex.title_weights = [weight * lex.title_weight for weight in lex.weights]
+            lex.shows = [
+                None
+                if weight == 0
+                else (needed, "-" if weight < 0 else "")
+                if needed >= 0
+                else ("-" if weight < 0 else "")
+                for weight, needed in zip(lex.weights, lex.requires, strict=True)
+            ]
             self._matcher.add(position, patterns)
             if lex.theme is not None:
                 lex.theme_requires = tuple(ref(n, owner) for n in lex.theme.requires)
                 lex.theme_requires_any = tuple(ref(n, owner) for n in lex.theme.requires_any)
                 lex.theme_penalties = tuple(
                     (ref(n, owner), amount) for n, amount in lex.theme.penalties
+                )
+                lex.theme_penalty_labels = tuple(
+                    (needed, amount, f"{n}:-{amount:g}>{owner}")
+                    for (needed, amount), n in zip(
+                        lex.theme_penalties, (n for n, _ in lex.theme.penalties), strict=True
+                    )
                 )
         self._lex = lexicons
         self._anchor = ref(rules.anchor, "anchor")
@@ -403,7 +429,39 @@ class Tagger:
         cancel = rules.prior.cancel_lexicon
         self._cancel = ref(cancel, "prior.cancel_lexicon") if cancel else -1
         self._penalties = tuple((ref(n, "penalties"), amount) for n, amount in rules.penalties)
+        self._penalty_labels = tuple(
+            (owner, amount, f"{lexicons[owner].id}:-{amount:g}")
+            for owner, amount in self._penalties
+        )
+        self._rounded: dict[float, float] = {}  # score → round(score, 2), for the few sums
         self._themes = [index[theme.id] for theme in rules.themes]
+        self._theme_range = (len(rules.lexicons), len(rules.lexicons) + len(rules.themes) - 1)
+        assert self._themes == list(range(self._theme_range[0], self._theme_range[1] + 1))
+        self._thresholds = [lex.threshold for lex in lexicons]
+        self._conditional = any(lex.conditional for lex in lexicons)
+        # The cancel lexicon when no rule refers to it: only its presence is looked at.
+        referenced = {self._anchor, self._us, self._text_anchor, *self._themes}
+        referenced.update(owner for owner, _ in self._penalties)
+        for lex in lexicons:
+            referenced.update(needed for needed in lex.requires if needed >= 0)
+            referenced.update(lex.theme_requires, lex.theme_requires_any)
+            referenced.update(owner for owner, _ in lex.theme_penalties)
+        self._presence_only = self._cancel if self._cancel not in referenced else -1
+        self._owners = frozenset(range(len(lexicons)))  # the rules' owner ids on the matcher
+        # Without the source prior, a cancel lexicon no rule refers to does not matter.
+        self._owners_no_prior = self._owners - {self._presence_only}
+        # Per lexicon: (per term (weight in the summary, weight in the title), requires or
+        # None when no term has a condition); (None, None) for the cancel lexicon when only
+        # its presence counts.
+        self._weighing: list[tuple[Any, Any]] = [
+            (None, None)
+            if owner == self._presence_only
+            else (
+                list(zip(lex.weights, lex.title_weights, strict=True)),
+                lex.requires if lex.conditional else None,
+            )
+            for owner, lex in enumerate(lexicons)
+        ]
         self._sources = rules.sources
         self._source_cache: dict[tuple[str, str], _Source] = {}
         self._matcher.rebuild()
@@ -431,57 +489,55 @@ class Tagger:
         summary = item.summary or ""
         if "<" in summary or "&" in summary:  # markup or entities: the words only
             summary = plain_text(summary)
-        both, offsets = prepare_many(item.title or "", summary)
-        body_start = offsets[1]
-        # Per lexicon: term number → found in the title? Overlapping hits of one lexicon:
-        # the longer wins. Spans arrive ordered by where they end, so each lexicon's latest
-        # hit waits in ``pending`` until the next one shows it was not inside a longer one.
-        found: dict[int, dict[int, bool]] = {}
-        pending: dict[int, tuple[int, int, int]] = {}  # owner → (start, end, term)
-        spans = self._matcher.spans(both)
-        for owner, number, start, end in spans:
-            if type(owner) is not int:
-                continue  # another owner's term (a watchlist) on the shared matcher
-            previous = pending.get(owner)
-            if previous is not None:
-                if start < previous[1]:  # overlaps the pending hit: keep the longer
-                    if end - start > previous[1] - previous[0]:
-                        pending[owner] = (start, end, number)
-                    continue
-                self._commit(found, owner, previous, body_start)
-            pending[owner] = (start, end, number)
-        for owner, previous in pending.items():
-            self._commit(found, owner, previous, body_start)
+        prepared = prepare_fields(item.title or "", summary)
+        body_start = prepared.offsets[1]
+        source = self._source_cache.get((item.feed_url or "", item.source or ""))
+        if source is None:
+            source = self._source_evidence(item)
+        # Per lexicon, the hits that count, in order; of overlapping hits of one lexicon,
+        # the longer ("US dollar" over "US"). A hit's term is the first of its group (an
+        # alias's spellings), so that the group counts once.
+        kept = self._matcher.owner_hits(
+            prepared.field, self._owners if source.anchor_weight else self._owners_no_prior
+        )
 
-        # Phase 1: unconditional terms.
+        # Phase 1: unconditional terms. Each term counts once, in the title when any of its
+        # hits is there; title hits come before body ones, so its first hit tells.
         scores: dict[int, float] = {}
-        for owner, terms in found.items():
-            lex = lexicons[owner]
-            weights = lex.weights
-            title_weight = lex.title_weight
+        weighing = self._weighing
+        for owner, hits in kept.items():
+            weights, requires = weighing[owner]
+            if weights is None:
+                continue  # the cancel lexicon, when no rule refers to it: only its presence
+            if requires is None and len(hits) == 1:
+                first = hits[0]
+                scores[owner] = 0.0 + weights[first[1]][first[2] < body_start]
+                continue
             total = 0.0
-            if lex.conditional:
-                requires = lex.requires
-                for number, in_title in terms.items():
-                    if requires[number] < 0:
-                        total += weights[number] * title_weight if in_title else weights[number]
-            else:
-                for number, in_title in terms.items():
-                    total += weights[number] * title_weight if in_title else weights[number]
+            counted: set[int] = set()
+            for _, number, start, _ in hits:
+                if number in counted:
+                    continue
+                counted.add(number)
+                if requires is None or requires[number] < 0:
+                    total += weights[number][start < body_start]
             scores[owner] = total
 
         # Source prior: the anchor and US involvement.
-        source = self._source_evidence(item)
         evidence: dict[str, list[str]] = {}
         anchor_text = scores.get(self._anchor, 0.0)
         if source.anchor_weight:
-            anchor_terms = found.get(self._anchor)
-            foreign_terms = found.get(self._cancel) if self._cancel >= 0 else None
+            anchor_hits = kept.get(self._anchor)
+            foreign_hits = kept.get(self._cancel)
             # Wire copy about elsewhere: a foreign title without a Pakistani name in it, or
-            # foreign names in the text and no Pakistani one anywhere.
-            if foreign_terms and (
-                (any(foreign_terms.values()) and not (anchor_terms and any(anchor_terms.values())))
-                or not anchor_terms
+            # foreign names in the text and no Pakistani one anywhere. (Title hits come
+            # first: a lexicon's first hit tells whether it has one in the title.)
+            if foreign_hits and (
+                (
+                    foreign_hits[0][2] < body_start
+                    and not (anchor_hits and anchor_hits[0][2] < body_start)
+                )
+                or not anchor_hits
             ):
                 evidence["_source"] = [source.cancelled]  # "cancelled by foreign names"
             else:
@@ -493,20 +549,32 @@ class Tagger:
             scores[self._us] = scores.get(self._us, 0.0) + source.us_weight
             evidence.setdefault("_source", []).append(source.us_label)
 
-        fired = {owner for owner, score in scores.items() if score >= lexicons[owner].threshold}
-        if anchor_text >= lexicons[self._anchor].threshold:
+        thresholds = self._thresholds
+        fired: set[int] = set()
+        for owner, score in scores.items():
+            if score >= thresholds[owner]:
+                fired.add(owner)
+        if anchor_text >= thresholds[self._anchor]:
             fired.add(self._text_anchor)
-        # Phase 2: conditional terms, now that we know what fired.
-        for owner, terms in found.items():
+        # Phase 2: conditional terms, now that we know what fired, lexicon by lexicon in
+        # the order of the rules (a lexicon whose conditional terms make it fire, or stop
+        # short, counts as such for the ones after it).
+        for owner in sorted(kept) if self._conditional else ():
             lex = lexicons[owner]
             if not lex.conditional:
                 continue
+            hits = kept[owner]
             extra = 0.0
-            for number, in_title in terms.items():
+            counted = set()
+            for _, number, start, _ in hits:
+                if number in counted:
+                    continue
+                counted.add(number)
                 needed = lex.requires[number]
                 if needed >= 0 and needed in fired:
-                    weight = lex.weights[number]
-                    extra += weight * lex.title_weight if in_title else weight
+                    extra += (
+                        lex.title_weights[number] if start < body_start else lex.weights[number]
+                    )
             if extra:
                 scores[owner] = scores.get(owner, 0.0) + extra
                 if scores[owner] >= lex.threshold:
@@ -516,34 +584,39 @@ class Tagger:
 
         penalty = 0.0
         suppressed: list[str] = []
-        for owner, amount in self._penalties:
+        for owner, amount, label in self._penalty_labels:
             if owner in fired:
                 penalty += amount
-                suppressed.append(f"{lexicons[owner].id}:-{amount:g}")
+                suppressed.append(label)
 
         anchored = self._anchor in fired
         us_link = self._us in fired
         themes: list[int] = []
         theme_scores: dict[str, float] = {}
-        for owner in self._themes:
-            raw = scores.get(owner)
-            if raw is None:
+        rounded = self._rounded
+        first_theme, last_theme = self._theme_range
+        for owner in sorted(scores):  # themes in their order: the order of their ids
+            if owner < first_theme or owner > last_theme:
                 continue
+            raw = scores[owner]
             lex = lexicons[owner]
             score = raw - penalty
-            for needed, amount in lex.theme_penalties:
+            for needed, amount, label in lex.theme_penalty_labels:
                 if needed in fired:
                     score -= amount
-                    suppressed.append(f"{lexicons[needed].id}:-{amount:g}>{lex.id}")
+                    suppressed.append(label)
             if score > 0:
-                theme_scores[lex.id] = round(score, 2)
+                shown = rounded.get(score)
+                if shown is None:
+                    if len(rounded) > 50_000:
+                        rounded.clear()
+                    shown = rounded[score] = round(score, 2)
+                theme_scores[lex.id] = shown
             if score < lex.threshold:
                 continue
-            if any(needed not in fired for needed in lex.theme_requires):
+            if not fired.issuperset(lex.theme_requires):
                 continue
-            if lex.theme_requires_any and not any(
-                needed in fired for needed in lex.theme_requires_any
-            ):
+            if lex.theme_requires_any and fired.isdisjoint(lex.theme_requires_any):
                 continue
             themes.append(owner)
 
@@ -551,81 +624,76 @@ class Tagger:
         if not relevant:
             themes = []
         # Evidence, for the lexicons shown only: what the item said that counted.
-        keys = {owner: lexicons[owner].id for owner in themes}
-        if self._anchor in found:
-            keys[self._anchor] = "_pakistan"
-        if us_link and self._us in found:
-            keys[self._us] = "_us"
-        if keys:
-            said = _Said(both, body_start, item.title or "", summary)
-            for owner, words in self._evidence(spans, keys, fired, said).items():
-                evidence[keys[owner]] = words
+        shown_lexicons: list[tuple[str, list[tuple[Any, Any, int, int]]]] = []
+        theme_ids: list[str] = []
+        for owner in themes:
+            theme_ids.append(lexicons[owner].id)
+            shown_lexicons.append((theme_ids[-1], kept[owner]))
+        if self._anchor in kept:
+            shown_lexicons.append(("_pakistan", kept[self._anchor]))
+        if us_link and self._us in kept:
+            shown_lexicons.append(("_us", kept[self._us]))
+        if shown_lexicons:
+            self._evidence(shown_lexicons, fired, prepared, evidence)
         if suppressed:
             evidence["_suppressed"] = suppressed
-        theme_ids = [lexicons[owner].id for owner in themes]
         return TagResult(item.id, relevant, us_link, theme_ids, theme_scores, evidence)
-
-    def _commit(
-        self,
-        found: dict[int, dict[int, bool]],
-        owner: int,
-        hit: tuple[int, int, int],
-        body_start: int,
-    ) -> None:
-        number = self._lex[owner].canonical[hit[2]]  # an alias's spellings count once
-        terms = found.get(owner)
-        if terms is None:
-            found[owner] = {number: hit[0] < body_start}
-        elif hit[0] < body_start:
-            terms[number] = True
-        elif number not in terms:
-            terms[number] = False
 
     def _evidence(
         self,
-        spans: list[tuple[Any, Any, int, int]],
-        owners: Mapping[int, str],
+        shown: list[tuple[str, list[tuple[Any, Any, int, int]]]],
         fired: set[int],
-        said: _Said,
-    ) -> dict[int, list[str]]:
-        """For each of ``owners``: the matched text of the hits that counted (the hits
-        ``tag`` kept, longer over shorter, whose term has a weight and whose condition
-        holds), each once, compared ignoring case, in order (title first)."""
-        kept: dict[int, list[tuple[int, int, int]]] = {owner: [] for owner in owners}
-        pending: dict[int, tuple[int, int, int]] = {}
-        for owner, number, start, end in spans:
-            if owner not in kept:
-                continue
-            previous = pending.get(owner)
-            if previous is not None:
-                if start < previous[1]:  # overlaps the pending hit: keep the longer
-                    if end - start > previous[1] - previous[0]:
-                        pending[owner] = (start, end, number)
-                    continue
-                kept[owner].append(previous)
-            pending[owner] = (start, end, number)
-        for owner, previous in pending.items():
-            kept[owner].append(previous)
-        evidence: dict[int, list[str]] = {}
-        for owner, hits in kept.items():
-            lex = self._lex[owner]
+        prepared: Prepared,
+        evidence: dict[str, list[str]],
+    ) -> None:
+        """Fill ``evidence[key]`` for each lexicon's ``hits`` (kept by ``tag``) in ``shown``:
+        the hits that counted (the term has a weight and its condition holds), each quoted
+        as the item has it, once for the same words (ignoring case and what separates
+        them), in order: title first."""
+        lexicons = self._lex
+        field = prepared.field
+        folded = field.folded
+        surface = field.surface if field.aligned else None
+        quoted: dict[tuple[int, int], str] = {}  # a hit's span → its words as in the item
+        separator = -2  # where prepared.text joins the fields, once needed
+        for key, hits in shown:
+            lex = lexicons[hits[0][0]]
+            shows = lex.shows
+            conditional = lex.conditional
+            wildcards = lex.wildcards
             words: list[str] = []
-            seen: set[str] = set()
-            for start, end, number in hits:
-                number = lex.canonical[number]
-                weight = lex.weights[number]
-                needed = lex.requires[number]
-                if weight == 0 or (needed >= 0 and needed not in fired):
+            seen: dict[str, None] = {}
+            for _, number, start, end in hits:
+                show = shows[number]  # see _Lex.shows
+                if show is None:
                     continue
-                text = said.text(start, end)
-                if weight < 0:
-                    text = "-" + text
-                key = text.casefold()
-                if key not in seen:
-                    seen.add(key)
-                    words.append(text)
-            evidence[owner] = words
-        return evidence
+                if conditional and type(show) is tuple:
+                    if show[0] not in fired:
+                        continue
+                    show = show[1]
+                # The hit's words, folded, to the end of the last (a wildcard hit ends
+                # inside it): a repeat is skipped before any quoting.
+                stop = folded.find(" ", end) if wildcards and folded[end] != " " else end
+                said = show + folded[start + 1 : stop] if show else folded[start + 1 : stop]
+                if said in seen:
+                    continue
+                seen[said] = None
+                if surface is not None:
+                    text = surface[start + 1 : stop]
+                    if " " in text:  # several words: as the item separates them
+                        known = quoted.get((start, stop))
+                        if known is None:
+                            if separator == -2:
+                                separator = prepared.text.find(SEPARATOR)
+                            known = _quote(prepared, start, stop, text, separator)
+                            quoted[start, stop] = known
+                        text = known
+                else:  # case folding changed lengths ("ß"): count words instead
+                    if separator == -2:
+                        separator = prepared.text.find(SEPARATOR)
+                    text = _quote(prepared, start, stop, "", separator)
+                words.append(show + text if show else text)
+            evidence[key] = words
 
     def _source_evidence(self, item: TagInput) -> _Source:
         """What the item's source contributes (cached per feed URL and source name)."""

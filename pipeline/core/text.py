@@ -9,8 +9,10 @@ character, which holds in Urdu too (no regex ``\\b``, which fails on Arabic scri
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Arabic-script letters that Urdu sites type in several ways → one form each.
@@ -71,25 +73,31 @@ _PUNCT_FOLD = str.maketrans(
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
 
-def _marks_class(first: int, last: int) -> re.Pattern[str]:
-    """A character class of every combining mark (canonical combining class > 0) in
-    [first, last). Every such code point lies below U+20000, so the scans are short (~10 ms
-    at import) and stripping runs in C instead of a Python loop over each character. The
-    Basic Multilingual Plane gets its own class because the regex engine compiles a BMP-only
-    class to a bitmap, while one spanning planes is a slow list of ranges.
+def _class_body(spans: tuple[tuple[int, int], ...], wanted: Callable[[str], bool]) -> str:
+    """The inside of a regex character class: the code points of the half-open ``spans``
+    for which ``wanted`` holds, as ranges. A class within the Basic Multilingual Plane
+    compiles to a bitmap, so a search runs in C at a few nanoseconds a character; one
+    spanning planes is a slow list of ranges, hence separate classes for the astral planes.
     """
     ranges: list[tuple[int, int]] = []
-    for code in range(first, last):
-        if unicodedata.combining(chr(code)):
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1] = (ranges[-1][0], code)
-            else:
-                ranges.append((code, code))
-    parts = "".join(
+    for first, last in spans:
+        for code in range(first, last):
+            if wanted(chr(code)):
+                if ranges and ranges[-1][1] == code - 1:
+                    ranges[-1] = (ranges[-1][0], code)
+                else:
+                    ranges.append((code, code))
+    return "".join(
         re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
         for a, b in ranges
     )
-    return re.compile(f"[{parts}]+")
+
+
+def _marks_class(first: int, last: int) -> re.Pattern[str]:
+    """A character class of every combining mark (canonical combining class > 0) in
+    [first, last). Every such code point lies below U+20000, so the scans are short (~10 ms
+    at import) and stripping runs in C instead of a Python loop over each character."""
+    return re.compile(f"[{_class_body(((first, last),), lambda c: unicodedata.combining(c) > 0)}]+")
 
 
 _MARKS = _marks_class(0, 0x10000)
@@ -97,19 +105,33 @@ _ASTRAL_MARKS = _marks_class(0x10000, 0x20000)
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
-# Both folding tables as one map and one character class, so a single regex pass touches
-# only the characters that change (str.translate with a dict looks up every character).
-# The tables' keys are disjoint and no replacement is itself a key, so one pass equals two.
+# Both folding tables as one map. Folding checks each key with ``in`` and replaces the ones
+# present with str.replace: a few dozen scans in C, several times faster than a regex pass
+# with a Python call per occurrence or str.translate with a dict (a Python lookup per
+# character). The keys are single characters, disjoint between the tables, and no
+# replacement is itself a key, so the order of the replacements does not matter.
 _FOLD_MAP: dict[str, str] = {
     chr(code): ("" if value is None else value if isinstance(value, str) else chr(value))
     for table in (_URDU_FOLD, _PUNCT_FOLD)
     for code, value in table.items()
 }
-_FOLD_CHARS = re.compile("[" + "".join(re.escape(ch) for ch in _FOLD_MAP) + "]")
+# Urdu punctuation is in nearly every Urdu sentence: look for each with ``in``; the other
+# keys are rare (letter variants, typographic punctuation): one regex pass tells whether
+# to look for them.
+_FOLD_FREQUENT = tuple((char, _FOLD_MAP[char]) for char in "\u06d4\u060c\u061f")
+_FOLD_OTHERS = tuple(item for item in _FOLD_MAP.items() if item not in _FOLD_FREQUENT)
+_FOLD_RARE = re.compile("[" + "".join(re.escape(char) for char, _ in _FOLD_OTHERS) + "]")
+
+# Letters and digits of the Latin and Arabic-script blocks. Text made of ASCII and these
+# alone has no combining mark (marks are not letters) and nothing to compose, and its words
+# can be split bytewise. The negated class finds any other character (a bitmap: C speed).
+_WORD_RANGES = ((0x80, 0x250), (0x600, 0x700), (0x750, 0x780), (0x8A0, 0x900), (0xFB50, 0xFF00))
+_NOT_PLAIN = re.compile(f"[^\\x00-\\x7f{_class_body(_WORD_RANGES, str.isalnum)}]")
 
 
-def _fold_char(match: re.Match[str]) -> str:
-    return _FOLD_MAP[match.group()]
+# The usual Arabic-script diacritics: harakat, tanwin, shadda, sukun, hamza and madda
+# marks, superscript alef.
+_ARABIC_MARKS = (*(chr(code) for code in range(0x064B, 0x0660)), "\u0670")
 
 
 def _strip_marks(text: str) -> str:
@@ -123,14 +145,100 @@ def _strip_marks(text: str) -> str:
     return decomposed
 
 
+def _fold_full(text: str) -> tuple[str, bool]:
+    """``fold_surface`` of any text the long way (NFKC, letter and punctuation variants,
+    marks, NFC), and whether the result is known to be plain (see ``_NOT_PLAIN``)."""
+    text = unicodedata.normalize("NFKC", text)
+    for char, folded in _FOLD_FREQUENT:
+        if char in text:
+            text = text.replace(char, folded)
+    if _FOLD_RARE.search(text):
+        for char, folded in _FOLD_OTHERS:
+            if char in text:
+                text = text.replace(char, folded)
+    if text.isascii():
+        return text, True
+    if unicodedata.is_normalized("NFD", text):  # nothing to decompose (most Urdu prose)
+        if not _NOT_PLAIN.search(text):
+            return text, True  # and no mark to drop: nothing composes either
+        # Urdu diacritics: drop them with str.replace (a regex pass over Arabic text is
+        # slow), then look again
+        for mark in _ARABIC_MARKS:
+            if mark in text:
+                text = text.replace(mark, "")
+        if not _NOT_PLAIN.search(text):
+            return text, True
+    return unicodedata.normalize("NFC", _strip_marks(text)), False
+
+
+def _ascii_folds() -> dict[str, str]:
+    """Characters that fold to ASCII on their own, whatever surrounds them: those whose
+    compatibility decomposition is ASCII letters followed only by combining marks (accented
+    Latin letters, ligatures, full-width forms, "…", no-break spaces) and the punctuation of
+    the fold tables that folds to ASCII. In text made of ASCII and these characters alone,
+    NFKC decomposes each on its own and composes nothing across them, so folding the text
+    is replacing each such character by its own fold (the fast path of English copy)."""
+    codes = [
+        *range(0x80, 0x250),  # Latin-1, Latin Extended-A and -B
+        *range(0x1E00, 0x1F00),  # Latin Extended Additional
+        *range(0x2000, 0x2190),  # punctuation, spaces, super/subscripts, letterlike, numbers
+        *range(0x2460, 0x2500),  # enclosed alphanumerics
+        *range(0xFB00, 0xFB07),  # Latin ligatures
+        *range(0xFF01, 0xFF5F),  # full-width ASCII
+        0x3000,  # ideographic space
+        *(ord(char) for char in _FOLD_MAP),
+    ]
+    folds: dict[str, str] = {}
+    for code in codes:
+        char = chr(code)
+        decomposed = unicodedata.normalize("NFKD", char)
+        if decomposed == char:
+            simple = char in _FOLD_MAP
+        else:
+            simple = decomposed[0].isascii() and all(
+                part.isascii() or unicodedata.combining(part) for part in decomposed
+            )
+        if simple:
+            folded = _fold_full(char)[0]
+            if folded.isascii():
+                folds[char] = folded
+    return folds
+
+
+_ASCII_FOLD = _ascii_folds()
+_TYPOGRAPHY = tuple(
+    (char, _ASCII_FOLD[char]) for char in "\u2019\u2013\u2026\u201c\u201d\u2018\u2014\u00a0"
+)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _fold(text: str) -> tuple[str, bool]:
+    """``fold_surface``, and whether the result is known to be plain (``_NOT_PLAIN``)."""
+    if text.isascii():  # nothing below changes plain ASCII: the common fast path
+        return text, True
+    # Mostly ASCII (English copy with curly quotes, dashes, "…", an accented name): when
+    # every other character folds to ASCII on its own, replace those few and be done. The
+    # usual typography first, with ``in`` (a scan in C); then any others, by regex.
+    folded = text
+    for char, ascii in _TYPOGRAPHY:
+        if char in folded:
+            folded = folded.replace(char, ascii)
+    if folded.isascii():
+        return folded, True
+    if len(folded) - len(folded.encode("ascii", "ignore")) < 32:  # a few others at most
+        others = set(_NON_ASCII.findall(folded))
+        if others <= _ASCII_FOLD.keys():
+            for char in others:
+                folded = folded.replace(char, _ASCII_FOLD[char])
+            return folded, True
+    return _fold_full(text)
+
+
 def fold_surface(text: str) -> str:
     """Normalise everything except case: NFKC, marks, letter variants, punctuation."""
-    if text.isascii():  # nothing below changes plain ASCII: the common fast path
+    if text.isascii():
         return text
-    text = unicodedata.normalize("NFKC", text)
-    text = _FOLD_CHARS.sub(_fold_char, text)
-    text = _strip_marks(text)
-    return unicodedata.normalize("NFC", text)
+    return _fold(text)[0]
 
 
 def normalize(text: str) -> str:
@@ -165,17 +273,106 @@ _ASCII_WORD_BYTES = bytes(
 
 def joined_words(text: str) -> str:
     """``" ".join(surface_words(text))``, faster: plain ASCII (most English copy once folded)
-    is split by a byte table in C instead of the Unicode word regex."""
-    return join_folded_words(fold_surface(text))
+    and Urdu prose are split by a byte table in C instead of the Unicode word regex."""
+    return fold_words(text)[1]
 
 
-def join_folded_words(surface: str) -> str:
-    """The words of already folded (``fold_surface``) text joined by single spaces."""
+def fold_words(text: str, keep: str = "") -> tuple[str, str, str]:
+    """The matcher's hot path, in one go: ``fold_surface(text)``, its words joined by
+    single spaces (``join_folded_words``), and those case-folded.
+
+    ``keep``: an ASCII character that is not a word character (a field break), kept as a
+    word of its own; the caller puts spaces around it."""
+    if text.isascii():
+        surface, plain = text, True
+    else:
+        surface, plain = _fold(text)
     if surface.isascii():
-        return b" ".join(surface.encode("ascii").translate(_ASCII_WORD_BYTES).split()).decode(
-            "ascii"
-        )
-    return " ".join(_TOKEN.findall(surface))
+        table = _ASCII_TABLES.get(keep) or _ascii_table(keep)
+        words = b" ".join(surface.encode("ascii").translate(table).split()).decode("ascii")
+        return surface, words, words.lower()
+    if plain or not _NOT_PLAIN.search(surface):
+        data = _utf8_words(surface, keep)
+        words = data.decode("utf-8")
+        for lead in _LATIN_LEADS:
+            if lead in data:
+                return surface, words, _casefold_plain(words)
+        # No cased letters but ASCII ones (Arabic script has no case): lower those bytewise;
+        # the bytes of other characters are >= 0x80 and stay as they are.
+        lowered = data.lower()
+        return surface, words, words if lowered == data else lowered.decode("utf-8")
+    words = " ".join((_token_or(keep) if keep else _TOKEN).findall(surface))
+    return surface, words, words.casefold()
+
+
+def join_folded_words(surface: str, keep: str = "") -> str:
+    """The words of already folded (``fold_surface``) text joined by single spaces.
+
+    ``keep``: as for ``fold_words``."""
+    if surface.isascii():
+        table = _ASCII_TABLES.get(keep) or _ascii_table(keep)
+        return b" ".join(surface.encode("ascii").translate(table).split()).decode("ascii")
+    if not _NOT_PLAIN.search(surface):
+        return _utf8_words(surface, keep).decode("utf-8")
+    return " ".join((_token_or(keep) if keep else _TOKEN).findall(surface))
+
+
+def _utf8_words(surface: str, keep: str) -> bytes:
+    """The words of plain text (every non-ASCII character a letter or digit, e.g. Urdu
+    prose, whose punctuation folds to ASCII): its UTF-8 bytes split on the ASCII separators,
+    in C. A multi-byte character's bytes are all >= 0x80, which the table keeps."""
+    table = _UTF8_TABLES.get(keep) or _utf8_table(keep)
+    return b" ".join(surface.encode("utf-8").translate(table).split())
+
+
+# The UTF-8 lead bytes of U+0080-U+024F, the only cased letters of plain text besides ASCII.
+_LATIN_LEADS = range(0xC2, 0xCA)  # ints: ``int in bytes`` is a memchr
+
+_UTF8_WORD_BYTES = bytes(
+    code if code >= 0x80 or chr(code).isalnum() else 0x20 for code in range(256)
+)
+
+
+@functools.cache
+def _ascii_table(keep: str) -> bytes:
+    return bytes(
+        code if (code < 0x80 and chr(code).isalnum()) or chr(code) == keep else 0x20
+        for code in range(256)
+    )
+
+
+@functools.cache
+def _utf8_table(keep: str) -> bytes:
+    return bytes(
+        code if code >= 0x80 or chr(code).isalnum() or chr(code) == keep else 0x20
+        for code in range(256)
+    )
+
+
+_ASCII_TABLES = {"": _ASCII_WORD_BYTES, "\x00": _ascii_table("\x00")}
+_UTF8_TABLES = {"": _UTF8_WORD_BYTES, "\x00": _utf8_table("\x00")}
+
+
+@functools.cache
+def _token_or(keep: str) -> re.Pattern[str]:
+    return re.compile(r"[^\W_]+|" + re.escape(keep))
+
+
+def _casefold_plain(words: str) -> str:
+    """``words.casefold()`` of plain text: ``lower()`` (about twice as fast) unless it has
+    one of the few Latin letters on which the two disagree."""
+    for char in _CASEFOLD_ONLY:
+        if char in words:
+            return words.casefold()
+    return words.lower()
+
+
+_CASEFOLD_ONLY = tuple(
+    chr(code)
+    for first, last in _WORD_RANGES
+    for code in range(first, last)
+    if chr(code).lower() != chr(code).casefold()
+)
 
 
 def token_texts(text: str) -> list[str]:

@@ -10,6 +10,7 @@ from pipeline.core.matcher import (
     compile_pattern,
     leftmost_longest,
     prepare,
+    prepare_fields,
     prepare_many,
 )
 
@@ -133,3 +134,42 @@ def test_prepare_folds_case_and_keeps_the_surface() -> None:
 def test_leftmost_longest_keeps_the_longer_overlapping_hit() -> None:
     hits = [Hit("x", "US", 2, 3), Hit("x", "to the US", 0, 3), Hit("x", "aid", 4, 5)]
     assert leftmost_longest(hits) == [Hit("x", "to the US", 0, 3), Hit("x", "aid", 4, 5)]
+
+
+def _resolved(spans: list[tuple[object, object, int, int]]) -> dict[object, list[object]]:
+    """The reference for owner_hits: spans in order of their end, per owner, an overlapping
+    span replacing the owner's last one when longer and dropped otherwise."""
+    kept: dict[object, list[tuple[object, object, int, int]]] = {}
+    for span in sorted(spans, key=lambda span: span[3]):
+        hits = kept.setdefault(span[0], [])
+        if hits and span[2] < hits[-1][3]:
+            if span[3] - span[2] > hits[-1][3] - hits[-1][2]:
+                hits[-1] = span
+            continue
+        hits.append(span)
+    return kept  # type: ignore[return-value]
+
+
+def test_owner_hits_resolves_overlaps_per_owner_and_skips_other_owners() -> None:
+    m = Matcher()
+    m.add(1, [("US", True, "us"), ("US dollar", False, "usd"), ("dollar", False, "dollar")])
+    m.add(2, [("US", True, "us2"), ("sanction*", False, "sanction")])
+    m.rebuild()
+    m.add("watch:1", [("dollar", False, "w"), ("US sanctions", False, "w2")])  # delta
+    field, _ = prepare_many("US dollar slides", "us sanctions on the US, the dollar")
+    kept = m.owner_hits(field, {1, 2})
+    assert [hit[1] for hit in kept[1]] == ["usd", "us", "dollar"]  # "us" (lower) is no US
+    assert [hit[1] for hit in kept[2]] == ["us2", "sanction", "us2"]
+    assert "watch:1" not in kept
+    wanted = {1, 2}
+    assert kept == _resolved([span for span in m.spans(field) if span[0] in wanted])
+    # An owner with keys in the delta automaton: both automata, merged in order.
+    everyone = {1, 2, "watch:1"}
+    assert m.owner_hits(field, everyone) == _resolved(m.spans(field))
+
+
+def test_prepare_fields_keeps_the_normalised_text_of_each_field() -> None:
+    prepared = prepare_fields("Pak–US ties", "The “U.S.” said…")
+    assert prepared.text == 'Pak-US ties \x00 The "U.S." said...'
+    assert (prepared.field, prepared.offsets) == prepare_many("Pak–US ties", "The “U.S.” said…")
+    assert prepared.field.surface == " Pak US ties \x00 The U S said "

@@ -221,6 +221,35 @@ def test_evidence_is_deduplicated_ignoring_case_and_keeps_the_first(tagger: Tagg
     assert result.evidence["_pakistan"] == ["ISLAMABAD"]
 
 
+def test_evidence_quotes_whole_words_negatives_and_conditions() -> None:
+    lexicons = (
+        Lexicon("pakistan", (Term("Pakistan", 3),), threshold=2),
+        Lexicon("us", (Term("U.S.", 3, case_sensitive=True),), threshold=2),
+        Lexicon("sport", (Term("cricket", 3),), threshold=2),
+        Lexicon("foreign", (Term("Syria", 2),), threshold=1),
+    )
+    themes = (
+        theme(
+            "counterterrorism",
+            Term("terror*", 3),
+            Term("hunger strike", -2),
+            Term("designated", 2, requires="us"),
+            Term("army chief", 1, requires="sport"),  # sport never fires here
+            threshold=3,
+        ),
+    )
+    tagger = Tagger(TaggerRules(themes=themes, lexicons=lexicons))
+    summary = "The U.S. designated the group; a hunger-strike, and the army chief. Terrorism."
+    result = tagger.tag(TagInput("1", "Pakistan: terrorists strike", summary))
+    assert result.evidence["counterterrorism"] == [
+        "terrorists",  # the whole word a wildcard matched, not "terror*"
+        "designated",  # its condition (the US lexicon) holds
+        "-hunger-strike",  # a negative term, as written in the item
+        "Terrorism",
+    ]
+    assert result.evidence["_us"] == ["U.S."]
+
+
 def test_us_involvement_through_a_person_or_agency(real: Tagger) -> None:
     for title in (
         "Donald Lu tells Congress cipher claims are false",

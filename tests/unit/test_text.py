@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.core.text import fold_surface, is_urdu, normalize, token_texts, tokenize
+from pipeline.core.text import (
+    fold_surface,
+    fold_words,
+    is_urdu,
+    joined_words,
+    normalize,
+    surface_words,
+    token_texts,
+    tokenize,
+)
 
 
 @pytest.mark.parametrize(
@@ -55,3 +64,26 @@ def test_urdu_is_detected_by_script() -> None:
 
 def test_fold_surface_keeps_case() -> None:
     assert fold_surface("US") == "US"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "US sanctions on Pakistan",
+        "Pakistan’s “army chief” – in talks… with the U.S.",
+        "Café Zürich, naïve ﬁnance; ＩＳＩ chief",
+        "STRASSE ß and İstanbul",
+        "پاكستان اور چين سي پيك کے دوسرے مرحلے پر متفق۔ عاصم منیر، وزیرِ اعظم",
+        "پاکـــستان کی فوج نے کہا: ‘امن’ — US aid",
+        "mixed \x01 field \x1e break _under_score 3.14",
+        "",
+    ],
+)
+def test_fold_words_is_fold_then_words_then_casefold(text: str) -> None:
+    surface, words, folded = fold_words(text)
+    assert surface == fold_surface(text)
+    assert words == " ".join(surface_words(text)) == joined_words(text)
+    assert folded == words.casefold()
+    assert fold_words(text + " \x00 " + text, "\x00")[1] == " ".join(
+        part for part in (words, "\x00", words) if part
+    )

@@ -301,6 +301,17 @@ def machine() -> str:
     )
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds (user, nice, system, irq, softirq, steal) of the whole machine so far,
+    from /proc/stat; 0 where there is none."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(
     function: Callable[[TagInput], object], items: Sequence[TagInput], passes: int
 ) -> tuple[float, float]:
@@ -362,6 +373,7 @@ def run(quick: bool = False, reps: int | None = None, profile: bool = False) -> 
     passes = max(1, round(0.6 * 20_000 / len(items)))  # about half a second at the target
     timed(tagger.tag, items, 1)  # warm up
     rows: dict[str, list[tuple[float, float]]] = {"all": [], "en": [], "ur": [], "naive": []}
+    machine_busy, own_cpu, wall = busy_cpu_seconds(), time.process_time(), time.perf_counter()
     for rep in range(reps):
         gc.collect()
         rows["all"].append(timed(tagger.tag, items, passes))
@@ -374,6 +386,14 @@ def run(quick: bool = False, reps: int | None = None, profile: bool = False) -> 
             f" naive {rows['naive'][-1][0]:,.0f} items/s",
             flush=True,
         )
+
+    wall = time.perf_counter() - wall
+    others = busy_cpu_seconds() - machine_busy - (time.process_time() - own_cpu)
+    lines.append(
+        f"during the measurement ({wall:.0f} s) other processes kept {max(0.0, others) / wall:.2f}"
+        f" of the machine's {os.cpu_count()} CPUs busy (from /proc/stat)"
+    )
+    print(lines[-1], flush=True)
 
     def median(name: str, which: int) -> float:
         return statistics.median(row[which] for row in rows[name])

@@ -25,8 +25,8 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
-def settings_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> Settings:
-    """Settings for tests: only the feed server's address is allowed, short limits."""
+def environment_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> dict[str, str]:
+    """The environment of `settings_for_tests`, for running `qasid` in a child process."""
     env = {
         "DATABASE_URL": database_url,
         "QASID_FETCH_ALLOW_HOSTS": ",".join(FEED_SERVER_ALLOW),
@@ -44,6 +44,12 @@ def settings_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> Se
         "QASID_WEB_SECRET_KEY": "test-secret",
     }
     env.update({f"QASID_FETCH_{key.upper()}": str(value) for key, value in fetch.items()})
+    return env
+
+
+def settings_for_tests(database_url: str, tmp_path: Path, **fetch: object) -> Settings:
+    """Settings for tests: only the feed server's address is allowed, short limits."""
+    env = environment_for_tests(database_url, tmp_path, **fetch)
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "qasid.toml"
     config.write_text("", encoding="utf-8")

@@ -417,25 +417,80 @@ def test_search_pages_are_exact_across_years(
     assert archive.search("the").rows == []  # a stop word alone matches nothing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="0006's SQLite downgrade rebuilds `item` (batch mode), which drops 0005's triggers;"
-    " 0006 should recreate them (0005.create_sqlite_triggers) after its batch operation",
-)
-def test_later_migrations_keep_the_archive_in_step(sqlite_url: str) -> None:
-    """Going down to 0005 and up again must leave search following new items."""
-    store = Store(sqlite_url)
-    store.upgrade()
+def _migrate(store: Store, revision: str) -> None:
     config = Config()
     config.set_main_option(
         "script_location", str(resources.files("pipeline.adapters") / "migrations")
     )
     with store.engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "0005")
+        if revision == "head":
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+
+
+def _item_triggers(store: Store) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(
+            conn.execute(
+                text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'item'")
+            ).scalars()
+        )
+
+
+@pytest.mark.parametrize("sqlite_version", ["in place", "rebuild"])
+def test_later_migrations_keep_the_archive_in_step(
+    sqlite_url: str, sqlite_version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Going down to 0005 and up again leaves search and theme pages following new items,
+    and loses nothing 0005 indexed nor any delivery. 0006's downgrade drops its column in
+    place on SQLite 3.35+; older SQLite rebuilds ``item`` (batch mode), which drops the
+    table's triggers and, with foreign keys on, cascades to the tables that refer to it."""
+    store = Store(sqlite_url)
     store.upgrade()
+    if sqlite_version == "rebuild":
+        monkeypatch.setattr(store.engine.dialect, "server_version_info", (3, 31, 1))
+    triggers = _item_triggers(store)
+    assert len(triggers) == 4
     put(store, [make_item(1, "Floods in Sindh")], {"guid-1": Tags(themes=["climate"])})
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscriber (email, status, themes, created_at, updated_at)"
+                " VALUES ('a@example.org', 'active', '[]', :now, :now)"
+            ),
+            {"now": NOW.replace(tzinfo=None)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO delivery (subscriber_id, alert_item_id, channel, not_before,"
+                " created_at) SELECT s.id, i.id, 'alert', :now, :now"
+                " FROM subscriber AS s, item AS i"
+            ),
+            {"now": NOW.replace(tzinfo=None)},
+        )
+
+    _migrate(store, "0005")
+    assert _item_triggers(store) == triggers
+    assert "source_name" not in {c["name"] for c in inspect(store.engine).get_columns("item")}
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM delivery")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM item_theme")).scalar() == 1
     archive = ArchiveStore(store)
     assert [h.title for h in archive.search("floods").rows] == ["Floods in Sindh"]
-    assert [i.title for i in archive.theme_items("climate")] == ["Floods in Sindh"]
+
+    _migrate(store, "head")
+    assert _item_triggers(store) == triggers
+    put(
+        store,
+        [
+            make_item(2, "Floods in Punjab", link=""),
+            make_item(3, "Floods in Balochistan", link=""),  # the partial unique index holds
+        ],
+        {"guid-2": Tags(themes=["climate"]), "guid-3": Tags(themes=["climate"])},
+    )
+    titles = ["Floods in Sindh", "Floods in Punjab", "Floods in Balochistan"]
+    assert [h.title for h in archive.search("floods").rows] == titles
+    assert [i.title for i in archive.theme_items("climate")] == titles
     store.close()

@@ -144,7 +144,7 @@ def force_close() -> Iterator[None]:
 
 
 def feedparser_ms_per_doc(feeds: Sequence[int], version: int = 0) -> float:
-    """Median CPU ms of feedparser.parse alone (the pipeline's options) on these documents."""
+    """Median CPU ms of feedparser.parse alone (its defaults) on these documents."""
     times = []
     for feed in feeds:
         body = corpus.document(feed, version)

@@ -32,7 +32,6 @@ from pipeline.core.models import ParsedFeed
 from pipeline.core.normalize import (
     ALLOWED_ATTRIBUTES,
     ALLOWED_TAGS,
-    clean_text,
     items_from_feed,
     sanitize_html,
 )
@@ -169,7 +168,7 @@ def test_sanitize_corpus_summaries_contain_nothing_executable() -> None:
             parsed = parse_feed(raw, "http://example.com/feed")
         except FeedError:
             continue
-        assert not TAG.search(clean_text(parsed.title))
+        assert not TAG.search(parsed.title)  # parse_feed reduces it to text
         for item in items_from_feed(parsed, "http://example.com/feed", "en", FETCHED):
             items_checked += 1
             assert_nothing_executable(item.summary_html, path.name)
@@ -329,6 +328,21 @@ def test_relative_links_resolve_against_the_feed_url() -> None:
     assert parsed.link == "https://feeds.example.com/"
     assert parsed.entries[0].link == "https://feeds.example.com/news/1"
     assert 'href="https://feeds.example.com/world/story/2"' in (parsed.entries[0].summary or "")
+
+
+def test_feed_title_markup_is_reduced_to_text_and_entry_script_never_survives() -> None:
+    body = rss(
+        "<item><title>&lt;b&gt;Budget&lt;/b&gt; passed&lt;script&gt;alert(1)&lt;/script&gt;</title>"
+        "<link>/news/1</link><description>&lt;p onclick=&quot;x()&quot;&gt;Text&lt;/p&gt;"
+        "&lt;script&gt;steal()&lt;/script&gt;</description></item>",
+        channel="<title>&lt;img src=x onerror=alert(1)&gt;Dawn &lt;i&gt;News&lt;/i&gt;</title>",
+    )
+    parsed = parse_feed(body, FEED_URL)
+    assert parsed.title == "Dawn News"
+    [item] = items_from_feed(parsed, FEED_URL, "en", FETCHED)
+    assert item.title == "Budget passed"
+    assert item.summary_html == "<p>Text</p>"
+    assert "steal" not in item.summary_text
 
 
 def test_atom_entry_fields_fall_back_to_content_and_alternate_link() -> None:

@@ -39,6 +39,7 @@ from pipeline.core.digest import ThemeInfo
 from pipeline.tokens import TokenError, fingerprint
 from pipeline.web import svg
 from pipeline.web.context import core, themes
+from pipeline.web.security import public_page
 
 blueprint = Blueprint("archive", __name__)
 
@@ -48,6 +49,10 @@ MAX_PAGE = 100_000  # of editions (2,000,000 of them); a bigger number is not a 
 FEED_ENTRIES = 20
 THEME_ITEMS = 20
 CHART_WEEKS = 26
+# Cache-Control max-age of the public pages (security.public_page): lists and theme pages
+# change as items and editions arrive; an edition page never changes.
+LIST_MAX_AGE = 300
+EDITION_MAX_AGE = 3600
 
 
 def archive_store() -> ArchiveStore:
@@ -264,6 +269,7 @@ def edition_view(row: EditionRow, zone_name: str) -> EditionView:
 
 
 @blueprint.get("/archive")
+@public_page(LIST_MAX_AGE)
 def archive() -> ResponseReturnValue:
     query = request.args.get("q", "", type=str).strip()[:200]
     theme_id = request.args.get("theme", "", type=str).strip()
@@ -318,6 +324,7 @@ def _content(content: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @blueprint.get("/editions/<int:edition_id>")
+@public_page(EDITION_MAX_AGE)
 def edition(edition_id: int) -> ResponseReturnValue:
     row = DeliveryStore(core().store).get_edition(edition_id)
     if row is None or row.kind != "public":
@@ -349,6 +356,7 @@ def personal_edition(edition_id: int, token: str) -> ResponseReturnValue:
 
 
 @blueprint.get("/archive.atom")
+@public_page(LIST_MAX_AGE)
 def feed() -> ResponseReturnValue:
     return Response(_feed(archive_store()), mimetype="application/atom+xml")
 
@@ -387,11 +395,13 @@ def _feed(store: ArchiveStore) -> str:
 
 
 @blueprint.get("/themes", endpoint="themes")
+@public_page(LIST_MAX_AGE)
 def themes_index() -> ResponseReturnValue:
     return render_template("web/archive/themes.html", themes=themes())
 
 
 @blueprint.get("/themes/<theme_id>")
+@public_page(LIST_MAX_AGE)
 def theme(theme_id: str) -> ResponseReturnValue:
     info = _theme(theme_id)
     if info is None:

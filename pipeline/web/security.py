@@ -4,7 +4,10 @@ SendGrid webhook) are exempted by name where they are defined."""
 
 from __future__ import annotations
 
-from flask import Flask, Response, render_template, request
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Flask, Response, current_app, render_template, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -22,7 +25,45 @@ CSP = (
     "base-uri 'none'; object-src 'none'"
 )
 
+# Headers are decided per endpoint, not per URL prefix: /editions/<id> is a public page that
+# any cache may keep, /editions/<id>/<token> a reader's own page that none may.
+# - A token page is a view whose URL rule takes a ``token`` argument (confirm, manage,
+#   unsubscribe, a personal edition's "view in browser"): Cache-Control: no-store and
+#   Referrer-Policy: no-referrer, so the link is neither stored nor sent to other sites.
+# - A public page is a view marked ``@public_page(max_age)`` (the archive, editions, the Atom
+#   feed, theme pages): its 200 answers get Cache-Control: public, max-age=...
+# - A request that matched no view (404, 405) under a prefix where tokens live is treated as
+#   a token page: its URL may still hold one.
 TOKEN_PATH_PREFIXES = ("/confirm/", "/manage/", "/unsubscribe/", "/editions/")
+TOKEN_ARGUMENT = "token"
+PUBLIC_MAX_AGE_ATTRIBUTE = "qasid_public_max_age"
+
+View = TypeVar("View", bound=Callable[..., object])
+
+
+def public_page(max_age: int) -> Callable[[View], View]:
+    """Mark a view as a public page: the same for everyone, cacheable for ``max_age`` s."""
+
+    def mark(view: View) -> View:
+        setattr(view, PUBLIC_MAX_AGE_ATTRIBUTE, max_age)
+        return view
+
+    return mark
+
+
+def is_token_page() -> bool:
+    """Whether the current request's URL carries (or may carry) a link token."""
+    rule = request.url_rule
+    if rule is None:
+        return request.path.startswith(TOKEN_PATH_PREFIXES)
+    return TOKEN_ARGUMENT in rule.arguments
+
+
+def public_max_age() -> int | None:
+    """The max-age of the current request's view when it is a public page, else None."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    max_age = getattr(view, PUBLIC_MAX_AGE_ATTRIBUTE, None)
+    return max_age if isinstance(max_age, int) else None
 
 
 def install(flask: Flask, settings: Settings) -> None:
@@ -51,11 +92,19 @@ def install(flask: Flask, settings: Settings) -> None:
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
         # Token links must not leak through the Referer header to outside sites.
-        if request.path.startswith(TOKEN_PATH_PREFIXES):
+        if is_token_page():
             response.headers["Referrer-Policy"] = "no-referrer"
             response.headers["Cache-Control"] = "no-store"
-        else:
-            response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+            return response
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        max_age = public_max_age()
+        if (
+            max_age is not None
+            and response.status_code == 200
+            and "Cache-Control" not in response.headers
+            and "Set-Cookie" not in response.headers
+        ):
+            response.headers["Cache-Control"] = f"public, max-age={max_age}"
         return response
 
     @flask.errorhandler(CSRFError)

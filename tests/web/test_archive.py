@@ -586,3 +586,43 @@ def test_page_cache_is_bounded() -> None:
     expired = PageCache(entries=2, max_bytes=1000, max_age=0.0)
     expired.put("k", "v", ("200 OK", [], b"x"))
     assert expired.get("k", "v") is None
+
+
+def test_public_pages_are_cacheable_and_token_pages_are_not(
+    client: FlaskClient, web_core: App
+) -> None:
+    """Cache-Control is decided per endpoint: /editions/<id> shares its prefix with the
+    token-bearing /editions/<id>/<token>, yet any cache may keep it; the reader's own page
+    stays no-store and sends no Referer."""
+    items = store_items(web_core, [make_item(1, "IMF story")])
+    public = publish(web_core, items)
+    alice = reader(web_core, "alice@example.org")
+    mine = publish(web_core, items, NOW - timedelta(days=1), kind="personal", subscriber_id=alice)
+    for path, max_age in [
+        (f"/editions/{public}", 3600),
+        ("/archive", 300),
+        ("/archive?q=imf", 300),
+        ("/archive.atom", 300),
+        ("/themes", 300),
+        ("/themes/economy", 300),
+    ]:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["Cache-Control"] == f"public, max-age={max_age}", path
+        assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin", path
+        assert "Set-Cookie" not in response.headers, path
+    view = web_core.tokens.make("view", alice, "alice@example.org", str(mine))
+    for path, status in [
+        (f"/editions/{mine}/{view}", 200),
+        (f"/editions/{mine}/{view}x", 404),  # a bad token: still a token page
+        (f"/editions/{mine}/{view}/more", 404),  # matches no view, but holds a token
+    ]:
+        response = client.get(path)
+        assert response.status_code == status, path
+        assert response.headers["Cache-Control"] == "no-store", path
+        assert response.headers["Referrer-Policy"] == "no-referrer", path
+    # Errors and private answers are never marked public.
+    for path in ("/editions/999999", f"/editions/{mine}"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert "public" not in response.headers.get("Cache-Control", "")

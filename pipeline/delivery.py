@@ -25,7 +25,8 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore
+from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow
+from pipeline.adapters.digest_render import DigestAssembler
 from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, SiteInfo
 from pipeline.adapters.storage import StoredItem
 from pipeline.adapters.subscriber_store import SubscriberStore
@@ -130,6 +131,8 @@ class Editorial:
             name: f"%%{nonce}{name}%%" for name in ("reason", "manage", "unsubscribe", "view")
         }
         self.renderer = EmailRenderer(root / "templates", site, frozenset(self.tags.values()))
+        # Digests are assembled from stories rendered once per job (the same email).
+        self.assembler = DigestAssembler(self.renderer)
         self.tokens: Tokens = app.tokens
 
     @cached_property
@@ -383,12 +386,17 @@ def _reason(subscriber: Subscriber, site_name: str) -> str:
 
 
 def compose(
-    app: App, editorial: Editorial, row: DeliveryRow, subscriber: Subscriber
+    app: App,
+    editorial: Editorial,
+    row: DeliveryRow,
+    subscriber: Subscriber,
+    editions: Mapping[int, EditionRow] | None = None,
 ) -> OutgoingEmail | None:
     """The email for one ledger row, or None when its content is gone.
 
     The body is rendered with substitution tags where it names the reader (links, the
     "why you got this" line); the email carries the values to put in their place.
+    ``editions``: editions already read for a batch of rows (others are read here).
     """
     unsubscribe, manage = _links(app, editorial.tokens, subscriber)
     base = app.settings.web.base_url
@@ -416,7 +424,9 @@ def compose(
         values[tags["reason"]] = "You receive this because someone asked for a new link."
         rendered = editorial.renderer.manage_link(recipient)
     elif row.edition_id is not None:
-        edition = DeliveryStore(app.store).get_edition(row.edition_id)
+        edition = (editions or {}).get(row.edition_id) or DeliveryStore(app.store).get_edition(
+            row.edition_id
+        )
         if edition is None:
             return None
         view_token = editorial.tokens.make("view", subscriber.id, subscriber.email, str(edition.id))
@@ -425,7 +435,7 @@ def compose(
         heading = {"weekly": "Weekly digest", "daily": "Daily digest"}.get(
             edition.frequency, "Digest"
         )
-        rendered = editorial.renderer.digest(edition.content, recipient, heading)
+        rendered = editorial.assembler.digest(edition.content, recipient, heading)
         custom_args["edition_id"] = str(edition.id)
     else:
         item = app.store.get_item_by_row(row.alert_item_id or 0)
@@ -498,6 +508,13 @@ def drain_queue(
         by_id: dict[str, DeliveryRow] = {}
         # Re-read statuses just before sending: an unsubscribe after the build must win.
         fresh = people.by_ids(sorted({row.subscriber_id for row in rows}))
+        editions = ledger.get_editions(sorted({r.edition_id for r in rows if r.edition_id}))
+        # The batch's new stories in one render (per reader time zone).
+        editorial.assembler.prepare(
+            (editions[row.edition_id].content, fresh[row.subscriber_id].timezone)
+            for row in rows
+            if row.edition_id in editions and row.subscriber_id in fresh
+        )
         for row in rows:
             reader = fresh.get(row.subscriber_id)
             if reader is None or not _may_receive(reader, row):
@@ -505,7 +522,7 @@ def drain_queue(
                 ledger.mark_suppressed(row.id, worker, f"not sent: {reason}")
                 summary.suppressed += 1
                 continue
-            email = compose(app, editorial, row, reader)
+            email = compose(app, editorial, row, reader, editions)
             if email is None:
                 ledger.mark_failed(row.id, worker, "content no longer exists")
                 summary.failed += 1

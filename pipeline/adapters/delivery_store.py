@@ -175,6 +175,14 @@ class DeliveryStore:
             row = conn.execute(select(edition).where(edition.c.id == edition_id)).first()
         return _edition_row(row._mapping) if row else None
 
+    def get_editions(self, edition_ids: Sequence[int]) -> dict[int, EditionRow]:
+        """Many editions in one query: id → edition (missing ids are left out)."""
+        if not edition_ids:
+            return {}
+        with self.store._begin() as conn:
+            rows = conn.execute(select(edition).where(edition.c.id.in_(list(edition_ids))))
+            return {int(row.id): _edition_row(row._mapping) for row in rows}
+
     def public_editions(self, limit: int = 20, offset: int = 0) -> list[EditionRow]:
         """Public editions, newest first."""
         query = (

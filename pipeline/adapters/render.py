@@ -121,21 +121,25 @@ class EmailRenderer:
     def digest(
         self, content: Mapping[str, Any], recipient: Recipient, heading: str
     ) -> RenderedEmail:
-        """A digest edition (``digest_as_dict`` output) for one reader."""
-        subject = one_line(str(content["subject"]))
-        preheader = one_line(str(content.get("preheader", "")))
-        html, text = self._render(
-            "digest",
-            {
-                "d": content,
-                "recipient": recipient,
-                "site": self.site,
-                "heading": heading,
-                "subject": subject,
-                "preheader": preheader,
-            },
-        )
-        return RenderedEmail(subject, preheader, html, text)
+        """A digest edition (``digest_as_dict`` output) for one reader: the full path, one
+        Jinja2 render and one CSS inlining per email (``digest_render.DigestAssembler``
+        gives the same email from pieces rendered once per run)."""
+        context = self.digest_context(content, recipient, heading)
+        html, text = self._render("digest", context)
+        return RenderedEmail(context["subject"], context["preheader"], html, text)
+
+    def digest_context(
+        self, content: Mapping[str, Any], recipient: Recipient, heading: str
+    ) -> dict[str, Any]:
+        """What digest.html and digest.txt are rendered with."""
+        return {
+            "d": content,
+            "recipient": recipient,
+            "site": self.site,
+            "heading": heading,
+            "subject": one_line(str(content["subject"])),
+            "preheader": one_line(str(content.get("preheader", ""))),
+        }
 
     def alert(self, entry: Mapping[str, Any], recipient: Recipient, heading: str) -> RenderedEmail:
         """A short email about one item (an entry dict as in a digest)."""

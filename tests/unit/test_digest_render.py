@@ -1,0 +1,163 @@
+"""The digest fast path (pieces rendered once per run) gives the full path's email exactly."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.adapters.digest_render import STORY_FIELDS, DigestAssembler, escape_text
+from pipeline.adapters.render import EmailRenderer, Recipient, SiteInfo
+from pipeline.core.digest import (
+    DigestCandidate,
+    DigestRequest,
+    ThemeInfo,
+    build_digest,
+    digest_as_dict,
+)
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+END = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+SITE = SiteInfo("qasid", "https://qasid.example", "https://qasid.example/archive", "1 Main St")
+TAGS = frozenset({"%%abcreason%%", "%%abcmanage%%", "%%abcunsubscribe%%", "%%abcview%%"})
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(2)">',
+    '"><svg onload=alert(3)>',
+    "javascript:alert(4)",
+    "Tom & Jerry's \u00a0“quotes” <b>bold</b>",
+    "Urdu: پاکستان اور امریکہ",
+    "control\x0bchars\x00and\r\nbreaks\x1f",
+]
+LINKS = [
+    "javascript:alert(9)",
+    "JaVaScRiPt:x",
+    "data:text/html,x",
+    "https://ok.example/a?x=1&y=2",
+    'https://ok.example/"quoted"',
+    "",
+    "https://ok.example/b",
+]
+THEMES = [
+    ThemeInfo("economy", "Economy <script>x</script>", context="Context <b>& more</b>"),
+    ThemeInfo("india", "India", context=""),
+    ThemeInfo("sanctions", "Sanctions & export controls", context="Why it matters."),
+    ThemeInfo("climate", "Climate", context="Floods, heat & water."),
+]
+ZONES = ["Asia/Karachi", "America/New_York", "UTC"]
+
+
+def candidates(rng: random.Random, count: int) -> list[DigestCandidate]:
+    out = []
+    for n in range(count):
+        text = rng.choice(HOSTILE)
+        themes = tuple(rng.sample([t.id for t in THEMES], rng.randint(1, 2)))
+        story = rng.randrange(count // 2 + 1)  # shared headlines make clusters ("also")
+        out.append(
+            DigestCandidate(
+                id=f"i{n}",
+                title=f"Headline {story} {text}",
+                link=rng.choice(LINKS),
+                source=rng.choice(["Dawn", "The News", text, "Reuters"]),
+                published=END - timedelta(minutes=rng.randrange(1, 1400)),
+                summary_text=rng.choice(["", f"Summary of {story}: {text}. " * rng.randint(1, 9)]),
+                themes=themes,
+                scores={t: rng.uniform(1, 9) for t in themes},
+                evidence={t: [rng.choice(HOSTILE), "term"] for t in themes},
+                us_link=rng.random() < 0.4,
+                relevant=rng.random() < 0.9,
+                watchlists=tuple(
+                    rng.sample(HOSTILE, rng.randint(0, 2)) if rng.random() < 0.2 else ()
+                ),
+            )
+        )
+    return out
+
+
+def digests(seed: int) -> list[tuple[dict[str, object], Recipient, str]]:
+    rng = random.Random(seed)
+    out = []
+    for n in range(12):
+        chosen = rng.sample([t.id for t in THEMES], rng.randint(1, len(THEMES)))
+        request = DigestRequest(
+            themes=chosen,
+            period_start=END - timedelta(days=1),
+            period_end=END,
+            top_stories=rng.choice([0, 1, 3]),
+            max_per_section=rng.choice([1, 4, 8]),
+            previous_counts={t: rng.randint(0, 5) for t in chosen} if n % 2 else None,
+        )
+        content = digest_as_dict(build_digest(candidates(rng, rng.randint(0, 30)), request, THEMES))
+        tagged = n % 3 == 0
+        recipient = Recipient(
+            reason="%%abcreason%%" if tagged else f"Because {rng.choice(HOSTILE)}",
+            manage_url="%%abcmanage%%" if tagged else "https://qasid.example/manage/t",
+            unsubscribe_url="%%abcunsubscribe%%" if tagged else "javascript:alert(5)",
+            view_url=rng.choice(["", "%%abcview%%", "https://qasid.example/e/1/t"]),
+            timezone=rng.choice(ZONES),
+        )
+        out.append((content, recipient, rng.choice(["Daily digest", "Weekly <digest>"])))
+    return out
+
+
+@pytest.fixture
+def renderer() -> EmailRenderer:
+    return EmailRenderer(TEMPLATES, SITE, TAGS)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fast_path_equals_the_full_render(renderer: EmailRenderer, seed: int) -> None:
+    assembler = DigestAssembler(renderer)
+    cases = digests(seed)
+    assembler.prepare((content, recipient.timezone) for content, recipient, _ in cases[:6])
+    for content, recipient, heading in cases + cases:  # the second round is all cache hits
+        fast = assembler.digest(content, recipient, heading)
+        full = renderer.digest(content, recipient, heading)
+        assert fast == full
+
+
+def test_hostile_text_stays_escaped_on_the_fast_path(renderer: EmailRenderer) -> None:
+    assembler = DigestAssembler(renderer)
+    rng = random.Random(7)
+    request = DigestRequest(
+        themes=[t.id for t in THEMES], period_start=END - timedelta(days=1), period_end=END
+    )
+    content = digest_as_dict(build_digest(candidates(rng, 40), request, THEMES))
+    recipient = Recipient("why", "https://q.example/m", "https://q.example/u", timezone="UTC")
+    html = assembler.digest(content, recipient, "Daily").html
+    assert html == renderer.digest(content, recipient, "Daily").html
+    assert "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)" in html
+    assert "<svg" not in html and "<img src=x" not in html
+    assert not re.search(r'href="\s*(javascript|data):', html, re.IGNORECASE)
+
+
+def test_story_cache_is_shared_across_readers(renderer: EmailRenderer) -> None:
+    assembler = DigestAssembler(renderer)
+    cases = [case for case in digests(4) if case[1].timezone == "UTC"]
+    for content, recipient, heading in cases:
+        assembler.digest(content, recipient, heading)
+    probes = assembler.probes
+    for content, recipient, heading in cases:
+        assembler.digest(content, recipient, heading)
+    assert assembler.probes == probes  # nothing rendered again
+
+
+def test_story_templates_read_only_the_keyed_fields() -> None:
+    """The story cache key is STORY_FIELDS and whether there are reasons: a template that
+    showed another field of an entry would need it in the key."""
+    story = (TEMPLATES / "email" / "_story.html").read_text()
+    text = (TEMPLATES / "email" / "digest.txt").read_text()
+    text = text[text.index("{% macro story") : text.index("{% endmacro %}")]
+    used = set(re.findall(r"\be\.([a-z_]+)", story + text))
+    assert used <= set(STORY_FIELDS) | {"reasons", "cut"}
+
+
+@pytest.mark.parametrize("value", ["a & b < c > d", "no\u00a0break", "\"q\" 'x'", "plain"])
+def test_escape_text_matches_the_inliner(renderer: EmailRenderer, value: str) -> None:
+    html = renderer.env.from_string("<p>[{{ v }}]</p>").render(v=value)
+    inlined = renderer.inliner.inline(html)
+    assert f"[{escape_text(value)}]" in inlined

@@ -7,11 +7,19 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from pipeline.adapters.event_store import EventStore, PurgeCounts
 from pipeline.bootstrap import App
 from pipeline.core.tagger import TagInput
 from pipeline.services import FeedPollReport, Poller, PollSummary
 
-__all__ = ["FeedPollReport", "PollSummary", "poll_feeds", "retag_items", "sync_configured_feeds"]
+__all__ = [
+    "FeedPollReport",
+    "PollSummary",
+    "poll_feeds",
+    "purge_webhook_events",
+    "retag_items",
+    "sync_configured_feeds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +104,18 @@ def retag_items(app: App, since: datetime | None = None, batch: int = 1000) -> i
         done += app.store.set_tags(tagged)
     log.info("retag finished: items=%d since=%s", done, since.isoformat() if since else "all")
     return done
+
+
+def purge_webhook_events(app: App) -> PurgeCounts:
+    """Delete provider events and quarantined webhook bodies received more than
+    ``[sendgrid] webhook_retention_days`` ago (the worker runs this once a day)."""
+    days = app.settings.sendgrid.webhook_retention_days
+    counts = EventStore(app.store).purge(app.clock() - timedelta(days=days))
+    if counts.events or counts.quarantined:
+        log.info(
+            "webhook retention: events=%d quarantined=%d older_than_days=%d",
+            counts.events,
+            counts.quarantined,
+            days,
+        )
+    return counts

@@ -1,4 +1,5 @@
-"""APScheduler wiring for the `worker` process: a polling job and a delivery job.
+"""APScheduler wiring for the `worker` process: a polling job, a delivery job, and daily
+housekeeping (webhook retention).
 
 APScheduler 3 is a single-process scheduler and its job store is not shared between
 processes, so due work is decided by the database (each feed's next poll time and lease),
@@ -22,8 +23,12 @@ from pipeline.bootstrap import App
 log = logging.getLogger(__name__)
 
 
+HOUSEKEEPING_SECONDS = 24 * 3600
+
+
 def build_scheduler(app: App) -> BackgroundScheduler:
-    """Two jobs, each every ``worker.tick_seconds``: polling, and delivery.
+    """Two jobs, each every ``worker.tick_seconds``: polling, and delivery; and housekeeping
+    once a day (at start, then every 24 hours).
 
     coalesce: several missed ticks are one tick (the database query finds all due work).
     max_instances=1: a long tick is never overlapped by the next one in this process.
@@ -34,14 +39,16 @@ def build_scheduler(app: App) -> BackgroundScheduler:
         timezone="UTC",
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
     )
-    for job_id, name, function in (
-        ("poll", "poll due feeds", poll_tick),
-        ("deliver", "alerts, due digests and the send queue", deliver_tick),
+    tick = app.settings.worker.tick_seconds
+    for job_id, name, function, seconds in (
+        ("poll", "poll due feeds", poll_tick, tick),
+        ("deliver", "alerts, due digests and the send queue", deliver_tick, tick),
+        ("housekeeping", "webhook retention", housekeeping_tick, HOUSEKEEPING_SECONDS),
     ):
         scheduler.add_job(
             function,
             "interval",
-            seconds=app.settings.worker.tick_seconds,
+            seconds=seconds,
             args=[app],
             id=job_id,
             name=name,
@@ -65,6 +72,11 @@ def poll_tick(app: App) -> None:
     """One worker tick: sync configured feeds, then poll what is due."""
     jobs.sync_configured_feeds(app)
     jobs.poll_feeds(app)
+
+
+def housekeeping_tick(app: App) -> None:
+    """Daily: delete webhook events and quarantined bodies past their retention."""
+    jobs.purge_webhook_events(app)
 
 
 def deliver_tick(app: App) -> None:

@@ -108,6 +108,10 @@ class SendGridSettings(_Section):
     webhook_max_age: int = Field(300, ge=10, le=86400)  # seconds a signature stays fresh
     webhook_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # larger posts get 413
     webhook_rate_limit: str = "600/minute"  # per client address; SendGrid retries a 429
+    # Recorded events (kept to apply each once) and quarantined bodies are deleted after
+    # this many days by the worker; both hold addresses in clear. SendGrid retries for up to
+    # a day, so fewer than 2 days could apply a retried event twice.
+    webhook_retention_days: int = Field(30, ge=2, le=3650)
 
     @field_validator("webhook_public_key")
     @classmethod

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     String,
+    Table,
     Text,
     bindparam,
     delete,
@@ -43,6 +44,8 @@ from pipeline.adapters.schema import (
     webhook_quarantine,
 )
 from pipeline.adapters.storage import Store
+
+PURGE_BATCH = 5000  # rows read and deleted per transaction
 
 
 class StoredEffect(Protocol):
@@ -111,6 +114,14 @@ class EventRow:
     occurred_at: datetime | None
     payload: dict[str, Any]
     received_at: datetime
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    """What a purge deleted."""
+
+    events: int = 0
+    quarantined: int = 0
 
 
 @dataclass(frozen=True)
@@ -275,6 +286,39 @@ class EventStore:
                     delete(webhook_event).where(webhook_event.c.email_hash == email_hash)
                 ).rowcount
             )
+
+    def purge(self, before: datetime, batch: int = PURGE_BATCH) -> PurgeCounts:
+        """Delete recorded events and quarantined bodies received before ``before``.
+
+        Recorded events exist to apply each event once (SendGrid retries for a day) and
+        for a person to look at; quarantined bodies only for a person to look at. Both hold
+        addresses in clear, so neither is kept for ever (``[sendgrid]
+        webhook_retention_days``, run daily by the worker, ``pipeline.jobs``).
+        """
+        return PurgeCounts(
+            events=self._purge(webhook_event, before, batch),
+            quarantined=self._purge(webhook_quarantine, before, batch),
+        )
+
+    def _purge(self, table: Table, before: datetime, batch: int) -> int:
+        # Rows are received in id order (give or take the clocks of several web workers),
+        # so the oldest are the first ids: each round reads the next ``batch`` ids from the
+        # primary key and deletes those received before the cut-off, in a short transaction
+        # of its own (webhook posts keep being recorded meanwhile). It stops at the first
+        # round that meets a row to keep. No full scan, no index on received_at needed; a
+        # straggler out of order goes at the next run.
+        deleted = 0
+        while True:
+            with self.store._begin() as conn:
+                rows = conn.execute(
+                    select(table.c.id, table.c.received_at).order_by(table.c.id).limit(batch)
+                ).all()
+                old = [row.id for row in rows if row.received_at < before]
+                if old:
+                    conn.execute(delete(table).where(table.c.id.in_(old)))
+            deleted += len(old)
+            if not old or len(old) < len(rows) or len(rows) < batch:
+                return deleted
 
     # -- reading (the editor dashboard, tests) ---------------------------------------------
 

@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import random
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, func, select
 
-from pipeline import events
+from pipeline import events, jobs
 from pipeline.adapters.delivery_store import DeliveryStatus, DeliveryStore
-from pipeline.adapters.event_store import EventStore
+from pipeline.adapters.event_store import EventStore, PurgeCounts
 from pipeline.adapters.schema import consent, delivery, suppression, webhook_event
 from pipeline.adapters.storage import Store
 from pipeline.adapters.subscriber_store import SubscriberStore
-from pipeline.core.errors import StorageError
+from pipeline.bootstrap import build_app
+from pipeline.core.errors import ConfigError, StorageError
 from pipeline.core.subscribers import Frequency, SubscriberStatus
+from pipeline.scheduler import build_scheduler, housekeeping_tick
+from pipeline.settings import load_settings
+from tests.support.app import FakeClock, settings_for_tests
 from tests.web.test_webhook_signing import body_of, make_event
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -142,3 +147,67 @@ def test_forgetting_an_address_deletes_its_events_and_keeps_its_suppression(stor
         events.email_hash("stays@example.org")
     ]
     assert EventStore(store).suppression_reason(events.email_hash("gone@example.org")) == "bounced"
+
+
+def _receive(store: Store, at: datetime, *emails: str) -> bytes:
+    body = body_of([make_event("delivered", email) for email in emails])
+    events.apply_batch(EventStore(store), body, at)
+    return body
+
+
+def test_retention_deletes_old_events_and_quarantined_bodies(store: Store) -> None:
+    old = [
+        _receive(store, NOW - timedelta(days=40, minutes=n), f"o{n}@example.org") for n in (1, 2)
+    ]
+    old.append(_receive(store, NOW - timedelta(days=31), *(f"b{n}@example.org" for n in range(5))))
+    recent = _receive(store, NOW - timedelta(days=2), "new@example.org", "new2@example.org")
+    held = EventStore(store)
+    held.quarantine("not json, old", "unreadable", NOW - timedelta(days=45))
+    held.quarantine("not json, recent", "unreadable", NOW - timedelta(days=1))
+    assert (held.count_events(), len(held.quarantined())) == (9, 2)
+
+    counts = held.purge(NOW - timedelta(days=30), batch=2)  # several rounds of two
+    assert (counts.events, counts.quarantined) == (7, 1)
+    assert {e.email_hash for e in held.events()} == {
+        events.email_hash("new@example.org"),
+        events.email_hash("new2@example.org"),
+    }
+    assert [q.body for q in held.quarantined()] == ["not json, recent"]
+    # What is kept still applies each event once; what was purged would apply again.
+    assert events.apply_batch(held, recent, NOW).duplicates == 2
+    assert held.purge(NOW - timedelta(days=30)) == PurgeCounts(0, 0)
+    assert events.apply_batch(held, old[0], NOW).applied == 1
+
+
+def test_the_worker_purges_webhook_rows_daily_after_the_configured_days(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(now=NOW)
+    settings = settings_for_tests(sqlite_url, tmp_path)
+    settings = settings.model_copy(
+        update={"sendgrid": settings.sendgrid.model_copy(update={"webhook_retention_days": 7})}
+    )
+    app = build_app(settings, clock=clock)
+    app.store.upgrade()
+    _receive(app.store, NOW - timedelta(days=8), "old@example.org")
+    _receive(app.store, NOW - timedelta(days=6), "new@example.org")
+    EventStore(app.store).quarantine("x", "unreadable", NOW - timedelta(days=7, seconds=1))
+
+    assert jobs.purge_webhook_events(app) == PurgeCounts(events=1, quarantined=1)
+    assert [e.email_hash for e in EventStore(app.store).events()] == [
+        events.email_hash("new@example.org")
+    ]
+    job = build_scheduler(app).get_job("housekeeping")
+    assert job is not None and job.func is housekeeping_tick and job.args == (app,)
+    assert job.trigger.interval == timedelta(days=1)
+    clock.advance(days=1, seconds=1)
+    housekeeping_tick(app)
+    assert EventStore(app.store).count_events() == 0
+    app.close()
+
+
+@pytest.mark.parametrize("days", ["0", "1"])
+def test_retention_shorter_than_sendgrids_retries_is_refused(days: str) -> None:
+    with pytest.raises(ConfigError, match="webhook_retention_days"):
+        load_settings(environ={"QASID_SENDGRID_WEBHOOK_RETENTION_DAYS": days})
+    assert load_settings(environ={}).sendgrid.webhook_retention_days == 30

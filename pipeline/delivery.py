@@ -186,16 +186,114 @@ def _digest_frequency(subscriber: Subscriber) -> str:
     return "weekly" if subscriber.frequency is Frequency.WEEKLY else "daily"
 
 
+BUILD_CHUNK = 500  # editions written per transaction
+
+
+class _Periods:
+    """What every reader due for the same period shares, computed once per period: the
+    items as digest candidates, per theme the relevant ones, every watchlist's matches in
+    one batch, and the previous period's story counts per theme choice."""
+
+    def __init__(self, app: App, editorial: Editorial) -> None:
+        self.app = app
+        self.editorial = editorial
+        self.items_in = cache(lambda start, end: app.store.items_between(start, end))
+        self._data: dict[tuple[datetime, datetime], _PeriodData] = {}
+        self._previous: dict[tuple[datetime, datetime, tuple[str, ...]], Mapping[str, int]] = {}
+
+    def data(self, start: datetime, end: datetime) -> _PeriodData:
+        found = self._data.get((start, end))
+        if found is None:
+            found = self._data[(start, end)] = _PeriodData(self.items_in(start, end))
+        return found
+
+    def digest(self, subscriber: Subscriber, period: Period) -> Digest:
+        themes = tuple(subscriber.themes)
+        data = self.data(period.start, period.end)
+        hits = data.watch_hits(self.editorial, subscriber)
+        span = period.end - period.start
+        key = (period.start - span, period.start, themes)
+        counts = self._previous.get(key)
+        if counts is None:
+            previous = self.data(period.start - span, period.start)
+            counts = self._previous[key] = build_digest(
+                previous.pool(themes, {}),
+                DigestRequest(
+                    themes=themes, period_start=period.start - span, period_end=period.start
+                ),
+                self.editorial.themes,
+            ).theme_counts
+        settings = self.app.settings.digest
+        return build_digest(
+            data.pool(themes, hits),
+            DigestRequest(
+                themes=themes,
+                period_start=period.start,
+                period_end=period.end,
+                title=settings.site_name,
+                label_date=period.local_date,
+                previous_counts=counts,
+                top_stories=settings.top_stories,
+                max_per_section=settings.max_per_section,
+            ),
+            self.editorial.themes,
+        )
+
+
+class _PeriodData:
+    def __init__(self, items: Sequence[StoredItem]) -> None:
+        self.items = items
+        self.candidates = {item.id: to_candidate(item) for item in items}
+        self.by_theme: dict[str, list[DigestCandidate]] = {}
+        for candidate in self.candidates.values():
+            if candidate.relevant:
+                for theme in candidate.themes:
+                    self.by_theme.setdefault(theme, []).append(candidate)
+        self._by_watchlist: Mapping[int, Sequence[str]] | None = None
+
+    def watch_hits(self, editorial: Editorial, subscriber: Subscriber) -> dict[str, list[str]]:
+        """item id → the subscriber's watchlist queries it matched (as ``_watch_hits``),
+        from one batch match of every watchlist over the period's items."""
+        if not subscriber.watchlists:
+            return {}
+        if self._by_watchlist is None:
+            self._by_watchlist = editorial.index.items_by_watchlist(
+                (item.id, item.title, item.summary_text) for item in self.items
+            )
+        out: dict[str, list[str]] = {}
+        for watch in subscriber.watchlists:
+            for item_id in self._by_watchlist.get(watch.id, ()):
+                out.setdefault(item_id, []).append(editorial.queries[watch.id])
+        return out
+
+    def pool(
+        self, themes: Sequence[str], hits: Mapping[str, Sequence[str]]
+    ) -> list[DigestCandidate]:
+        """The candidates ``build_digest`` can select for these themes and hits (the rest
+        it would drop; the result does not depend on their order)."""
+        chosen: dict[str, DigestCandidate] = {}
+        for theme in themes:
+            for candidate in self.by_theme.get(theme, ()):
+                chosen[candidate.id] = candidate
+        for item_id, queries in hits.items():
+            chosen[item_id] = replace(self.candidates[item_id], watchlists=tuple(queries))
+        return list(chosen.values())
+
+
 def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
-    """Build every personal digest that is due now (and the public editions)."""
+    """Build every personal digest that is due now (and the public editions).
+
+    Readers due for the same period share its items, candidates and watchlist matches;
+    editions are written ``BUILD_CHUNK`` per transaction."""
     now = now or app.clock()
     people = SubscriberStore(app.store)
     ledger = DeliveryStore(app.store)
     active = [s for s in people.all() if s.status is SubscriberStatus.ACTIVE]
     editorial = load_editorial(app, active)
     last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
-    items_in = cache(lambda start, end: app.store.items_between(start, end))
+    periods = _Periods(app, editorial)
     summary = BuildSummary()
+    pending: list[dict[str, Any]] = []
     for subscriber in active:
         frequency = _digest_frequency(subscriber)
         zone = ZoneInfo(subscriber.timezone)
@@ -204,31 +302,41 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         )
         if period is None:
             continue
-        items = items_in(period.start, period.end)
-        hits = _watch_hits(editorial, subscriber, items)
-        digest = _build(app, editorial, subscriber.themes, period, items, hits, items_in)
-        _, created = ledger.create_edition(
-            kind="personal",
-            subscriber_id=subscriber.id,
-            frequency=frequency,
-            period_start=period.start,
-            period_end=period.end,
-            local_date=period.local_date.isoformat(),
-            subject=digest.subject,
-            item_count=len(digest.item_ids),
-            content=digest_as_dict(digest),
-            now=now,
-            queue_delivery=not digest.empty,
+        digest = periods.digest(subscriber, period)
+        pending.append(
+            {
+                "kind": "personal",
+                "subscriber_id": subscriber.id,
+                "frequency": frequency,
+                "period_start": period.start,
+                "period_end": period.end,
+                "local_date": period.local_date.isoformat(),
+                "subject": digest.subject,
+                "item_count": len(digest.item_ids),
+                "content": digest_as_dict(digest),
+                "now": now,
+                "queue_delivery": not digest.empty,
+            }
         )
+        if len(pending) >= BUILD_CHUNK:
+            _write_editions(ledger, pending, summary)
+    _write_editions(ledger, pending, summary)
+    summary.public = build_public_editions(app, now, editorial, periods.items_in)
+    log.info("digest build finished: %s", summary.line())
+    return summary
+
+
+def _write_editions(
+    ledger: DeliveryStore, pending: list[dict[str, Any]], summary: BuildSummary
+) -> None:
+    for spec, (_, created) in zip(pending, ledger.create_editions(pending), strict=True):
         if not created:
             summary.existing += 1
-        elif digest.empty:
+        elif not spec["queue_delivery"]:
             summary.empty += 1
         else:
             summary.built += 1
-    summary.public = build_public_editions(app, now, editorial, items_in)
-    log.info("digest build finished: %s", summary.line())
-    return summary
+    pending.clear()
 
 
 def _build(

@@ -125,6 +125,57 @@ class DeliveryStore:
             raise RuntimeError("edition insert conflicted but no edition was found")
         return existing, False
 
+    def create_editions(self, editions: Sequence[Mapping[str, Any]]) -> list[tuple[int, bool]]:
+        """Many ``create_edition`` calls (their keyword arguments) in one transaction: one
+        multi-row insert of editions, one of their delivery rows. When any of them exists
+        already, the batch is rolled back and each is created on its own (idempotent as
+        ``create_edition``). Returns (edition id, created) in order."""
+        if not editions:
+            return []
+        rows = [
+            {
+                "kind": e["kind"],
+                "subscriber_id": e["subscriber_id"],
+                "frequency": e["frequency"],
+                "period_start": e["period_start"],
+                "period_end": e["period_end"],
+                "local_date": e["local_date"],
+                "subject": e["subject"],
+                "item_count": e["item_count"],
+                "content": dict(e["content"]),
+                "created_at": e["now"],
+            }
+            for e in editions
+        ]
+        try:
+            with self.store._begin() as conn:
+                ids = [
+                    int(row[0])
+                    for row in conn.execute(
+                        edition.insert().returning(edition.c.id, sort_by_parameter_order=True),
+                        rows,
+                    )
+                ]
+                queued = [
+                    {
+                        "subscriber_id": e["subscriber_id"],
+                        "edition_id": edition_id,
+                        "channel": "digest",
+                        "status": DeliveryStatus.QUEUED,
+                        "not_before": e["now"],
+                        "created_at": e["now"],
+                    }
+                    for e, edition_id in zip(editions, ids, strict=True)
+                    if e["queue_delivery"] and e["subscriber_id"] is not None
+                ]
+                if queued:
+                    conn.execute(delivery.insert(), queued)
+            return [(edition_id, True) for edition_id in ids]
+        except StorageError as error:
+            if not _is_integrity_error(error):
+                raise
+        return [self.create_edition(**e) for e in editions]
+
     def _find_edition(
         self, kind: str, subscriber_id: int | None, frequency: str, period_end: datetime
     ) -> int | None:

@@ -182,12 +182,11 @@ class SubscriberStore:
             rows = conn.execute(query).all()
             ids = [row.id for row in rows]
             lists: dict[int, list[Watchlist]] = defaultdict(list)
+            lists_query = select(watchlist).order_by(watchlist.c.id)
+            if condition is not None:  # everyone: no IN list (SQLite caps its parameters)
+                lists_query = lists_query.where(watchlist.c.subscriber_id.in_(ids))
             if ids:
-                for w in conn.execute(
-                    select(watchlist)
-                    .where(watchlist.c.subscriber_id.in_(ids))
-                    .order_by(watchlist.c.id)
-                ):
+                for w in conn.execute(lists_query):
                     lists[w.subscriber_id].append(
                         Watchlist(w.id, w.query, bool(w.instant), w.created_at)
                     )

@@ -13,6 +13,7 @@ a sum of named parts so an editor can explain any position:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -155,23 +156,85 @@ def cluster(
     """Group near-duplicate stories (greedy, in the given order: pass them best first).
 
     Each cluster's first member is its representative. Items sharing a link are always one
-    story; otherwise titles and opening text must overlap by ``threshold`` (Jaccard).
+    story; otherwise titles and opening text must overlap by ``threshold`` (Jaccard). A
+    story joins the first cluster (in creation order) that it matches.
+
+    Only clusters that can match are compared (prefix filtering): two sets with Jaccard at
+    least t > 0 share one of the first |x| - ceil(t·|x|) + 1 elements of each, in any one
+    fixed order; rarest first keeps those lists short. The result is the full scan's.
     """
+    signatures = [_signature(candidate) for candidate in candidates]
+    if threshold <= 0:
+        return _cluster_scan(candidates, signatures, threshold)
+    frequency: dict[str, int] = {}
+    for sig in signatures:
+        for word in sig.title:
+            frequency[word] = frequency.get(word, 0) + 1
+        for shingle in sig.body:
+            frequency[shingle] = frequency.get(shingle, 0) + 1
+
+    def prefix(tokens: frozenset[str]) -> list[str]:
+        if not tokens:
+            return []
+        keep = len(tokens) - math.ceil(threshold * len(tokens) - 1e-9) + 1
+        return sorted(tokens, key=lambda t: (frequency[t], t))[:keep]
+
     clusters: list[list[DigestCandidate]] = []
-    signatures: list[_Signature] = []
+    reps: list[_Signature] = []
     links: list[set[str]] = []
-    for candidate in candidates:
-        sig = _signature(candidate)
+    by_title: dict[str, list[int]] = {}
+    by_body: dict[str, list[int]] = {}
+    by_link: dict[str, list[int]] = {}
+    for candidate, sig in zip(candidates, signatures, strict=True):
+        title_prefix = prefix(sig.title)
+        body_prefix = prefix(sig.body) if len(sig.body) >= 5 else []
+        possible: set[int] = set()
+        for word in title_prefix:
+            possible.update(by_title.get(word, ()))
+        for shingle in body_prefix:
+            possible.update(by_body.get(shingle, ()))
+        if candidate.link:
+            possible.update(by_link.get(candidate.link, ()))
+        for index in sorted(possible):
+            same_link = bool(candidate.link) and candidate.link in links[index]
+            if same_link or similarity(sig, reps[index]) >= threshold:
+                clusters[index].append(candidate)
+                if candidate.link and candidate.link not in links[index]:
+                    links[index].add(candidate.link)
+                    by_link.setdefault(candidate.link, []).append(index)
+                break
+        else:
+            index = len(clusters)
+            clusters.append([candidate])
+            reps.append(sig)
+            links.append({candidate.link} if candidate.link else set())
+            if candidate.link:
+                by_link.setdefault(candidate.link, []).append(index)
+            for word in title_prefix:
+                by_title.setdefault(word, []).append(index)
+            for shingle in body_prefix:
+                by_body.setdefault(shingle, []).append(index)
+    return clusters
+
+
+def _cluster_scan(
+    candidates: Sequence[DigestCandidate], signatures: Sequence[_Signature], threshold: float
+) -> list[list[DigestCandidate]]:
+    """``cluster`` comparing each story with every cluster (any threshold)."""
+    clusters: list[list[DigestCandidate]] = []
+    reps: list[_Signature] = []
+    links: list[set[str]] = []
+    for candidate, sig in zip(candidates, signatures, strict=True):
         for index, members in enumerate(clusters):
             same_link = bool(candidate.link) and candidate.link in links[index]
-            if same_link or similarity(sig, signatures[index]) >= threshold:
+            if same_link or similarity(sig, reps[index]) >= threshold:
                 members.append(candidate)
                 if candidate.link:
                     links[index].add(candidate.link)
                 break
         else:
             clusters.append([candidate])
-            signatures.append(sig)
+            reps.append(sig)
             links.append({candidate.link} if candidate.link else set())
     return clusters
 

@@ -172,3 +172,33 @@ def test_a_digest_never_repeats_an_item(rows: list[tuple[int, str, float, bool]]
     shown += [e.item.id for e in digest.watchlist_entries]
     assert len(shown) == len(set(shown))
     assert set(shown) == set(digest.item_ids)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(WORDS), min_size=0, max_size=7),
+            st.lists(st.sampled_from(WORDS), min_size=0, max_size=14),
+            st.sampled_from(
+                ["", "https://a.example/1", "https://a.example/2", "https://b.example"]
+            ),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from([0.0, 0.3, 0.5, 0.8, 1.0]),
+)
+def test_prefix_filtered_clustering_equals_the_full_scan(
+    stories: list[tuple[list[str], list[str], str]], threshold: float
+) -> None:
+    from pipeline.core.digest import _cluster_scan, _signature
+
+    candidates = [
+        item(n, title=" ".join(title), summary_text=" ".join(body), link=link)
+        for n, (title, body, link) in enumerate(stories)
+    ]
+    fast = cluster(candidates, threshold)
+    slow = _cluster_scan(candidates, [_signature(c) for c in candidates], threshold)
+    assert [[c.id for c in members] for members in fast] == [
+        [c.id for c in members] for members in slow
+    ]

@@ -19,6 +19,7 @@ from pipeline.core.models import FeedSource
 from pipeline.core.schedule import BackoffPolicy
 from pipeline.core.tagger import Tagger
 from pipeline.rules import load_tagger
+from pipeline.services import EntryMemory
 from pipeline.settings import Settings
 from pipeline.sources import load_feed_sources
 from pipeline.tokens import Tokens, load_or_create_secret
@@ -45,6 +46,11 @@ class App:
 
     def parse_pool(self) -> ParsePool:
         return ParsePool.from_settings(self.settings.fetch)
+
+    @cached_property
+    def entry_memory(self) -> EntryMemory:
+        """Entry fingerprints of the feeds this process polled (a worker polls many times)."""
+        return EntryMemory()
 
     @cached_property
     def tagger(self) -> Tagger:

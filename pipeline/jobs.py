@@ -69,6 +69,7 @@ def poll_feeds(
                     concurrency=settings.fetch.concurrency,
                     on_report=on_report,
                     tagger=app.tagger,
+                    entries=app.entry_memory,
                 )
                 return await poller.poll(feeds)
 

@@ -9,7 +9,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +19,7 @@ from pipeline.adapters.parse import ParsePool
 from pipeline.adapters.storage import PollWrite, Store
 from pipeline.core.errors import FeedError
 from pipeline.core.models import FeedOutcome, FeedState, Item, StoreCounts
-from pipeline.core.normalize import items_from_feed
+from pipeline.core.normalize import items_from_feed_since
 from pipeline.core.schedule import BackoffPolicy, PollRecord, decide_after_poll
 from pipeline.core.tagger import Tagger, TagInput, TagResult
 
@@ -236,6 +236,33 @@ class _Writer:
             self._loop.call_soon_threadsafe(settle)
 
 
+class EntryMemory:
+    """What each feed's last stored document held, as entry fingerprints
+    (``items_from_feed_since``), for the polls of one process: a long-running worker then
+    normalises only the entries that changed. Bounded: the feeds polled least recently are
+    forgotten first (they are normalised in full next time, which is always correct)."""
+
+    def __init__(self, max_feeds: int = 10_000) -> None:
+        self.max_feeds = max_feeds
+        self._seen: OrderedDict[int, Mapping[int, int | None]] = OrderedDict()
+        self._lock = threading.Lock()  # read in the writer thread, written in the loop's
+
+    def recall(self, feed_id: int) -> Mapping[int, int | None]:
+        with self._lock:
+            return self._seen.get(feed_id, {})
+
+    def remember(self, feed_id: int, seen: Mapping[int, int | None]) -> None:
+        with self._lock:
+            self._seen[feed_id] = seen
+            self._seen.move_to_end(feed_id)
+            while len(self._seen) > self.max_feeds:
+                self._seen.popitem(last=False)
+
+    def forget(self, feed_id: int) -> None:
+        with self._lock:
+            self._seen.pop(feed_id, None)
+
+
 @dataclass
 class Poller:
     """Polls claimed feeds concurrently: fetch, skip unchanged, parse off-process, then
@@ -249,6 +276,7 @@ class Poller:
     concurrency: int = 64
     on_report: Callable[[FeedPollReport], None] | None = None
     tagger: Tagger | None = None  # when set, items are tagged as they are stored
+    entries: EntryMemory | None = None  # when set, unchanged entries are not normalised again
 
     async def poll(self, feeds: Sequence[FeedState]) -> PollSummary:
         started = time.perf_counter()
@@ -368,9 +396,17 @@ class Poller:
         record = decide(outcome, message, http_status=result.http_status)
         final_url = result.final_url
 
+        memory = self.entries
+        noted: list[Mapping[int, int | None]] = []
+
         def prepare() -> PollWrite:
             # In the writer thread: normalising and tagging never block the event loop.
-            items = items_from_feed(parsed, final_url, state.language or "en", fetched_at)
+            previous = memory.recall(state.id) if memory is not None else {}
+            batch = items_from_feed_since(
+                parsed, final_url, state.language or "en", fetched_at, previous
+            )
+            noted.append(batch.seen)
+            items = batch.items
             tags = LazyTags(self.tagger, items, state) if self.tagger else None
             return PollWrite(
                 state.id,
@@ -386,4 +422,13 @@ class Poller:
                 tags=tags,
             )
 
-        return await write(record, prepare)
+        if memory is None:
+            return await write(record, prepare)
+        try:
+            report = await write(record, prepare)
+        except BaseException:
+            memory.forget(state.id)  # nothing is known to be stored: normalise all next time
+            raise
+        if noted:
+            memory.remember(state.id, noted[-1])
+        return report

@@ -11,7 +11,8 @@ import pytest
 
 from pipeline import jobs
 from pipeline.bootstrap import App
-from pipeline.core.models import FeedOutcome
+from pipeline.core import normalize
+from pipeline.core.models import FeedOutcome, Item, ParsedEntry
 from tests.support.app import FakeClock, add_feeds, make_app
 from tests.support.feedserver import FeedServer
 
@@ -173,6 +174,46 @@ def test_entry_changed_at_the_source_is_updated_in_place(
     assert (summary.new, summary.updated) == (0, 1)
     [stored] = app.store.list_items()
     assert "Corrected summary" in stored.summary_text
+
+
+def test_a_warm_poll_normalises_only_the_entries_that_changed(
+    app: App,
+    feed_server: FeedServer,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    feed_server.route("/f.xml", body=rss(*(entry(n) for n in range(1, 6))))
+    add_feeds(app, feed_server.url("/f.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    normalised: list[str | None] = []
+    real = normalize.item_from_entry
+
+    def counting(parsed_entry: ParsedEntry, *args: object) -> Item:
+        normalised.append(parsed_entry.title)
+        return real(parsed_entry, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(normalize, "item_from_entry", counting)
+    changed = entry(2).replace("Summary of story 2", "Corrected summary")
+    feed_server.route("/f.xml", body=rss(entry(6), entry(1), changed, *map(entry, (3, 4, 5))))
+    clock.advance(hours=1)
+    summary = jobs.poll_feeds(app)
+    assert (summary.new, summary.updated) == (1, 1)
+    assert sorted(normalised) == ["Pakistan story 2", "Pakistan story 6"]
+    stored = {item.title: item for item in app.store.list_items()}
+    assert len(stored) == 6 and "Corrected summary" in stored["Pakistan story 2"].summary_text
+
+    # A new process knows nothing yet: it normalises every entry, and stores the same.
+    fresh = make_app(app.settings.database.url, tmp_path / "fresh", clock)
+    try:
+        normalised.clear()
+        feed_server.route("/f.xml", body=rss(entry(7), entry(6), entry(1), changed, entry(3)))
+        clock.advance(hours=1)
+        summary = jobs.poll_feeds(fresh, all_feeds=True)
+        assert (summary.new, summary.updated) == (1, 0)
+        assert len(normalised) == 5
+    finally:
+        fresh.close()
 
 
 def test_same_story_in_two_feeds_is_stored_once(app: App, feed_server: FeedServer) -> None:

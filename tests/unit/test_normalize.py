@@ -21,6 +21,7 @@ from pipeline.core.normalize import (
     html_to_text,
     item_from_entry,
     items_from_feed,
+    items_from_feed_since,
     normalise_guid,
     sanitize_html,
 )
@@ -427,3 +428,52 @@ def test_detect_language_needs_a_few_letters_before_overriding() -> None:
 def test_items_from_feed_uses_the_documents_language_when_none_is_configured() -> None:
     parsed = replace(feed_of(entry(language=None)), language="de-DE")
     assert items_from_feed(parsed, FEED, None, FETCHED)[0].language == "de"
+
+
+# --- incremental normalisation (warm polls) -----------------------------------------------------
+def numbered(n: int, **fields: object) -> ParsedEntry:
+    link = f"https://news.example.com/a/{n}"
+    return entry(guid=link, link=link, title=f"Story {n}", **fields)
+
+
+def test_unchanged_entries_are_skipped_and_changed_ones_match_a_full_normalise() -> None:
+    first = feed_of(*(numbered(n) for n in range(10)))
+    everything = items_from_feed_since(first, FEED, None, FETCHED, {})
+    assert everything.items == items_from_feed(first, FEED, None, FETCHED)
+    assert everything.skipped == 0 and len(everything.seen) == 10
+
+    edited = replace(numbered(3), title="Story 3, updated")
+    second = feed_of(numbered(10), *(edited if n == 3 else numbered(n) for n in range(9)))
+    since = items_from_feed_since(second, FEED, None, FETCHED, everything.seen)
+    full = items_from_feed(second, FEED, None, FETCHED)
+    assert since.items == [item for item in full if item.title in {"Story 10", "Story 3, updated"}]
+    assert since.skipped == 8
+    again = items_from_feed_since(second, FEED, None, FETCHED, since.seen)
+    assert again.items == [] and again.skipped == 10
+
+
+def test_a_changed_entry_repeating_a_skipped_guid_falls_back_to_the_full_normalise() -> None:
+    # Feeds repeat GUIDs; the first entry wins, so skipping the first would change the winner.
+    first = feed_of(numbered(1), numbered(2))
+    seen = items_from_feed_since(first, FEED, None, FETCHED, {}).seen
+    second = feed_of(numbered(1), numbered(2), replace(numbered(1), title="Impostor"))
+    since = items_from_feed_since(second, FEED, None, FETCHED, seen)
+    assert since.items == items_from_feed(second, FEED, None, FETCHED)
+    assert [item.title for item in since.items] == ["Story 1", "Story 2"]
+    assert since.skipped == 0
+
+
+def test_nothing_is_skipped_when_the_feed_url_or_language_changes() -> None:
+    document = feed_of(numbered(1), numbered(2))
+    seen = items_from_feed_since(document, FEED, "en", FETCHED, {}).seen
+    moved = items_from_feed_since(document, FEED + "?v=2", "en", FETCHED, seen)
+    relabelled = items_from_feed_since(document, FEED, "ur", FETCHED, seen)
+    assert len(moved.items) == len(relabelled.items) == 2
+    assert relabelled.items == items_from_feed(document, FEED, "ur", FETCHED)
+
+
+def test_empty_entries_are_remembered_without_an_item() -> None:
+    document = feed_of(entry(guid=None, link=None, title=None, summary=None), numbered(1))
+    seen = items_from_feed_since(document, FEED, None, FETCHED, {}).seen
+    assert sorted(seen.values(), key=lambda v: v is not None)[0] is None
+    assert items_from_feed_since(document, FEED, None, FETCHED, seen).items == []

@@ -13,7 +13,7 @@ from flask import Flask
 
 from pipeline.bootstrap import App, build_app
 from pipeline.settings import Settings, load_settings
-from pipeline.web import security
+from pipeline.web import logs, security
 from pipeline.web.context import install_context
 
 PACKAGE = Path(__file__).resolve().parent
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, core: App | None = None) -> Fla
     )
     flask.extensions["qasid"] = core
     security.install(flask, settings)
+    logs.install(flask)  # no link token in access or error logs
     install_context(flask)
 
     from pipeline.web import archive, editor, health, reader, webhook

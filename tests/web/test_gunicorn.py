@@ -2,6 +2,7 @@
 
 D-09: no scheduler thread in any web worker (``/healthz`` answers from both workers).
 A-04: a per-address rate limit in shared storage (Redis) holds across both workers.
+The access log holds no link token (pipeline/web/logs.py).
 
 The limit exercised is the SendGrid webhook's own (``[sendgrid] webhook_rate_limit``, set to
 5/hour here), because it is the per-address limit this part of the app owns. Redis keys are
@@ -37,7 +38,8 @@ from tests.web.test_webhook_signing import Signer, body_of, make_event
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379"
-ACCESS_FORMAT = "%(p)s %(s)s %(m)s %(U)s"  # "<pid> status method path"
+# "<pid> status method path", then every atom that can hold a URL (for the token check)
+ACCESS_FORMAT = '%(p)s %(s)s %(m)s %(U)s "%(r)s" "%(f)s" %(q)s %({raw_uri}e)s'
 
 
 def free_port() -> int:
@@ -94,7 +96,7 @@ class GunicornServer:
         """(pid, status, method, path) per request served so far."""
         lines = []
         for line in self.access_log.read_text(encoding="utf-8").splitlines():
-            match = re.fullmatch(r"<(\d+)> (\d{3}) (\S+) (\S+)", line.strip())
+            match = re.match(r"<(\d+)> (\d{3}) (\S+) (\S+) ", line.strip())
             if match:
                 pid, status, method, path = match.groups()
                 lines.append((int(pid), int(status), method, path))
@@ -320,3 +322,33 @@ def test_a04_rate_limit_holds_across_two_workers_with_redis(production: Producti
     assert limited_by() == workers  # each worker refused once the shared count was reached
     assert elsewhere == 200  # another client address has its own allowance
     assert removed >= 2  # this run's counters were in Redis, and are gone
+
+
+# -- no link token in the access log ------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # starting gunicorn twice on shared cores
+def test_the_access_log_holds_no_link_token(production: Production) -> None:
+    server = production.server
+    token = "eyJzIjoxfQ.Zx9-k_Q.S3cr3t-Sig_nature"
+    referer = {"Referer": f"http://127.0.0.1/manage/{token}/preferences"}
+    for method, path in [
+        ("GET", f"/unsubscribe/{token}"),
+        ("POST", f"/unsubscribe/{token}"),  # a mail provider's one-click
+        ("GET", f"/confirm/{token}?token={token}"),
+        ("GET", f"/editions/1/{token}"),
+    ]:
+        assert server.request(method, path, headers=referer).status in (400, 404), path
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline:  # each worker writes its own lines
+        text = server.access_log.read_text(encoding="utf-8")
+        if sum("[token]" in line for line in text.splitlines()) >= 4:
+            break
+        time.sleep(0.1)
+    lines = [line for line in text.splitlines() if "[token]" in line]
+    assert len(lines) == 4, text[-2000:]
+    assert token not in text
+    assert any('"POST /unsubscribe/[token] HTTP/1.1"' in line for line in lines)
+    assert all('"http://127.0.0.1/manage/[token]/preferences"' in line for line in lines)

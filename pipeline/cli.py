@@ -782,6 +782,27 @@ def worker(obj: _Context) -> None:
 
 
 @main.command()
+@click.option("--host", default=None, help="Address to listen on (default: [web] host).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: [web] port)."
+)
+@click.pass_obj
+def serve(obj: _Context, host: str | None, port: int | None) -> None:
+    """Serve the web app for local use (in production the Procfile runs gunicorn)."""
+    from pipeline.web import create_app
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    web = obj.settings.web
+    host, port = host or web.host, port or web.port
+    with obj.app() as app:
+        site = create_app(obj.settings, core=app)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"web app: http://{shown}:{port}/  (links in emails use {web.base_url}/)")
+        click.echo("Ctrl-C to stop")
+        site.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.command()
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),

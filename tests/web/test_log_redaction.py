@@ -1,18 +1,24 @@
 """No link token in logs: the request lines of the servers (werkzeug for ``qasid serve``,
-gunicorn in production: see test_gunicorn) and the app's own error lines."""
+gunicorn in production: see test_gunicorn) and the app's own error lines. ``qasid serve``."""
 
 from __future__ import annotations
 
 import http.client
 import logging
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask, url_for
 from werkzeug.serving import make_server
 
 from pipeline.web import logs
+from tests.web.test_gunicorn import ROOT, free_port, server_env
 
 TOKEN = "eyJzIjoxfQ.Zx9-k_Q.S3cr3t-Sig_nature"  # the shape of an itsdangerous token
 
@@ -100,3 +106,62 @@ def test_werkzeug_request_lines_carry_no_token(
     assert len(lines) == 4, lines
     assert all(TOKEN not in line and "[token]" in line for line in lines), lines
     assert TOKEN not in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_qasid_serve_serves_the_app_and_logs_requests_without_tokens(tmp_path: Path) -> None:
+    env = server_env(tmp_path, {})
+    refused = subprocess.run(
+        [sys.executable, "-m", "pipeline", "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "qasid db upgrade" in refused.stderr
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "db", "upgrade"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, log.read_text(errors="replace")
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    conn.request("GET", f"/unsubscribe/{TOKEN}")
+                    status = conn.getresponse().status
+                    conn.close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, log.read_text(errors="replace")
+                    time.sleep(0.2)
+            assert status == 404  # not a valid token: the friendly 404 page
+        finally:
+            process.send_signal(signal.SIGINT)  # Ctrl-C
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+    text = log.read_text(errors="replace")
+    assert f"web app: http://127.0.0.1:{port}/" in text
+    assert "GET /unsubscribe/[token] HTTP/1.1" in text
+    assert TOKEN not in text

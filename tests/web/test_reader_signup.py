@@ -274,3 +274,31 @@ def test_an_address_on_the_provider_suppression_list_gets_no_confirmation(
 def test_get_subscribe_goes_back_to_the_form(client: FlaskClient, web_app: Flask) -> None:
     response = client.get("/subscribe")
     assert response.status_code == 303 and response.headers["Location"].endswith("/#subscribe")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_l04_a_burst_of_signups_mails_each_address_once_at_most(
+    client: FlaskClient, web_core: App
+) -> None:
+    """L-04: 300 sign-up POSTs from 3 addresses for 50 mailboxes within 30 s: at most one
+    confirmation per mailbox, the per-client limit answers 429, nothing fails."""
+    started = time.monotonic()
+    statuses = [
+        post_signup(client, f"l04-{n % 50}@example.com", ip=f"198.51.100.{n % 3}").status_code
+        for n in range(300)
+    ]
+    elapsed = time.monotonic() - started
+    assert set(statuses) <= {200, 429}, sorted(set(statuses))
+    assert statuses.count(200) == 3 * 5  # SIGNUP_PER_IP: 5 an hour for each client address
+    assert statuses.count(429) == 300 - 15
+    subscribers = SubscriberStore(web_core.store)
+    mailed = [
+        subscriber.id
+        for n in range(50)
+        if (subscriber := subscribers.get(f"l04-{n}@example.com")) is not None
+    ]
+    assert confirmations(web_core) == len(mailed) <= 15
+    for subscriber_id in mailed:
+        assert confirmations(web_core, subscriber_id) == 1
+    assert elapsed < 30, elapsed

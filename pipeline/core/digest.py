@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from pipeline.core.text import token_texts
 
@@ -130,10 +131,22 @@ class _Signature:
 
 
 def _signature(candidate: DigestCandidate) -> _Signature:
-    title_words = [w for w in token_texts(candidate.title) if w not in _STOP]
-    body_words = [w for w in token_texts(candidate.summary_text)[:60] if w not in _STOP]
+    return _text_signature(candidate.title, candidate.summary_text)
+
+
+# Digests for many readers over one day's items tokenise the same texts again and again:
+# these caches make it once per text (bounded, for a long-running worker).
+@lru_cache(maxsize=1 << 16)
+def _text_signature(title: str, summary_text: str) -> _Signature:
+    title_words = [w for w in token_texts(title) if w not in _STOP]
+    body_words = [w for w in token_texts(summary_text)[:60] if w not in _STOP]
     shingles = {" ".join(body_words[i : i + 3]) for i in range(max(len(body_words) - 2, 0))}
     return _Signature(frozenset(title_words), frozenset(shingles))
+
+
+@lru_cache(maxsize=1 << 16)
+def _words(text: str) -> frozenset[str]:
+    return frozenset(token_texts(text))
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -252,12 +265,12 @@ def rank_parts(
     """The named parts of an item's rank, for display and for tests."""
     chosen = [t for t in themes if t in candidate.themes]
     theme_score = max((candidate.scores.get(t, 0.0) for t in chosen), default=0.0)
-    title_words = set(token_texts(candidate.title))
+    title_words = _words(candidate.title)
     in_title = any(
-        set(token_texts(term)) <= title_words
+        _words(term) <= title_words
         for t in chosen
         for term in candidate.evidence.get(t, ())
-        if token_texts(term)
+        if _words(term)
     )
     span = (period_end - period_start).total_seconds() or 1.0
     age = (period_end - min(candidate.published, period_end)).total_seconds()

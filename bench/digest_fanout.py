@@ -1,0 +1,383 @@
+"""Personal digests for many readers (issue 4, "Speed"): select, rank, cluster, render, queue.
+
+    python -m bench.digest_fanout                  # 100,000 readers, 20,000 items, SQLite
+    python -m bench.digest_fanout --quick          # 10,000 readers, 4,000 items
+    python -m bench.digest_fanout --engine postgres --subscribers 20000
+
+Workload (fixed seed): the items and the readers' 5 watchlists each come from
+``bench.watchlist_fanout.make_workload`` (Zipf-shared terms and queries). Each item is
+tagged like the tagger would: 35% relevant, one or two of the configured themes (popular
+themes more often), scores, evidence words from its title, US involvement for 30%, one of
+60 outlets, published within the day; one item in ten retells an earlier story under
+another outlet (clusters with "also"). Readers choose 2 to 5 themes (popular ones more
+often) and live in Karachi (17:00), London (12:00) or New York (07:00): all are due for the
+same day, which ends at 12:00 UTC, and see times in their own zone.
+
+Measured in a fresh process per engine (so VmHWM is that run's peak), on a migrated
+database seeded beforehand:
+
+1. **build**: ``delivery.build_due_digests`` (select, rank, cluster, store each edition and
+   queue its delivery row);
+2. **render**: what ``drain_queue`` does before handing emails to the mailer: claim every
+   queued row (1,000 at a time), read the batch's editions and readers, and ``compose``
+   each email (pieces rendered once per run: ``DigestAssembler``);
+3. **naive**: ``compose`` with the full path (``EmailRenderer.digest``: Jinja2 render and
+   CSS inlining per email) on a sample of the same rows; the same emails are checked equal.
+   Its time per email, times the number of emails, is the naive path's render.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import database, machine, median, postgres_available, spread, step, table
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 20250404
+DAY_END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+NOW = DAY_END + timedelta(minutes=5)
+ZONES = [("Asia/Karachi", 17), ("Europe/London", 12), ("America/New_York", 7)]
+OUTLETS = [f"Outlet {n}" for n in range(60)]
+
+
+def settings_env(url: str, folder: Path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": url,
+        "QASID_FEEDS_FILE": str(folder / "no-feeds.toml"),
+        "QASID_WORKER_NAME": "bench-worker",
+        "QASID_MAIL_POSTAL_ADDRESS": "1 Bench Street, Lahore",
+        "QASID_MAIL_FROM_ADDRESS": "qasid <digest@qasid.test>",
+        "QASID_MAIL_OUTBOX_DIR": str(folder / "outbox"),
+        "QASID_WEB_SECRET_KEY": "bench-secret",
+        "QASID_WEB_BASE_URL": "https://qasid.example",
+    }
+
+
+def make_app(url: str, folder: Path) -> Any:
+    from pipeline.bootstrap import build_app
+    from pipeline.settings import load_settings
+
+    config = folder / "qasid.toml"
+    config.write_text("", encoding="utf-8")
+    settings = load_settings(config, environ=settings_env(url, folder))
+    return build_app(settings, clock=lambda: NOW)
+
+
+# -- seeding (not measured) ----------------------------------------------------------------
+
+
+def seed(app: Any, subscribers: int, n_items: int) -> dict[str, Any]:
+    from sqlalchemy import insert
+
+    from bench.watchlist_fanout import make_workload
+    from pipeline.adapters.schema import feed, item, subscriber, watchlist
+    from pipeline.editorial import load_theme_infos
+
+    work = make_workload(subscribers, 5, 50_000, n_items)
+    rng = random.Random(SEED)
+    themes = [t.id for t in load_theme_infos(ROOT)]
+    weights = [1 / (rank + 1) for rank in range(len(themes))]
+    started = time.perf_counter()
+    with app.store._begin() as conn:
+        conn.execute(
+            insert(feed),
+            [
+                {"url": f"https://o{n}.example/feed", "title": name, "created_at": NOW}
+                for n, name in enumerate(OUTLETS)
+            ],
+        )
+        rows = []
+        for n, title, body in work.items:
+            if n and rng.random() < 0.1:  # another outlet retells an earlier story
+                _, title, body = work.items[rng.randrange(n)]
+            relevant = rng.random() < 0.35
+            tagged = sorted(set(rng.choices(themes, weights, k=rng.choice((1, 1, 2)))))
+            words = [w for w in title.split() if len(w) > 3] or [title]
+            published = DAY_END - timedelta(seconds=rng.randrange(1, 86_400))
+            rows.append(
+                {
+                    "uid": f"{n:032x}",
+                    "feed_id": rng.randrange(len(OUTLETS)) + 1,
+                    "guid_key": f"g{n}",
+                    "link": f"https://news{n % 60}.example/{n}",
+                    "title": title,
+                    "summary_html": f"<p>{body}</p>",
+                    "summary_text": body,
+                    "language": "en",
+                    "published_at": published,
+                    "fetched_at": published,
+                    "updated_at": published,
+                    "relevant": relevant,
+                    "us_link": rng.random() < 0.3,
+                    "themes": tagged if relevant else [],
+                    "scores": {t: round(rng.uniform(2, 12), 2) for t in tagged},
+                    "evidence": {t: rng.sample(words, min(2, len(words))) for t in tagged},
+                }
+            )
+        for start in range(0, len(rows), 2000):
+            conn.execute(insert(item), rows[start : start + 2000])
+        people = []
+        for n in range(subscribers):
+            zone, hour = ZONES[n % len(ZONES)]
+            chosen = sorted(set(rng.choices(themes, weights, k=rng.randint(2, 5))))
+            people.append(
+                {
+                    "id": n + 1,
+                    "email": f"reader{n}@bench.example",
+                    "status": "active",
+                    "themes": chosen,
+                    "frequency": "daily",
+                    "hour": hour,
+                    "timezone": zone,
+                    "created_at": NOW - timedelta(days=30),
+                    "updated_at": NOW - timedelta(days=30),
+                    "confirmed_at": NOW - timedelta(days=30),
+                }
+            )
+        for start in range(0, len(people), 5000):
+            conn.execute(insert(subscriber), people[start : start + 5000])
+        lists = [
+            {
+                "subscriber_id": index // work.per_subscriber + 1,
+                "query": query,
+                "created_at": NOW - timedelta(days=30),
+            }
+            for index, query in enumerate(work.queries)
+        ]
+        # A reader's duplicate query would break the unique index: keep the first.
+        seen: set[tuple[int, str]] = set()
+        unique = []
+        for row in lists:
+            key = (row["subscriber_id"], row["query"])
+            if key not in seen:
+                seen.add(key)
+                unique.append(row)
+        for start in range(0, len(unique), 10_000):
+            conn.execute(insert(watchlist), unique[start : start + 10_000])
+    return {
+        "items": len(rows),
+        "subscribers": subscribers,
+        "watchlists": len(unique),
+        "workload s": round(work.seconds, 1),
+        "seeding s": round(time.perf_counter() - started, 1),
+    }
+
+
+# -- the measured process ------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+def vm_hwm_mib() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
+    from pipeline import delivery
+    from pipeline.adapters.delivery_store import DeliveryStore
+    from pipeline.adapters.subscriber_store import SubscriberStore
+
+    app = make_app(url, folder)
+    out: dict[str, Any] = {}
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    summary = delivery.build_due_digests(app, NOW)
+    out["build"] = (time.perf_counter() - wall, cpu_seconds() - cpu)
+    out["built"], out["empty"] = summary.built, summary.empty
+
+    ledger = DeliveryStore(app.store)
+    people = SubscriberStore(app.store)
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    editorial = delivery.load_editorial(app, people.all())
+    rendered = 0
+    sample: list[tuple[Any, Any, Any, Any]] = []
+    html_bytes = 0
+    while True:
+        rows = ledger.claim(NOW, app.worker_name, 1000)
+        if not rows:
+            break
+        readers = people.by_ids(sorted({row.subscriber_id for row in rows}))
+        editions = ledger.get_editions(sorted({r.edition_id for r in rows if r.edition_id}))
+        editorial.assembler.prepare(
+            (editions[r.edition_id].content, readers[r.subscriber_id].timezone)
+            for r in rows
+            if r.edition_id in editions
+        )
+        for row in rows:
+            email = delivery.compose(app, editorial, row, readers[row.subscriber_id], editions)
+            assert email is not None
+            rendered += 1
+            html_bytes += len(email.html)
+            if len(sample) < naive_sample:
+                sample.append((row, readers[row.subscriber_id], editions, email))
+    out["render"] = (time.perf_counter() - wall, cpu_seconds() - cpu)
+    out["rendered"] = rendered
+    out["mean html KB"] = html_bytes / max(rendered, 1) / 1024
+    out["probes"] = editorial.assembler.probes
+    out["peak MiB"] = vm_hwm_mib()
+
+    class Naive:  # the full path in place of the assembler
+        def __init__(self, renderer: Any) -> None:
+            self.digest = renderer.digest
+
+        def prepare(self, _: Any) -> int:
+            return 0
+
+    fast_editorial = editorial
+    editorial = delivery.load_editorial(app, people.all())
+    editorial.tags = fast_editorial.tags  # same tags: comparable emails
+    editorial.renderer = fast_editorial.renderer
+    editorial.assembler = Naive(fast_editorial.renderer)  # type: ignore[assignment]
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    naive = [delivery.compose(app, editorial, r, s, e) for r, s, e, _ in sample]
+    out["naive"] = (time.perf_counter() - wall, cpu_seconds() - cpu)
+    out["naive n"] = len(sample)
+    out["equal"] = all(
+        a is not None and (a.html, a.text) == (b.html, b.text)
+        for a, (_, _, _, b) in zip(naive, sample, strict=True)
+    )
+    app.close()
+    return out
+
+
+def run_child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.digest_fanout", "--child", url, str(folder)]
+    command += ["--naive-sample", str(naive_sample)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"measured run failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def run(
+    quick: bool = False,
+    runs: int | None = None,
+    engines: tuple[str, ...] = ("sqlite",),
+    subscribers: int | None = None,
+    n_items: int | None = None,
+    naive_sample: int | None = None,
+) -> dict[str, Any]:
+    subscribers = subscribers or (10_000 if quick else 100_000)
+    n_items = n_items or (4_000 if quick else 20_000)
+    runs = runs or 1
+    naive_sample = naive_sample or (300 if quick else 1000)
+    about = machine()
+    step(f"digest fan-out: {subscribers:,} readers, {n_items:,} items; load {about['load']}")
+    results: dict[str, Any] = {"engines": {}}
+    rows_out = []
+    for engine in engines:
+        if engine == "postgres" and not postgres_available():
+            step("postgres: not reachable, skipped")
+            continue
+        measured = []
+        for attempt in range(runs):
+            with database(engine) as url, tempfile.TemporaryDirectory() as folder:
+                app = make_app(url, Path(folder))
+                app.store.upgrade()
+                notes = seed(app, subscribers, n_items)
+                app.close()
+                step(f"{engine} run {attempt + 1}: seeded {notes}")
+                figures = run_child(url, Path(folder), naive_sample)
+                step(f"{engine} run {attempt + 1}: {figures}")
+                measured.append(figures)
+        results["engines"][engine] = measured
+        rows_out.append(summarise(engine, measured))
+    about["load after"] = machine()["load"]
+    results["machine"] = about
+    results["table"] = table(
+        f"Digest fan-out: {subscribers:,} readers (themes + 5 watchlists), {n_items:,} items; "
+        f"load {about['load']} → {about['load after']}",
+        [
+            "engine",
+            "digests",
+            "build wall s (CPU s)",
+            "render wall s (CPU s)",
+            "total wall s (CPU s)",
+            "ms/digest render (CPU)",
+            "naive ms/digest (CPU)",
+            "render ×",
+            "pipeline × (CPU)",
+            "peak MiB",
+            "same emails",
+        ],
+        rows_out,
+    )
+    print(results["table"], flush=True)
+    return results
+
+
+def summarise(engine: str, measured: list[dict[str, Any]]) -> list[object]:
+    def col(key: str, index: int) -> list[float]:
+        return [m[key][index] for m in measured]
+
+    n = measured[0]["rendered"]
+    build_w, build_c = col("build", 0), col("build", 1)
+    render_w, render_c = col("render", 0), col("render", 1)
+    total_w = [a + b for a, b in zip(build_w, render_w, strict=True)]
+    total_c = [a + b for a, b in zip(build_c, render_c, strict=True)]
+    fast_ms = median(
+        [c / max(m["rendered"], 1) * 1000 for c, m in zip(render_c, measured, strict=True)]
+    )
+    naive_ms = median([m["naive"][1] / max(m["naive n"], 1) * 1000 for m in measured])
+    naive_total = median(build_c) + naive_ms / 1000 * n
+    return [
+        engine,
+        f"{n:,} ({measured[0]['empty']} empty)",
+        f"{spread(build_w)} ({median(build_c):.1f})",
+        f"{spread(render_w)} ({median(render_c):.1f})",
+        f"{spread(total_w)} ({median(total_c):.1f})",
+        f"{fast_ms:.3f}",
+        f"{naive_ms:.2f}",
+        f"{naive_ms / fast_ms:.0f}",
+        f"{naive_total / median(total_c):.1f}",
+        f"{median([m['peak MiB'] for m in measured]):.0f}",
+        "yes" if all(m["equal"] for m in measured) else "NO",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.digest_fanout", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--engine", action="append", choices=("sqlite", "postgres"))
+    parser.add_argument("--subscribers", type=int)
+    parser.add_argument("--items", type=int)
+    parser.add_argument("--naive-sample", type=int)
+    parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        figures = child(args.child[0], Path(args.child[1]), args.naive_sample or 300)
+        print(json.dumps(figures), flush=True)
+        return 0
+    run(
+        quick=args.quick,
+        runs=args.runs,
+        engines=tuple(args.engine or ("sqlite",)),
+        subscribers=args.subscribers,
+        n_items=args.items,
+        naive_sample=args.naive_sample,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import bench.watchlist_fanout
-from bench import ingest_cpu, poll, store, tagging
+from bench import digest_fanout, ingest_cpu, poll, sendgrid_send, store, tagging
 from bench.common import machine, step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,8 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
         lambda: bench.watchlist_fanout.run(quick=True),
     ),
     "tagging": (lambda: tagging.run(), lambda: tagging.run(quick=True)),
+    "digest_fanout": (lambda: digest_fanout.run(), lambda: digest_fanout.run(quick=True)),
+    "sendgrid_send": (lambda: sendgrid_send.run(), lambda: sendgrid_send.run(quick=True)),
 }
 
 

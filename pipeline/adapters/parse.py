@@ -138,16 +138,23 @@ def _entry_link(entry: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _entry_summary(entry: Mapping[str, Any]) -> str | None:
+def _entry_summary(entry: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The entry's summary (else its first non-empty content) and the base URI its relative
+    links resolve against (xml:base, else the document's URL, as feedparser tracks it)."""
+    contents = [c for c in entry.get("content") or () if isinstance(c, Mapping)]
     summary = _text(entry.get("summary"))
     if summary:
-        return summary
-    for content in entry.get("content") or ():
-        if isinstance(content, Mapping):
-            value = _text(content.get("value"))
-            if value:
-                return value
-    return None
+        detail = entry.get("summary_detail")
+        if isinstance(detail, Mapping):
+            return summary, _text(detail.get("base"))
+        # feedparser copies a lone <content> into "summary" without its details
+        copied = next((c for c in contents if _text(c.get("value")) == summary), None)
+        return summary, _text(copied.get("base")) if copied is not None else None
+    for content in contents:
+        value = _text(content.get("value"))
+        if value:
+            return value, _text(content.get("base"))
+    return None, None
 
 
 def _detail_language(entry: Mapping[str, Any]) -> str | None:
@@ -162,11 +169,12 @@ def _detail_language(entry: Mapping[str, Any]) -> str | None:
 
 
 def _parsed_entry(entry: dict[str, Any]) -> ParsedEntry:
+    summary, base = _entry_summary(entry)
     return ParsedEntry(
         guid=_text(entry.get("id")),
         link=_entry_link(entry),
         title=_text(entry.get("title")),
-        summary=_entry_summary(entry),
+        summary=summary,
         published=_datetime(entry.get("published_parsed")),
         # dict.get: FeedParserDict.get("updated_parsed") falls back to published_parsed
         # (with a DeprecationWarning), which would pass off a publication date as an update.
@@ -174,6 +182,7 @@ def _parsed_entry(entry: dict[str, Any]) -> ParsedEntry:
         author=_text(entry.get("author")),
         source=_text((entry.get("source") or {}).get("title")),
         language=_detail_language(entry),
+        base=base or None,
     )
 
 
@@ -220,11 +229,12 @@ def parse_feed(
         result = feedparser.parse(
             io.BytesIO(_defuse_entities(body)),
             response_headers=headers,
-            # No sanitizing here: every field is sanitized or reduced to text by nh3 in
-            # pipeline.core.normalize, and feedparser's own sanitizer is a quarter of its
-            # parse time. Relative URIs stay resolved: only feedparser knows xml:base.
+            # Neither sanitizing nor resolving relative URIs in HTML here: each re-parses
+            # every HTML field (a quarter of feedparser's time each), and nh3 does both in
+            # pipeline.core.normalize, resolving links against the base feedparser tracked
+            # (xml:base or the document's URL: ParsedEntry.base).
             sanitize_html=False,
-            resolve_relative_uris=True,
+            resolve_relative_uris=False,
         )
     except Exception as error:  # feedparser raises many kinds on hostile input (fact 2)
         reason = _text(f"{_class_name(error)}: {error}") or _class_name(error)

@@ -116,12 +116,15 @@ class ParsedEntry:
     guid: str | None
     link: str | None
     title: str | None
-    summary: str | None  # HTML (feedparser-sanitized at best)
+    summary: str | None  # raw HTML: relative links unresolved, nothing sanitized
     published: datetime | None  # aware UTC, or None when missing/unparseable
     updated: datetime | None = None
     author: str | None = None
     source: str | None = None  # the outlet an aggregator credits (RSS <source>)
     language: str | None = None
+    # What relative links in ``summary`` resolve against: its xml:base, else the document's
+    # URL (None: the entry's link, else the feed's URL).
+    base: str | None = None
 
 
 @dataclass(frozen=True)

@@ -508,7 +508,7 @@ def item_from_entry(
     fetched = _as_utc(fetched_at)
     link = canonical_url(entry.link, feed_url)
     title = clean_text(entry.title, TITLE_MAX)
-    summary_html = sanitize_html(entry.summary, link or feed_url)
+    summary_html = sanitize_html(entry.summary, entry.base or link or feed_url)
     summary_text = html_to_text(summary_html)
 
     raw_date = entry.published or entry.updated

@@ -10,8 +10,9 @@ What it does, per engine (PostgreSQL on 127.0.0.1:5432 when reachable, and SQLit
    drawn from the words of the bundled demo feeds, so word frequencies look like news) and
    one public daily edition per day, each built by the real digest builder
    (``build_digest`` / ``digest_as_dict``) from that day's items. Items go in with COPY
-   (PostgreSQL) or one executemany (SQLite), so the archive triggers and indexes of
-   migration 0005 are maintained as they would be in production;
+   (PostgreSQL) or one executemany (SQLite) followed by the store's per-batch archive
+   index (``index_sqlite_archive``, migration 0007), so the archive index of migrations
+   0005 and 0007 is maintained as it would be in production;
 2. starts gunicorn (``pipeline.web.wsgi:app``, gthread workers) on 127.0.0.1;
 3. runs ``wrk`` (Debian package; the asyncio/aiohttp client below when wrk is absent) with
    50 connections for a fixed time per scenario (``scenarios``): the issue's three
@@ -413,6 +414,8 @@ def seed(url: str, editions: int, items: int, processes: int = 2) -> dict[str, A
 
 
 def _insert_items(store: Any, rows: list[tuple[Any, ...]]) -> None:
+    from pipeline.adapters.storage import index_sqlite_archive, sqlite_last_item_id
+
     if store.is_sqlite:
         encoded = [
             (
@@ -431,11 +434,14 @@ def _insert_items(store: Any, rows: list[tuple[Any, ...]]) -> None:
             for row in rows
         ]
         with store.engine.begin() as conn:
+            last = sqlite_last_item_id(conn)
             conn.exec_driver_sql(
                 f"INSERT INTO item ({', '.join(ITEM_COLUMNS)})"
                 f" VALUES ({', '.join('?' for _ in ITEM_COLUMNS)})",
                 encoded,
             )
+            if last is not None:  # migration 0007: indexed per batch, as the store does
+                index_sqlite_archive(conn, last)
         return
     raw = store.engine.raw_connection()
     try:

@@ -9,12 +9,13 @@ resolved by provider events or, after a window, resent once and flagged.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import Text, and_, bindparam, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.schema import delivery, edition
@@ -227,12 +228,26 @@ class DeliveryStore:
         return _edition_row(row._mapping) if row else None
 
     def get_editions(self, edition_ids: Sequence[int]) -> dict[int, EditionRow]:
-        """Many editions in one query: id → edition (missing ids are left out)."""
+        """Many editions in one query: id → edition (missing ids are left out). Readers
+        with the same digest have the same stored content: it is decoded once."""
         if not edition_ids:
             return {}
+        columns = [column for column in edition.c if column.name != "content"]
+        query = select(*columns, cast(edition.c.content, Text).label("content_text")).where(
+            edition.c.id.in_(list(edition_ids))
+        )
+        decoded: dict[str, Any] = {}
+        out: dict[int, EditionRow] = {}
         with self.store._begin() as conn:
-            rows = conn.execute(select(edition).where(edition.c.id.in_(list(edition_ids))))
-            return {int(row.id): _edition_row(row._mapping) for row in rows}
+            for row in conn.execute(query):
+                values = dict(row._mapping)
+                text = values.pop("content_text") or "{}"
+                content = decoded.get(text)
+                if content is None:
+                    content = decoded[text] = json.loads(text)
+                values["content"] = content
+                out[int(row.id)] = _edition_row(values)
+        return out
 
     def public_editions(self, limit: int = 20, offset: int = 0) -> list[EditionRow]:
         """Public editions, newest first."""

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/qasid demo --serve
+	$(BIN)/qasid demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

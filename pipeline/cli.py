@@ -809,13 +809,26 @@ def serve(obj: _Context, host: str | None, port: int | None) -> None:
     default=None,
     help="Where the demo keeps its database (default var/demo).",
 )
-@click.option("--serve", is_flag=True, help="Then serve the web app on 127.0.0.1 until Ctrl-C.")
+@click.option(
+    "--serve/--no-serve",
+    default=True,
+    show_default=True,
+    help="After the pipeline, serve the web app on 127.0.0.1 until Ctrl-C (or SIGTERM).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="The web app's port on 127.0.0.1; 0 picks a free one (the URL printed is the real one).",
+)
 @click.pass_obj
-def demo(obj: _Context, workdir: Path | None, serve: bool) -> None:
-    """Run the pipeline offline on bundled feed snapshots served on 127.0.0.1."""
+def demo(obj: _Context, workdir: Path | None, serve: bool, port: int) -> None:
+    """Run the pipeline offline on bundled feed snapshots served on 127.0.0.1, then serve
+    the web app on its database (--no-serve stops after the pipeline)."""
     from pipeline.demo import run_demo
 
-    run_demo(obj.settings, workdir, serve=serve)
+    run_demo(obj.settings, workdir, serve=serve, port=port)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,24 @@
 The snapshots (built from the labeled dev corpus: real titles, summaries, links and dates)
 are served over HTTP on 127.0.0.1 and polled through the same code as production; only
 the settings differ: a throw-away SQLite database and 127.0.0.1 allowed past the
-private-address guard.
+private-address guard. Then the web app serves that database on 127.0.0.1 until Ctrl-C or
+SIGTERM (``--no-serve`` stops after the pipeline). Its port is taken before the pipeline
+runs, so a busy port fails at once, ``--port 0`` can pick a free one, and the links in the
+demo's emails point at the server that is really running.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,13 +29,32 @@ from pipeline.adapters.snapshot_server import serve_directory
 from pipeline.bootstrap import App, build_app
 from pipeline.settings import Settings
 
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
 
-def demo_settings(settings: Settings, workdir: Path, feeds_file: Path) -> Settings:
+DEMO_HOST = "127.0.0.1"
+DEMO_PORT = 8000
+
+
+def demo_settings(
+    settings: Settings, workdir: Path, feeds_file: Path, site_port: int | None = None
+) -> Settings:
     """The user's settings with the demo's database, feed list, local-address allowance,
-    and mail to the outbox folder (never a real provider)."""
+    and mail to the outbox folder (never a real provider); with ``site_port`` (the demo's
+    own web server on 127.0.0.1), the web app's address and the links in emails point
+    there."""
     fetch = settings.fetch.model_copy(
         update={"allow_hosts": (*settings.fetch.allow_hosts, "127.0.0.1")}
     )
+    web = settings.web
+    if site_port is not None:
+        web = web.model_copy(
+            update={
+                "base_url": f"http://{DEMO_HOST}:{site_port}",
+                "host": DEMO_HOST,
+                "port": site_port,
+            }
+        )
     return settings.model_copy(
         update={
             "database": settings.database.model_copy(
@@ -42,6 +68,7 @@ def demo_settings(settings: Settings, workdir: Path, feeds_file: Path) -> Settin
                     "postal_address": settings.mail.postal_address or DEMO_POSTAL_ADDRESS,
                 }
             ),
+            "web": web,
         }
     )
 
@@ -78,9 +105,10 @@ DEMO_READERS: list[dict[str, Any]] = [
 ]
 
 
-def deliver_demo_digests(app: App) -> Path:
+def deliver_demo_digests(app: App) -> tuple[Path, int]:
     """Demo readers, their digests over the snapshots' whole span, the public edition, and
-    every email written to the outbox through the real ledger and mail backend."""
+    every email written to the outbox through the real ledger and mail backend. Returns the
+    outbox folder and the public edition's id."""
     from pipeline import delivery
     from pipeline.subscriptions import add_watchlist, subscribe
 
@@ -116,24 +144,66 @@ def deliver_demo_digests(app: App) -> Path:
     finally:
         mailer.close()
     click.echo(f"demo: {sent.line()}")
-    return outbox
+    return outbox, edition_id
 
 
-def run_demo(settings: Settings, workdir: Path | None = None, serve: bool = False) -> None:
+def demo_data() -> Traversable:
+    """The bundled snapshots and their feed list (``pipeline/demo_data/``)."""
+    return resources.files("pipeline.demo_data")
+
+
+def run_demo(
+    settings: Settings,
+    workdir: Path | None = None,
+    serve: bool = True,
+    port: int = DEMO_PORT,
+) -> None:
     """Serve the snapshots, poll them into a fresh database, deliver the demo digests, say
-    where to look; with ``serve``, then serve the web app on that database until Ctrl-C."""
+    where to look; with ``serve``, then serve the web app on that database on 127.0.0.1
+    (``port``; 0 picks a free one) until Ctrl-C or SIGTERM."""
+    listener = listen(port) if serve else None  # a busy port fails before the pipeline runs
+    try:
+        settings_for_demo = run_pipeline(settings, workdir, listener.port if listener else None)
+        if listener is not None:
+            serve_demo_site(settings_for_demo, listener)
+    finally:
+        if listener is not None:
+            listener.server_close()
+
+
+def listen(port: int) -> BaseWSGIServer:
+    """A threaded WSGI server bound to 127.0.0.1:``port`` (0: a free port), with no app yet
+    (``serve_demo_site`` gives it one). Connections wait in the backlog until it serves."""
+    from werkzeug.serving import make_server
+
+    def not_yet(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"the demo is still running the pipeline\n"]
+
+    try:
+        return make_server(DEMO_HOST, port, not_yet, threaded=True)
+    except SystemExit:  # werkzeug has printed why (e.g. the port is in use)
+        raise click.ClickException(
+            f"cannot serve the demo on {DEMO_HOST}:{port}; "
+            "choose another port with --port (0 picks a free one) or use --no-serve"
+        ) from None
+
+
+def run_pipeline(settings: Settings, workdir: Path | None, site_port: int | None) -> Settings:
+    """The demo's pipeline in ``workdir`` (default var/demo, emptied first); returns the
+    settings it ran with (the web app serves the same database)."""
     workdir = (workdir or settings.path("var/demo")).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    data = resources.files("pipeline.demo_data")
+    data = demo_data()
     snapshots = Path(str(data / "feeds"))
     server = serve_directory(snapshots, host="127.0.0.1", port=0)
     try:
         listing = (data / "feeds.toml").read_text(encoding="utf-8")
         feeds_file = workdir / "feeds.toml"
         feeds_file.write_text(listing.replace("{port}", str(server.port)), encoding="utf-8")
-        settings_for_demo = demo_settings(settings, workdir, feeds_file)
+        settings_for_demo = demo_settings(settings, workdir, feeds_file, site_port)
         app = build_app(settings_for_demo)
         try:
             click.echo(f"demo: serving {snapshots.name}/ snapshots at {server.url}")
@@ -153,41 +223,67 @@ def run_demo(settings: Settings, workdir: Path | None = None, serve: bool = Fals
             count = app.store.count_items()
             relevant = len(app.store.items_between(_EPOCH, app.clock(), relevant_only=True))
             click.echo(f"demo: {count} items stored and tagged, {relevant} about Pakistan")
-            outbox = deliver_demo_digests(app)
+            outbox, edition_id = deliver_demo_digests(app)
         finally:
             app.close()
     finally:
         server.close()
-    env = f"DATABASE_URL=sqlite:///{workdir / 'qasid.db'}"
+    database = f"sqlite:///{workdir / 'qasid.db'}"
+    env = f"DATABASE_URL={database}"
     # Name the installed command by its path: the venv's bin is often not on PATH.
     installed = Path(sys.executable).parent / "qasid"
     qasid = str(installed) if installed.exists() else f"{sys.executable} -m pipeline"
     emails = sorted(outbox.glob("*.eml"))
+    if site_port is not None:
+        site = settings_for_demo.web.base_url
+        archive = f"archive: {site}/archive (public edition: {site}/editions/{edition_id})"
+    else:
+        archive = (
+            f"archive: public edition {edition_id} in {database}; to read it in a browser:\n"
+            f"  {env} {qasid} serve"
+        )
     click.echo(
         f"\ndemo finished: {count} items, {len(emails)} emails in {outbox}/\n"
         + "".join(f"  {path}\n" for path in emails)
-        + "Look further with:\n"
+        + f"{archive}\n"
+        "Look further with:\n"
         f"  {env} {qasid} subscribers list\n"
         f"  {env} {qasid} items list --limit 10\n"
         f"  {env} {qasid} explain <item id>\n"
         f"  {env} {qasid} feeds status"
     )
-    if serve:
-        serve_demo_site(settings_for_demo)
+    return settings_for_demo
 
 
-def serve_demo_site(settings: Settings) -> None:
-    """The web app on the demo's database, on 127.0.0.1, until interrupted."""
+class _Stop(Exception):
+    """Raised by the SIGTERM handler to leave ``serve_forever``."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def serve_demo_site(settings: Settings, listener: BaseWSGIServer) -> None:
+    """The web app on the demo's database, on ``listener``, until Ctrl-C or SIGTERM (both
+    end the demo with exit status 0)."""
     from pipeline.web import create_app
 
-    web = settings.web
+    url = settings.web.base_url
     app = build_app(settings)
     try:
-        site = create_app(settings, core=app)
-        click.echo(
-            f"\nweb app: {web.base_url}/  (archive: {web.base_url}/archive, "
-            f"themes: {web.base_url}/themes); Ctrl-C to stop"
-        )
-        site.run(host=web.host, port=web.port, threaded=True, use_reloader=False)
+        listener.app = create_app(settings, core=app)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _stop) if in_main else None
+        try:
+            click.echo(
+                f"\nweb app: {url}/  (archive: {url}/archive, themes: {url}/themes); Ctrl-C to stop"
+            )
+            listener.serve_forever()  # returns on KeyboardInterrupt (werkzeug catches it)
+        except _Stop:
+            pass
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+        click.echo("demo: web app stopped")
     finally:
         app.close()

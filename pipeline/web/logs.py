@@ -8,7 +8,7 @@ them elsewhere). ``install`` puts a filter on the loggers that write request lin
 - ``gunicorn.access`` (the Procfile's server, any ``--access-logformat``: every atom, from
   ``%(r)s`` and ``%(U)s`` to ``%({raw_uri}e)s`` and the Referer, is redacted),
 - ``gunicorn.error`` ("Error handling request /manage/..."),
-- ``werkzeug`` (``qasid serve`` and ``qasid demo --serve``),
+- ``werkzeug`` (``qasid serve`` and ``qasid demo``),
 - the Flask app's own logger ("Exception on /manage/... [POST]").
 
 The token segment is replaced with ``TOKEN_MARK``: ``/manage/[token]/preferences``. Which

@@ -133,17 +133,35 @@ def test_write_polls_items_are_searchable_and_updates_follow(store: Store) -> No
 
 
 def test_items_stored_before_0007_stay_indexed_once(store: Store) -> None:
-    """Down to 0006 (the insert trigger is back) and up again: items stored at either
-    revision are found, and none is indexed twice."""
+    """Down to 0006 (0005's insert and text triggers are back) and up again: items stored
+    or changed at either revision are found, and none is indexed twice."""
     ((a, url_a),) = feeds(store, 1)
-    store.store_items(a, url_a, [make_item(1, "Floods at head")], NOW)
+    store.store_items(a, url_a, [make_item(1, "Floods at head"), make_item(4, "Drought")], NOW)
     _migrate(store, "0006")
-    store.store_items(a, url_a, [make_item(2, "Floods at 0006")], NOW)
+    changed = replace(make_item(4, "Drought ends", "rain"), content_hash="0006")
+    store.store_items(a, url_a, [make_item(2, "Floods at 0006"), changed], NOW)
     check_index(store)
     _migrate(store, "head")
-    store.store_items(a, url_a, [make_item(3, "Floods at head again")], NOW)
+    changed = replace(make_item(4, "Drought over", "monsoon"), content_hash="head")
+    store.store_items(a, url_a, [make_item(3, "Floods at head again"), changed], NOW)
     archive = ArchiveStore(store)
     assert titles(archive, "floods") == ["Floods at head", "Floods at 0006", "Floods at head again"]
+    assert titles(archive, "drought") == ["Drought over"]
+    assert titles(archive, "rain") == titles(archive, "ends") == []
+    check_index(store)
+
+
+def test_changed_tags_only_keep_the_text_indexed(store: Store) -> None:
+    """An item whose content hash changed but not its words (say its HTML) is reindexed
+    with the same words; its new themes reach item_theme."""
+    ((a, url_a),) = feeds(store, 1)
+    store.store_items(a, url_a, [make_item(1, "Wheat prices", "flour")], NOW)
+    same_words = replace(make_item(1, "Wheat prices", "flour"), content_hash="html changed")
+    counts = store.store_items(a, url_a, [same_words], NOW, {"guid-1": Tags(themes=["economy"])})
+    assert counts.updated == 1
+    archive = ArchiveStore(store)
+    assert titles(archive, "wheat flour") == ["Wheat prices"]
+    assert [i.title for i in archive.theme_items("economy")] == ["Wheat prices"]
     check_index(store)
 
 

@@ -1,4 +1,4 @@
-"""archive: SQLite indexes new items per batch, not per row
+"""archive: SQLite indexes new and changed items per batch, not per row
 
 Revision ID: 0007
 Revises: 0006
@@ -11,11 +11,16 @@ of every statement, and a trigger's INSERT is a statement of its own, so every n
 became an FTS5 segment of one row, merged again and again. The same rows indexed by one
 ``INSERT INTO item_fts ... SELECT ... FROM item WHERE id > :last`` cost a third of that.
 
-So this migration drops the insert trigger ``item_archive_insert``, and the store indexes
-each batch's new items itself, in the batch's transaction, right after its INSERT
+So this migration drops the insert trigger ``item_archive_insert`` and the text update
+trigger ``item_archive_text``, and the store indexes each batch itself, in the batch's
+transaction: its new items right after its INSERT
 (``pipeline.adapters.storage.index_sqlite_archive``, two statements: FTS5 and
-``item_theme``). Anything else that inserts items on SQLite must call it too. The update
-and delete triggers stay: changed items are few, and every writer keeps them right.
+``item_theme``), its changed items around its UPDATE (their old text out of FTS5 before, the
+new text in after, one statement each). Anything else that inserts items, or changes an
+item's title or summary_text, on SQLite must do the same (the store is the only writer of
+both today; tagging changes only the tag columns). The delete trigger stays (deletes are
+rare and cascade from feeds), and so does ``item_archive_themes`` (tags change by re-tagging
+too).
 
 PostgreSQL is unchanged: its index work is per statement already (a transition-table
 trigger for ``item_theme``), and the cost of a new item there is ``to_tsvector`` (~125 µs
@@ -25,12 +30,12 @@ removes (measured: ``fastupdate=off`` is 3 times slower, a larger
 the longer pending list; an expression index re-parses the text in search plans, which is
 why 0005 stores the vector).
 
-Downgrade: the insert trigger is created again (as 0005 made it). Items stored meanwhile
+Downgrade: both triggers are created again (as 0005 made them). Items stored meanwhile
 were indexed by the store, so there is nothing to catch up.
 
 Caution for later migrations on SQLite: a batch ("move and copy") alteration of ``item``
 drops its triggers; recreate 0005's with ``create_sqlite_triggers`` and then drop
-``item_archive_insert`` again, or every new item is indexed twice.
+``item_archive_insert`` and ``item_archive_text`` again, or items are indexed twice.
 """
 
 from collections.abc import Sequence
@@ -42,7 +47,7 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# 0005's insert trigger, as 0005 created it.
+# 0005's insert and text triggers, as 0005 created them.
 _SQLITE_INSERT_TRIGGER = """
     CREATE TRIGGER item_archive_insert AFTER INSERT ON item BEGIN
       INSERT INTO item_fts (rowid, title, summary_text)
@@ -53,13 +58,29 @@ _SQLITE_INSERT_TRIGGER = """
     END
 """
 
+_SQLITE_TEXT_TRIGGER = """
+    CREATE TRIGGER item_archive_text AFTER UPDATE OF title, summary_text ON item
+    WHEN OLD.title IS NOT NEW.title OR OLD.summary_text IS NOT NEW.summary_text BEGIN
+      INSERT INTO item_fts (item_fts, rowid, title, summary_text)
+        VALUES ('delete', OLD.id, OLD.title, OLD.summary_text);
+      INSERT INTO item_fts (rowid, title, summary_text)
+        VALUES (NEW.id, NEW.title, NEW.summary_text);
+    END
+"""
+_SQLITE_TRIGGERS = {
+    "item_archive_insert": _SQLITE_INSERT_TRIGGER,
+    "item_archive_text": _SQLITE_TEXT_TRIGGER,
+}
+
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        op.execute("DROP TRIGGER IF EXISTS item_archive_insert")
+        for name in _SQLITE_TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        op.execute("DROP TRIGGER IF EXISTS item_archive_insert")
-        op.execute(_SQLITE_INSERT_TRIGGER)
+        for name, statement in _SQLITE_TRIGGERS.items():
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+            op.execute(statement)

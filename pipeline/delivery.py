@@ -35,6 +35,7 @@ from pipeline.core.digest import (
     Digest,
     DigestCandidate,
     DigestRequest,
+    ReaderDigests,
     ThemeInfo,
     alert_worthy,
     build_digest,
@@ -191,64 +192,47 @@ BUILD_CHUNK = 500  # editions written per transaction
 
 class _Periods:
     """What every reader due for the same period shares, computed once per period: the
-    items as digest candidates, per theme the relevant ones, every watchlist's matches in
-    one batch, and the previous period's story counts per theme choice."""
+    items, every watchlist's matches in one batch, the day's stories and each theme
+    choice's ranked entries (``ReaderDigests``), the previous period's story counts."""
 
     def __init__(self, app: App, editorial: Editorial) -> None:
         self.app = app
         self.editorial = editorial
         self.items_in = cache(lambda start, end: app.store.items_between(start, end))
         self._data: dict[tuple[datetime, datetime], _PeriodData] = {}
-        self._previous: dict[tuple[datetime, datetime, tuple[str, ...]], Mapping[str, int]] = {}
 
     def data(self, start: datetime, end: datetime) -> _PeriodData:
         found = self._data.get((start, end))
         if found is None:
-            found = self._data[(start, end)] = _PeriodData(self.items_in(start, end))
+            items = self.items_in(start, end)
+            planner = ReaderDigests(
+                [to_candidate(item) for item in items], self.editorial.themes, start, end
+            )
+            found = self._data[(start, end)] = _PeriodData(items, planner)
         return found
 
     def digest(self, subscriber: Subscriber, period: Period) -> Digest:
-        themes = tuple(subscriber.themes)
         data = self.data(period.start, period.end)
-        hits = data.watch_hits(self.editorial, subscriber)
         span = period.end - period.start
-        key = (period.start - span, period.start, themes)
-        counts = self._previous.get(key)
-        if counts is None:
-            previous = self.data(period.start - span, period.start)
-            counts = self._previous[key] = build_digest(
-                previous.pool(themes, {}),
-                DigestRequest(
-                    themes=themes, period_start=period.start - span, period_end=period.start
-                ),
-                self.editorial.themes,
-            ).theme_counts
+        previous = self.data(period.start - span, period.start).planner
         settings = self.app.settings.digest
-        return build_digest(
-            data.pool(themes, hits),
-            DigestRequest(
-                themes=themes,
-                period_start=period.start,
-                period_end=period.end,
-                title=settings.site_name,
-                label_date=period.local_date,
-                previous_counts=counts,
-                top_stories=settings.top_stories,
-                max_per_section=settings.max_per_section,
-            ),
-            self.editorial.themes,
+        request = DigestRequest(
+            themes=subscriber.themes,
+            period_start=period.start,
+            period_end=period.end,
+            title=settings.site_name,
+            label_date=period.local_date,
+            previous_counts=previous.counts(subscriber.themes),
+            top_stories=settings.top_stories,
+            max_per_section=settings.max_per_section,
         )
+        return data.planner.build(request, data.watch_hits(self.editorial, subscriber))
 
 
 class _PeriodData:
-    def __init__(self, items: Sequence[StoredItem]) -> None:
+    def __init__(self, items: Sequence[StoredItem], planner: ReaderDigests) -> None:
         self.items = items
-        self.candidates = {item.id: to_candidate(item) for item in items}
-        self.by_theme: dict[str, list[DigestCandidate]] = {}
-        for candidate in self.candidates.values():
-            if candidate.relevant:
-                for theme in candidate.themes:
-                    self.by_theme.setdefault(theme, []).append(candidate)
+        self.planner = planner
         self._by_watchlist: Mapping[int, Sequence[str]] | None = None
 
     def watch_hits(self, editorial: Editorial, subscriber: Subscriber) -> dict[str, list[str]]:
@@ -266,25 +250,14 @@ class _PeriodData:
                 out.setdefault(item_id, []).append(editorial.queries[watch.id])
         return out
 
-    def pool(
-        self, themes: Sequence[str], hits: Mapping[str, Sequence[str]]
-    ) -> list[DigestCandidate]:
-        """The candidates ``build_digest`` can select for these themes and hits (the rest
-        it would drop; the result does not depend on their order)."""
-        chosen: dict[str, DigestCandidate] = {}
-        for theme in themes:
-            for candidate in self.by_theme.get(theme, ()):
-                chosen[candidate.id] = candidate
-        for item_id, queries in hits.items():
-            chosen[item_id] = replace(self.candidates[item_id], watchlists=tuple(queries))
-        return list(chosen.values())
-
 
 def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     """Build every personal digest that is due now (and the public editions).
 
-    Readers due for the same period share its items, candidates and watchlist matches;
-    editions are written ``BUILD_CHUNK`` per transaction."""
+    Readers due for the same period share its items, watchlist matches and stories (the
+    period's items are clustered once, not per reader), and readers with the same themes
+    their ranked entries (``ReaderDigests``); editions are written ``BUILD_CHUNK`` per
+    transaction."""
     now = now or app.clock()
     people = SubscriberStore(app.store)
     ledger = DeliveryStore(app.store)

@@ -13,12 +13,14 @@ a sum of named parts so an editor can explain any position:
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from itertools import islice
 
 from pipeline.core.text import token_texts
 
@@ -340,18 +342,49 @@ def _period_word(start: datetime, end: datetime) -> str:
     return "period"
 
 
-def build_digest(
-    candidates: Iterable[DigestCandidate],
-    request: DigestRequest,
-    themes: Sequence[ThemeInfo],
-) -> Digest:
-    """Select, rank, cluster and lay out one digest. ``themes`` gives the editorial order.
+@dataclass(frozen=True)
+class DayStories:
+    """One period's items grouped into stories once, for every reader (``day_stories``)."""
 
-    An item appears once: in the top stories, or else in the section of its best-scoring
-    chosen theme, or else (matched only by a watchlist) under "Your watchlists".
-    """
-    order = [t.id for t in themes]
-    wanted = [t for t in order if t in set(request.themes)]
+    story_of: Mapping[str, int]  # item id → story
+    members: Sequence[Sequence[DigestCandidate]]  # per story, best first (day order)
+
+    def group(self, pool: Sequence[DigestCandidate]) -> list[list[DigestCandidate]]:
+        """A reader's pool (best first) in the day's stories, as ``cluster`` returns them:
+        stories in order of their best member, members in pool order."""
+        out: dict[object, list[DigestCandidate]] = {}
+        for candidate in pool:
+            key = self.story_of.get(candidate.id, candidate.id)
+            found = out.get(key)
+            if found is None:
+                out[key] = [candidate]
+            else:
+                found.append(candidate)
+        return list(out.values())
+
+
+def day_stories(
+    candidates: Iterable[DigestCandidate],
+    theme_order: Sequence[str],
+    period_start: datetime,
+    period_end: datetime,
+) -> DayStories:
+    """Cluster a period's items once, ranked as for a reader of every theme."""
+    pool = [c for c in candidates if period_start <= c.published < period_end]
+    base = {c.id: sum(rank_parts(c, theme_order, period_start, period_end).values()) for c in pool}
+    pool.sort(key=lambda c: (-base[c.id], c.published, c.id))
+    groups = cluster(pool)
+    return DayStories({c.id: n for n, members in enumerate(groups) for c in members}, groups)
+
+
+def _entry_order(entry: DigestEntry) -> tuple[float, datetime, str]:
+    return (-entry.rank, entry.item.published, entry.item.id)
+
+
+def _reader_pool(
+    candidates: Iterable[DigestCandidate], request: DigestRequest, wanted: Sequence[str]
+) -> list[DigestCandidate]:
+    """What the reader can be shown, best first."""
     pool = [
         c
         for c in candidates
@@ -363,27 +396,55 @@ def build_digest(
         for c in pool
     }
     pool.sort(key=lambda c: (-base[c.id], c.published, c.id))
-    stories = cluster(pool)
+    return pool
 
-    entries: list[DigestEntry] = []
-    for members in stories:
-        lead = members[0]
-        outlets = [m.source for m in members[1:] if m.source and m.source != lead.source]
-        also = tuple(dict.fromkeys(outlets))
-        parts = rank_parts(lead, wanted, request.period_start, request.period_end, len(also))
-        watchlists = tuple(dict.fromkeys(q for m in members for q in m.watchlists))
-        if watchlists != lead.watchlists:
-            lead = replace(lead, watchlists=watchlists)
-        entries.append(
-            DigestEntry(
-                item=lead,
-                rank=round(sum(parts.values()), 3),
-                reasons=_reasons(lead, wanted),
-                also=also,
-                snippet=snippet(lead.summary_text),
-            )
-        )
-    entries.sort(key=lambda e: (-e.rank, e.item.published, e.item.id))
+
+def _story_entry(
+    members: Sequence[DigestCandidate], request: DigestRequest, wanted: Sequence[str]
+) -> DigestEntry:
+    lead = members[0]
+    outlets = [m.source for m in members[1:] if m.source and m.source != lead.source]
+    also = tuple(dict.fromkeys(outlets))
+    parts = rank_parts(lead, wanted, request.period_start, request.period_end, len(also))
+    watchlists = tuple(dict.fromkeys(q for m in members for q in m.watchlists))
+    if watchlists != lead.watchlists:
+        lead = replace(lead, watchlists=watchlists)
+    return DigestEntry(
+        item=lead,
+        rank=round(sum(parts.values()), 3),
+        reasons=_reasons(lead, wanted),
+        also=also,
+        snippet=snippet(lead.summary_text),
+    )
+
+
+def _item_themes(entry: DigestEntry, wanted: Sequence[str]) -> list[str]:
+    return [t for t in wanted if t in entry.item.themes and entry.item.relevant]
+
+
+def _home(entry: DigestEntry, item_themes: Sequence[str], order: Sequence[str]) -> str:
+    return max(item_themes, key=lambda t: (entry.item.scores.get(t, 0.0), -order.index(t)))
+
+
+def build_digest(
+    candidates: Iterable[DigestCandidate],
+    request: DigestRequest,
+    themes: Sequence[ThemeInfo],
+    stories: DayStories | None = None,
+) -> Digest:
+    """Select, rank, cluster and lay out one digest. ``themes`` gives the editorial order.
+
+    An item appears once: in the top stories, or else in the section of its best-scoring
+    chosen theme, or else (matched only by a watchlist) under "Your watchlists".
+    ``stories``: the period's stories formed once for all readers (``day_stories``),
+    instead of clustering this reader's pool.
+    """
+    order = [t.id for t in themes]
+    wanted = [t for t in order if t in set(request.themes)]
+    pool = _reader_pool(candidates, request, wanted)
+    groups = cluster(pool) if stories is None else stories.group(pool)
+    entries = [_story_entry(members, request, wanted) for members in groups]
+    entries.sort(key=_entry_order)
 
     top = tuple(entries[: request.top_stories])
     shown = {e.item.id for e in top}
@@ -391,17 +452,28 @@ def build_digest(
     counts = dict.fromkeys(wanted, 0)
     watch_only: list[DigestEntry] = []
     for entry in entries:
-        item_themes = [t for t in wanted if t in entry.item.themes and entry.item.relevant]
+        item_themes = _item_themes(entry, wanted)
         for t in item_themes:
             counts[t] += 1
         if entry.item.id in shown:
             continue
         if item_themes:
-            home = max(item_themes, key=lambda t: (entry.item.scores.get(t, 0.0), -order.index(t)))
-            by_theme[home].append(entry)
+            by_theme[_home(entry, item_themes, order)].append(entry)
         else:
             watch_only.append(entry)
+    return _assemble(top, by_theme, watch_only, counts, request, themes, wanted)
 
+
+def _assemble(
+    top: tuple[DigestEntry, ...],
+    by_theme: Mapping[str, Sequence[DigestEntry]],
+    watch_only: Sequence[DigestEntry],
+    counts: Mapping[str, int],
+    request: DigestRequest,
+    themes: Sequence[ThemeInfo],
+    wanted: Sequence[str],
+) -> Digest:
+    order = [t.id for t in themes]
     period_word = _period_word(request.period_start, request.period_end)
     info = {t.id: t for t in themes}
     sections = []
@@ -442,6 +514,135 @@ def build_digest(
         item_ids=tuple(dict.fromkeys(shown_ids)),
         theme_counts=counts,
     )
+
+
+@dataclass
+class _ThemeBase:
+    """A theme choice's digest without watchlist hits: its entries in rank order."""
+
+    entries: list[DigestEntry]
+    story_entry: dict[int, DigestEntry]  # day story → its entry
+    by_home: dict[str, list[DigestEntry]]  # entries by home section, in rank order
+    counts: dict[str, int]
+
+
+class ReaderDigests:
+    """``build_digest(..., stories=day)`` for many readers of one period, sharing work.
+
+    What depends only on the chosen themes (the pool, ranks, entries, counts) is computed
+    once per theme choice. A reader's watchlist hits change only the stories holding a hit:
+    those are built again from their members; the rest of the layout merges the theme
+    choice's entries with them. The result equals ``build_digest(pool, request, themes,
+    stories)`` where ``pool`` holds the period's candidates with the reader's hits as
+    ``watchlists`` (tests/unit/test_digest.py checks it).
+    """
+
+    def __init__(
+        self,
+        candidates: Iterable[DigestCandidate],
+        themes: Sequence[ThemeInfo],
+        period_start: datetime,
+        period_end: datetime,
+    ) -> None:
+        self.themes = themes
+        self.order = [t.id for t in themes]
+        self.period_start, self.period_end = period_start, period_end
+        self.candidates = {c.id: c for c in candidates if period_start <= c.published < period_end}
+        self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
+        self.by_theme: dict[str, list[DigestCandidate]] = {}
+        for c in self.candidates.values():
+            if c.relevant:
+                for t in c.themes:
+                    self.by_theme.setdefault(t, []).append(c)
+        self._bases: dict[tuple[str, ...], _ThemeBase] = {}
+
+    def wanted(self, chosen: Iterable[str]) -> tuple[str, ...]:
+        chosen = set(chosen)
+        return tuple(t for t in self.order if t in chosen)
+
+    def _request(self, wanted: Sequence[str]) -> DigestRequest:
+        return DigestRequest(
+            themes=wanted, period_start=self.period_start, period_end=self.period_end
+        )
+
+    def base(self, wanted: tuple[str, ...]) -> _ThemeBase:
+        found = self._bases.get(wanted)
+        if found is not None:
+            return found
+        pool_ids: dict[str, DigestCandidate] = {}
+        for t in wanted:
+            for c in self.by_theme.get(t, ()):
+                pool_ids[c.id] = c
+        request = self._request(wanted)
+        pool = _reader_pool(pool_ids.values(), request, wanted)
+        entries = [_story_entry(m, request, wanted) for m in self.stories.group(pool)]
+        entries.sort(key=_entry_order)
+        story_of = self.stories.story_of
+        by_home: dict[str, list[DigestEntry]] = {t: [] for t in wanted}
+        counts = dict.fromkeys(wanted, 0)
+        for entry in entries:
+            item_themes = _item_themes(entry, wanted)
+            for t in item_themes:
+                counts[t] += 1
+            by_home[_home(entry, item_themes, self.order)].append(entry)
+        found = self._bases[wanted] = _ThemeBase(
+            entries, {story_of[e.item.id]: e for e in entries}, by_home, counts
+        )
+        return found
+
+    def counts(self, chosen: Iterable[str]) -> dict[str, int]:
+        """Stories per chosen theme (what a previous period contributes)."""
+        return dict(self.base(self.wanted(chosen)).counts)
+
+    def build(self, request: DigestRequest, hits: Mapping[str, Sequence[str]]) -> Digest:
+        """The reader's digest: ``request`` for this period, ``hits`` item id → the
+        reader's watchlist queries it matched."""
+        wanted = self.wanted(request.themes)
+        base = self.base(wanted)
+        counts = dict(base.counts)
+        story_of = self.stories.story_of
+        touched = {story_of[i] for i in hits if i in story_of}
+        fresh: list[DigestEntry] = []
+        for story in touched:
+            old = base.story_entry.get(story)
+            if old is not None:
+                for t in _item_themes(old, wanted):
+                    counts[t] -= 1
+            members = [
+                replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c
+                for c in self.stories.members[story]
+                if c.id in hits or (c.relevant and any(t in c.themes for t in wanted))
+            ]
+            members = _reader_pool(members, request, wanted)
+            entry = _story_entry(members, request, wanted)
+            for t in _item_themes(entry, wanted):
+                counts[t] += 1
+            fresh.append(entry)
+        fresh.sort(key=_entry_order)
+
+        def kept(entries: Iterable[DigestEntry]) -> Iterator[DigestEntry]:
+            return (e for e in entries if story_of[e.item.id] not in touched)
+
+        top = tuple(
+            islice(heapq.merge(kept(base.entries), fresh, key=_entry_order), request.top_stories)
+        )
+        shown = {e.item.id for e in top}
+        fresh_home: dict[str, list[DigestEntry]] = {}
+        watch_only: list[DigestEntry] = []
+        for entry in fresh:
+            if entry.item.id in shown:
+                continue
+            item_themes = _item_themes(entry, wanted)
+            if item_themes:
+                fresh_home.setdefault(_home(entry, item_themes, self.order), []).append(entry)
+            else:
+                watch_only.append(entry)
+        by_theme: dict[str, list[DigestEntry]] = {}
+        for t in wanted:
+            merged = heapq.merge(kept(base.by_home[t]), fresh_home.get(t, ()), key=_entry_order)
+            listed = (e for e in merged if e.item.id not in shown)
+            by_theme[t] = list(islice(listed, request.max_per_section))
+        return _assemble(top, by_theme, watch_only, counts, request, self.themes, wanted)
 
 
 def digest_subject(title: str, day_of: date, lead_themes: Sequence[str], sections: int) -> str:

@@ -202,3 +202,57 @@ def test_prefix_filtered_clustering_equals_the_full_scan(
     assert [[c.id for c in members] for members in fast] == [
         [c.id for c in members] for members in slow
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(WORDS), min_size=1, max_size=5),
+            st.lists(st.sampled_from(ALL), min_size=1, max_size=2),
+            st.booleans(),
+            st.sampled_from(["Dawn", "Geo", "Reuters"]),
+            st.integers(0, 40),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(ALL), min_size=1, max_size=3),
+            st.dictionaries(st.integers(0, 45), st.sampled_from(["q1", "q2", "q3"]), max_size=6),
+            st.integers(0, 4),
+            st.integers(1, 4),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_reader_digests_equal_build_digest_over_the_day_stories(
+    stories: list[tuple[list[str], list[str], bool, str, int]],
+    readers: list[tuple[list[str], dict[int, str], int, int]],
+) -> None:
+    from pipeline.core.digest import ReaderDigests
+
+    candidates = [
+        item(
+            n,
+            title=" ".join(words),
+            summary_text=" ".join(words * 3),
+            link=f"https://news.example/{n % 25}",
+            themes=tuple(dict.fromkeys(themes)),
+            scores={t: 1.0 + (n * 7 + len(t)) % 9 for t in themes},
+            evidence={t: [words[0]] for t in themes},
+            relevant=relevant,
+            source=source,
+            published=END - timedelta(hours=hours % 30),  # some outside the period
+        )
+        for n, (words, themes, relevant, source, hours) in enumerate(stories)
+    ]
+    planner = ReaderDigests(candidates, THEMES, START, END)
+    for chosen, hit_list, top, per_section in readers:
+        hits = {f"i{n}": [query] for n, query in hit_list.items()}
+        req = request(themes=chosen, top_stories=top, max_per_section=per_section)
+        pool = [replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c for c in candidates]
+        expected = build_digest(pool, req, THEMES, stories=planner.stories)
+        assert planner.build(req, hits) == expected

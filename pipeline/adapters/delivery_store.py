@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, cast, func, select, update
+from sqlalchemy import Text, and_, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.schema import delivery, edition
@@ -372,28 +372,35 @@ class DeliveryStore:
     def mark_sent_many(
         self, sent: Sequence[tuple[int, str | None]], worker: str, now: datetime
     ) -> int:
-        """Record many accepted sends in one transaction: (delivery id, provider id)."""
+        """Record many accepted sends in one transaction: (delivery id, provider id).
+
+        Emails accepted in one request share the provider's message id: one UPDATE per
+        distinct id (rows ``IN`` chunks of 500), not one statement per row."""
         if not sent:
             return 0
-        statement = (
-            update(delivery)
-            .where(
-                delivery.c.id == bindparam("b_id"),
-                delivery.c.status == DeliveryStatus.SENDING,
-                delivery.c.claimed_by == worker,
-            )
-            .values(
-                status=DeliveryStatus.SENT,
-                sent_at=now,
-                provider_message_id=bindparam("b_provider"),
-                last_error=None,
-            )
-        )
+        by_provider: dict[str | None, list[int]] = {}
+        for delivery_id, provider in sent:
+            by_provider.setdefault(provider, []).append(delivery_id)
+        done = 0
         with self.store._begin() as conn:
-            result = conn.execute(
-                statement, [{"b_id": i, "b_provider": provider} for i, provider in sent]
-            )
-        return int(result.rowcount or 0)
+            for provider, ids in by_provider.items():
+                for start in range(0, len(ids), 500):
+                    result = conn.execute(
+                        update(delivery)
+                        .where(
+                            delivery.c.id.in_(ids[start : start + 500]),
+                            delivery.c.status == DeliveryStatus.SENDING,
+                            delivery.c.claimed_by == worker,
+                        )
+                        .values(
+                            status=DeliveryStatus.SENT,
+                            sent_at=now,
+                            provider_message_id=provider,
+                            last_error=None,
+                        )
+                    )
+                    done += int(result.rowcount or 0)
+        return done
 
     def mark_retry(self, delivery_id: int, worker: str, error: str, not_before: datetime) -> bool:
         return self._finish(

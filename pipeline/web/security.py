@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, current_app, render_template, request
+from flask import Flask, Response, current_app, redirect, render_template, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.routing import RequestRedirect
 
 from pipeline.settings import Settings
 
@@ -83,6 +85,23 @@ def install(flask: Flask, settings: Settings) -> None:
     flask.config["RATELIMIT_STORAGE_URI"] = settings.web.ratelimit_storage
     flask.config["RATELIMIT_HEADERS_ENABLED"] = True
     limiter.init_app(flask)
+
+    @flask.after_request
+    def relative_router_redirects(response: Response) -> Response:
+        # The router answers a path it can match after merging doubled slashes
+        # (/editions//1) with a permanent redirect to an absolute URL built from the
+        # request's Host (or X-Forwarded-Host behind ProxyFix): a shared cache keeping it
+        # would send everyone to whatever host one request named. Only the path and query
+        # are kept, so the redirect stays on this site. The app's own redirects are
+        # relative already (url_for) and take no target from the request.
+        moved = request.routing_exception
+        if isinstance(moved, RequestRedirect):
+            target = urlsplit(moved.new_url)
+            path = "/" + target.path.lstrip("/\\")  # never "//host" or "/\\host"
+            location = urlunsplit(("", "", path, target.query, ""))
+            response.headers["Location"] = location
+            response.set_data(redirect(location, moved.code).get_data())  # its link too
+        return response
 
     @flask.after_request
     def headers(response: Response) -> Response:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from pipeline.adapters.event_store import EventStore, PurgeCounts
 from pipeline.bootstrap import App
@@ -22,6 +23,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def sync_configured_feeds(app: App) -> tuple[int, int]:
@@ -30,6 +32,18 @@ def sync_configured_feeds(app: App) -> tuple[int, int]:
     if added:
         log.info("feeds synced from config: added=%d known=%d", added, known)
     return added, known
+
+
+def run_event_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop's event loop where it is installed (Linux and macOS): an
+    unchanged feed's request costs about a fifth less CPU there than on asyncio's own loop
+    (BENCHMARKS.md), and the poll does little else per feed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency wherever it builds
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def poll_feeds(
@@ -73,7 +87,7 @@ def poll_feeds(
                 )
                 return await poller.poll(feeds)
 
-    summary = asyncio.run(run())
+    summary = run_event_loop(run())
     log.info("poll finished: %s", summary.line())
     return summary
 

@@ -9,6 +9,7 @@ surrogates (PostgreSQL rejects NUL, UTF-8 rejects surrogates) and cut to a docum
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -137,12 +138,12 @@ def canonical_url(url: str | None, base: str | None = None) -> str:
     if not raw or len(raw) > URL_MAX:
         return ""
     probe = _url_probe(raw)
-    for candidate in (raw, probe):
-        scheme = _has_scheme(candidate)
+    raw_scheme = _has_scheme(raw)
+    for scheme in (raw_scheme, _has_scheme(probe) if probe != raw else raw_scheme):
         if scheme and scheme not in _SAFE_SCHEMES:
             return ""
-    if not _has_scheme(raw):
-        base_url = canonical_url(base) if base else ""
+    if not raw_scheme:
+        base_url = _canonical_base(base) if base else ""
         if raw.startswith("//"):
             raw = (_has_scheme(base_url) or "https") + ":" + raw
         elif base_url:
@@ -164,6 +165,13 @@ def canonical_url(url: str | None, base: str | None = None) -> str:
     path = parts.path or "/"
     result = urlunsplit((scheme, netloc, path, _drop_tracking(parts.query), ""))
     return result if len(result) <= URL_MAX else ""
+
+
+@functools.lru_cache(maxsize=512)
+def _canonical_base(base: str) -> str:
+    """canonical_url of a base URL: the same few (a feed's, its entries') resolve every
+    relative link of a document."""
+    return canonical_url(base)
 
 
 # --- text -----------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 search, theme volumes, counts.
 
 The lookup tables and the search index come from migration 0005 and are kept in step with
-``item`` and ``edition`` by triggers in the database:
+``item`` and ``edition`` by triggers in the database, except on SQLite since migration 0007,
+where the store indexes each batch's new and changed items itself in the batch's
+transaction (``storage.index_sqlite_archive``: one statement per batch instead of a
+trigger run per row):
 
 - search: PostgreSQL matches ``item.search_vector @@ plainto_tsquery('english', q)`` (a
   stored generated tsvector column with a GIN index); SQLite matches the FTS5 table

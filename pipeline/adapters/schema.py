@@ -86,6 +86,10 @@ feed = Table(
     Index("ix_feed_due", "enabled", "next_poll_at"),
 )
 
+# The archive's search index and item_theme (migrations 0005 and 0007, not described here)
+# follow item: on PostgreSQL by a generated tsvector column and triggers; on SQLite by
+# triggers for deletes and theme changes, and by the store for new and changed items
+# (storage.index_sqlite_archive), per batch.
 item = Table(
     "item",
     metadata,

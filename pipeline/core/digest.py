@@ -20,7 +20,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from itertools import islice
 
 from pipeline.core.text import token_texts
 
@@ -516,25 +515,36 @@ def _assemble(
     )
 
 
+_Row = tuple[tuple[float, datetime, str], int, DigestCandidate, tuple[str, ...], float]
+SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
+
+
 @dataclass
 class _ThemeBase:
-    """A theme choice's digest without watchlist hits: its entries in rank order."""
+    """A theme choice's digest without watchlist hits: stories in rank order as rows
+    (sort key, story, lead, other outlets, rank), the head of each list only."""
 
-    entries: list[DigestEntry]
-    story_entry: dict[int, DigestEntry]  # day story → its entry
-    by_home: dict[str, list[DigestEntry]]  # entries by home section, in rank order
+    rows: list[_Row]
+    by_home: dict[str, list[_Row]]  # by home section
+    complete: bool  # the lists hold every story
     counts: dict[str, int]
+    entries: dict[int, DigestEntry] = field(default_factory=dict)  # built when first shown
+
+
+class _Truncated(Exception):
+    """A reader's hits removed more stories than a theme choice's lists keep."""
 
 
 class ReaderDigests:
     """``build_digest(..., stories=day)`` for many readers of one period, sharing work.
 
-    What depends only on the chosen themes (the pool, ranks, entries, counts) is computed
-    once per theme choice. A reader's watchlist hits change only the stories holding a hit:
-    those are built again from their members; the rest of the layout merges the theme
-    choice's entries with them. The result equals ``build_digest(pool, request, themes,
-    stories)`` where ``pool`` holds the period's candidates with the reader's hits as
-    ``watchlists`` (tests/unit/test_digest.py checks it).
+    The period's items are clustered once (``day_stories``) and each item's rank parts
+    computed once. What depends only on the chosen themes (pool, ranks, counts, the head
+    of each list) is computed once per theme choice. A reader's watchlist hits change only
+    the stories holding a hit: those are built again from their members and merged with
+    the rest. The result equals ``build_digest(pool, request, themes, stories)`` where
+    ``pool`` holds the period's candidates with the reader's hits as ``watchlists``
+    (tests/unit/test_digest.py checks it).
     """
 
     def __init__(
@@ -543,51 +553,98 @@ class ReaderDigests:
         themes: Sequence[ThemeInfo],
         period_start: datetime,
         period_end: datetime,
+        spare: int = SPARE_ROWS,
     ) -> None:
         self.themes = themes
         self.order = [t.id for t in themes]
         self.period_start, self.period_end = period_start, period_end
+        self.spare = spare
         self.candidates = {c.id: c for c in candidates if period_start <= c.published < period_end}
-        self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self.by_theme: dict[str, list[DigestCandidate]] = {}
         for c in self.candidates.values():
             if c.relevant:
                 for t in c.themes:
                     self.by_theme.setdefault(t, []).append(c)
+        # rank_parts' reader-independent parts, per item: US bonus, recency, and per theme
+        # the score and whether the theme's evidence is in the headline.
+        span = (period_end - period_start).total_seconds() or 1.0
+        self._parts: dict[str, tuple[float, float, dict[str, tuple[float, bool]]]] = {}
+        for c in self.candidates.values():
+            age = (period_end - min(c.published, period_end)).total_seconds()
+            recency = round(max(0.0, 1.0 - age / span) * RECENCY_BONUS, 3)
+            title_words = _words(c.title)
+            per_theme = {
+                t: (
+                    c.scores.get(t, 0.0),
+                    any(
+                        _words(term) <= title_words
+                        for term in c.evidence.get(t, ())
+                        if _words(term)
+                    ),
+                )
+                for t in c.themes
+            }
+            self._parts[c.id] = (US_BONUS if c.us_link else 0.0, recency, per_theme)
+        self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
+
+    def _total(self, c: DigestCandidate, wanted: set[str], other_outlets: int) -> float:
+        """sum(rank_parts(c, wanted, start, end, other_outlets).values()), same order."""
+        us, recency, per_theme = self._parts[c.id]
+        chosen = [per_theme[t] for t in per_theme if t in wanted]
+        theme = min(max((score for score, _ in chosen), default=0.0), THEME_SCORE_CAP)
+        title = TITLE_BONUS if any(flag for _, flag in chosen) else 0.0
+        variety = min(other_outlets * VARIETY_BONUS, VARIETY_CAP)
+        watch = WATCHLIST_BONUS if c.watchlists else 0.0
+        return sum((theme, us, title, variety, recency, watch))
+
+    def _ranked(
+        self, members: Sequence[DigestCandidate], wanted: set[str]
+    ) -> list[DigestCandidate]:
+        """Best first, as ``build_digest`` orders a reader's pool."""
+        base = {c.id: self._total(c, wanted, 0) for c in members}
+        return sorted(members, key=lambda c: (-base[c.id], c.published, c.id))
 
     def wanted(self, chosen: Iterable[str]) -> tuple[str, ...]:
         chosen = set(chosen)
         return tuple(t for t in self.order if t in chosen)
 
-    def _request(self, wanted: Sequence[str]) -> DigestRequest:
-        return DigestRequest(
-            themes=wanted, period_start=self.period_start, period_end=self.period_end
-        )
+    def _row(self, members: Sequence[DigestCandidate], wanted: set[str]) -> _Row:
+        lead = members[0]
+        outlets = [m.source for m in members[1:] if m.source and m.source != lead.source]
+        also = tuple(dict.fromkeys(outlets))
+        rank = round(self._total(lead, wanted, len(also)), 3)
+        return ((-rank, lead.published, lead.id), self.stories.story_of[lead.id], lead, also, rank)
 
-    def base(self, wanted: tuple[str, ...]) -> _ThemeBase:
+    def base(self, wanted: tuple[str, ...], complete: bool = False) -> _ThemeBase:
         found = self._bases.get(wanted)
-        if found is not None:
+        if found is not None and (found.complete or not complete):
             return found
-        pool_ids: dict[str, DigestCandidate] = {}
+        chosen = set(wanted)
+        pool: dict[str, DigestCandidate] = {}
         for t in wanted:
             for c in self.by_theme.get(t, ()):
-                pool_ids[c.id] = c
-        request = self._request(wanted)
-        pool = _reader_pool(pool_ids.values(), request, wanted)
-        entries = [_story_entry(m, request, wanted) for m in self.stories.group(pool)]
-        entries.sort(key=_entry_order)
-        story_of = self.stories.story_of
-        by_home: dict[str, list[DigestEntry]] = {t: [] for t in wanted}
+                pool[c.id] = c
+        groups = self.stories.group(self._ranked(list(pool.values()), chosen))
+        rows = sorted((self._row(members, chosen) for members in groups), key=lambda r: r[0])
+        by_home: dict[str, list[_Row]] = {t: [] for t in wanted}
         counts = dict.fromkeys(wanted, 0)
-        for entry in entries:
-            item_themes = _item_themes(entry, wanted)
+        for row in rows:
+            lead = row[2]
+            item_themes = [t for t in wanted if t in lead.themes]  # leads here are relevant
             for t in item_themes:
                 counts[t] += 1
-            by_home[_home(entry, item_themes, self.order)].append(entry)
-        found = self._bases[wanted] = _ThemeBase(
-            entries, {story_of[e.item.id]: e for e in entries}, by_home, counts
+            home = max(item_themes, key=lambda t: (lead.scores.get(t, 0.0), -self.order.index(t)))
+            by_home[home].append(row)
+        keep = len(rows) if complete else self.spare + 3 + 8
+        found = _ThemeBase(
+            rows[:keep],
+            {t: listed[:keep] for t, listed in by_home.items()},
+            complete or keep >= len(rows),
+            counts,
         )
+        if complete or wanted not in self._bases:
+            self._bases[wanted] = found
         return found
 
     def counts(self, chosen: Iterable[str]) -> dict[str, int]:
@@ -598,34 +655,84 @@ class ReaderDigests:
         """The reader's digest: ``request`` for this period, ``hits`` item id → the
         reader's watchlist queries it matched."""
         wanted = self.wanted(request.themes)
-        base = self.base(wanted)
+        try:
+            return self._build(request, hits, wanted, self.base(wanted))
+        except _Truncated:
+            return self._build(request, hits, wanted, self.base(wanted, complete=True))
+
+    def _build(
+        self,
+        request: DigestRequest,
+        hits: Mapping[str, Sequence[str]],
+        wanted: tuple[str, ...],
+        base: _ThemeBase,
+    ) -> Digest:
+        if (request.period_start, request.period_end) != (self.period_start, self.period_end):
+            raise ValueError("ReaderDigests serves one period")
+        chosen = set(wanted)
         counts = dict(base.counts)
         story_of = self.stories.story_of
         touched = {story_of[i] for i in hits if i in story_of}
         fresh: list[DigestEntry] = []
         for story in touched:
-            old = base.story_entry.get(story)
-            if old is not None:
-                for t in _item_themes(old, wanted):
-                    counts[t] -= 1
+            everyone = self.stories.members[story]
+            eligible = [c for c in everyone if c.relevant and chosen.intersection(c.themes)]
+            if eligible:  # the story without the hits: its counts come off
+                old = self._ranked(eligible, chosen)[0]
+                for t in wanted:
+                    if t in old.themes:
+                        counts[t] -= 1
             members = [
                 replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c
-                for c in self.stories.members[story]
-                if c.id in hits or (c.relevant and any(t in c.themes for t in wanted))
+                for c in everyone
+                if c.id in hits or (c.relevant and chosen.intersection(c.themes))
             ]
-            members = _reader_pool(members, request, wanted)
-            entry = _story_entry(members, request, wanted)
+            members_ranked = self._ranked(members, chosen)
+            row = self._row(members_ranked, chosen)
+            lead = row[2]
+            watchlists = tuple(dict.fromkeys(q for m in members_ranked for q in m.watchlists))
+            if watchlists != lead.watchlists:
+                lead = replace(lead, watchlists=watchlists)
+            entry = DigestEntry(
+                item=lead,
+                rank=row[4],
+                reasons=_reasons(lead, wanted),
+                also=row[3],
+                snippet=snippet(lead.summary_text),
+            )
             for t in _item_themes(entry, wanted):
                 counts[t] += 1
             fresh.append(entry)
         fresh.sort(key=_entry_order)
 
-        def kept(entries: Iterable[DigestEntry]) -> Iterator[DigestEntry]:
-            return (e for e in entries if story_of[e.item.id] not in touched)
+        def take(
+            rows: Sequence[_Row], extra: Iterable[DigestEntry], count: int, skip: set[str]
+        ) -> list[DigestEntry]:
+            """The first ``count`` of the theme choice's rows (less the touched stories)
+            merged with fresh entries, in rank order; past the rows kept, nothing is
+            known: a reader who needs more is built from complete lists."""
 
-        top = tuple(
-            islice(heapq.merge(kept(base.entries), fresh, key=_entry_order), request.top_stories)
-        )
+            def kept() -> Iterator[tuple[tuple[float, datetime, str], int, _Row | None]]:
+                for row in rows:
+                    if row[1] not in touched and row[2].id not in skip:
+                        yield row[0], 0, row
+                if not base.complete and rows:
+                    yield rows[-1][0], 0, None  # the end of what is known
+
+            added = ((_entry_order(e), 1, e) for e in extra if e.item.id not in skip)
+            out: list[DigestEntry] = []
+            for _, _, value in heapq.merge(kept(), added, key=lambda x: (x[0], x[1])):
+                if len(out) == count:
+                    break
+                if isinstance(value, DigestEntry):
+                    out.append(value)
+                elif value is None:
+                    raise _Truncated
+                else:
+                    out.append(self._entry(base, value, wanted))
+            return out
+
+        top = tuple(take(base.rows, fresh, request.top_stories, set()))
         shown = {e.item.id for e in top}
         fresh_home: dict[str, list[DigestEntry]] = {}
         watch_only: list[DigestEntry] = []
@@ -637,12 +744,24 @@ class ReaderDigests:
                 fresh_home.setdefault(_home(entry, item_themes, self.order), []).append(entry)
             else:
                 watch_only.append(entry)
-        by_theme: dict[str, list[DigestEntry]] = {}
-        for t in wanted:
-            merged = heapq.merge(kept(base.by_home[t]), fresh_home.get(t, ()), key=_entry_order)
-            listed = (e for e in merged if e.item.id not in shown)
-            by_theme[t] = list(islice(listed, request.max_per_section))
+        by_theme = {
+            t: take(base.by_home[t], fresh_home.get(t, ()), request.max_per_section, shown)
+            for t in wanted
+        }
         return _assemble(top, by_theme, watch_only, counts, request, self.themes, wanted)
+
+    def _entry(self, base: _ThemeBase, row: _Row, wanted: Sequence[str]) -> DigestEntry:
+        found = base.entries.get(row[1])
+        if found is None:
+            _, story, lead, also, rank = row
+            found = base.entries[story] = DigestEntry(
+                item=lead,
+                rank=rank,
+                reasons=_reasons(lead, wanted),
+                also=also,
+                snippet=snippet(lead.summary_text),
+            )
+        return found
 
 
 def digest_subject(title: str, day_of: date, lead_themes: Sequence[str], sections: int) -> str:

@@ -250,9 +250,11 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
         for n, (words, themes, relevant, source, hours) in enumerate(stories)
     ]
     planner = ReaderDigests(candidates, THEMES, START, END)
+    short = ReaderDigests(candidates, THEMES, START, END, spare=-9)  # lists cut at 2 rows
     for chosen, hit_list, top, per_section in readers:
         hits = {f"i{n}": [query] for n, query in hit_list.items()}
         req = request(themes=chosen, top_stories=top, max_per_section=per_section)
         pool = [replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c for c in candidates]
         expected = build_digest(pool, req, THEMES, stories=planner.stories)
         assert planner.build(req, hits) == expected
+        assert short.build(req, hits) == expected

@@ -551,12 +551,12 @@ def compose(
         ),
         list_id=app.settings.mail.list_id,
         custom_args=custom_args,
-        substitutions={tag: value for tag, value in values.items() if tag in _used(rendered)},
+        substitutions={tag: value for tag, value in values.items() if _used(rendered, tag)},
     )
 
 
-def _used(rendered: RenderedEmail) -> str:
-    return rendered.html + rendered.text + rendered.subject
+def _used(rendered: RenderedEmail, tag: str) -> bool:
+    return tag in rendered.html or tag in rendered.text or tag in rendered.subject
 
 
 def _alert_heading(candidate: DigestCandidate, themes: Sequence[ThemeInfo]) -> str:

@@ -134,7 +134,11 @@ class DigestAssembler:
         cached (the digests themselves are assembled later). Returns stories rendered."""
         wanted: dict[str, dict[_Key, Mapping[str, Any]]] = {}
         period_end: dict[str, str] = {}
+        looked: set[tuple[int, str]] = set()  # readers of one digest share its content
         for content, zone in digests:
+            if (id(content), zone) in looked:
+                continue
+            looked.add((id(content), zone))
             seen = wanted.setdefault(zone, {})
             period_end.setdefault(zone, str(content["period_end"]))
             for block in _blocks(content):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import bench.watchlist_fanout
-from bench import digest_fanout, ingest_cpu, poll, sendgrid_send, store, tagging
+from bench import delivery_l02, digest_fanout, ingest_cpu, poll, sendgrid_send, store, tagging
 from bench.common import machine, step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str,
     "tagging": (lambda: tagging.run(), lambda: tagging.run(quick=True)),
     "digest_fanout": (lambda: digest_fanout.run(), lambda: digest_fanout.run(quick=True)),
     "sendgrid_send": (lambda: sendgrid_send.run(), lambda: sendgrid_send.run(quick=True)),
+    "delivery_l02": (lambda: delivery_l02.run(), lambda: delivery_l02.run(runs=1, readers=500)),
 }
 
 

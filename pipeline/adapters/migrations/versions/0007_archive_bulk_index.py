@@ -9,7 +9,8 @@ in step with ``item`` by triggers, one run per row. For inserts that made a new 
 times as expensive (issue 2, bench/store.py): FTS5 flushes what it has collected at the end
 of every statement, and a trigger's INSERT is a statement of its own, so every new item
 became an FTS5 segment of one row, merged again and again. The same rows indexed by one
-``INSERT INTO item_fts ... SELECT ... FROM item WHERE id > :last`` cost a third of that.
+``INSERT INTO item_fts ... SELECT ... FROM item WHERE id > :last`` per batch take 2.5 times
+less engine CPU per new item, commit included (bench/archive_index.py: 83 µs against 211).
 
 So this migration drops the insert trigger ``item_archive_insert`` and the text update
 trigger ``item_archive_text``, and the store indexes each batch itself, in the batch's
@@ -23,12 +24,13 @@ rare and cascade from feeds), and so does ``item_archive_themes`` (tags change b
 too).
 
 PostgreSQL is unchanged: its index work is per statement already (a transition-table
-trigger for ``item_theme``), and the cost of a new item there is ``to_tsvector`` (~125 µs
-for an item's ~1.2 KB of text, measured alone) and its GIN entries, which no index option
-removes (measured: ``fastupdate=off`` is 3 times slower, a larger
-``gin_pending_list_limit`` gains nothing over 16,000 inserts and makes every search scan
-the longer pending list; an expression index re-parses the text in search plans, which is
-why 0005 stores the vector).
+trigger for ``item_theme``), and the cost of a new item there is ``to_tsvector`` (125-145
+µs for an item's ~1.2 KB of text, measured alone) and its GIN entries, which no index design
+measured removes (bench/archive_index.py, backend CPU per new item: 308 µs as 0005 made it,
+82 without the index; ``fastupdate=off`` 1,020; a 64 MB ``gin_pending_list_limit`` 288,
+while every search scans the longer pending list; an expression index 293, but search plans
+then re-parse texts, which is why 0005 stores the vector; a side table filled per batch
+307).
 
 Downgrade: both triggers are created again (as 0005 made them). Items stored meanwhile
 were indexed by the store, so there is nothing to catch up.

@@ -55,10 +55,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
@@ -154,6 +154,13 @@ def _shape_cost(term: Term) -> float:
 
 
 Flat: TypeAlias = tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...]]
+# What a flat query checks once its plan's items are known: (other required groups,
+# other OR clauses, excluded groups); None when nothing (the plan's items are its items).
+Rest: TypeAlias = tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...]] | None
+PlanEntry: TypeAlias = tuple[int, Rest]  # (qid, rest)
+# A first group's pair plans as a batch runs them: the second groups of the pairs that are
+# one query with nothing else to check, those queries, and the other pairs' plans.
+_PairRun: TypeAlias = tuple[list[int], list[int], list[tuple[int, list[PlanEntry]]]]
 
 
 class _Query:
@@ -163,7 +170,7 @@ class _Query:
     group tree. ``text`` is the first watchlist's query (text, or the tree when given as
     one), for ``explain``."""
 
-    __slots__ = ("flat", "gtree", "positional", "text", "triggers")
+    __slots__ = ("flat", "gtree", "plan", "positional", "text", "triggers")
 
     def __init__(self, text: str | Query, flat: Flat | None, gtree: GroupTree):
         self.text = text
@@ -171,6 +178,7 @@ class _Query:
         self.gtree: GroupTree = None if flat is not None else gtree
         self.positional = flat is None and _is_positional(gtree)  # title: or NEAR
         self.triggers: tuple[int, ...] | None = None  # None: evaluated on every item
+        self.plan: tuple[Any, ...] | None = None  # a flat query's key in the batch plans
 
     @property
     def shape(self) -> Any:
@@ -216,10 +224,26 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._qid_by_shape: dict[Any, int] = {}
         self._near_pids: Counter[int] = Counter()  # spellings under a NEAR: how many uses
         self._near_gids: Counter[int] = Counter()  # groups under a NEAR: how many uses
+        self._near_pairs: Counter[tuple[int, int]] = Counter()  # NEARs per pair of groups
         self._queries: dict[int, _Query] = {}
         self._members: dict[int, list[WatchlistId]] = {}  # qid → watchlists, in order added
         self._watchlist_qid: dict[WatchlistId, int] = {}
         self._postings: dict[int, set[int]] = {}  # group → queries it triggers
+        # Batch plans of flat queries, by what a batch computes first for them: the items
+        # of a pair of required groups (its two rarest; ``_pair_plans[a][b]``, a < b), of
+        # its one required group (``_single_plans[a]``), or of its rarest OR clause
+        # (``_or_plans[clause]``) → the queries starting there, with what else each
+        # checks (``PlanEntry``). A batch makes each plan's start once for all its
+        # queries, and only when its groups occurred (a pair whose first group did not
+        # occur costs one look-up for all its partners).
+        self._pair_plans: dict[int, dict[int, list[PlanEntry]]] = {}
+        # The pair plans as a batch runs them, per first group (``_PairRun``), remade
+        # for the first groups whose pairs changed (``_stale_pairs``) before a batch.
+        self._pair_runs: dict[int, _PairRun] = {}
+        self._stale_pairs: set[int] = set()
+        self._single_plans: dict[int, list[PlanEntry]] = {}
+        self._or_plans: dict[tuple[int, ...], list[PlanEntry]] = {}
+        self._trees: set[int] = set()  # queries that are not flat
         self._always: set[int] = set()  # queries with no trigger (never from parse_query)
         # observed frequencies
         self._seen: Counter[int] = Counter()
@@ -358,9 +382,34 @@ class WatchlistIndex(Generic[WatchlistId]):
         return self._matcher
 
     def compile(self) -> None:
-        """Build the automaton now (otherwise the first match after a change does)."""
+        """Build the automaton and the batch plans now (otherwise the first match after
+        a change does)."""
         with _gc_paused():
             self._matcher.rebuild()
+            self._pair_runs_ready()
+
+    def _pair_runs_ready(self) -> dict[int, _PairRun]:
+        """``_pair_runs`` brought up to date: a first group's pairs split into those that
+        are one query with nothing else to check (its items are the intersection: a
+        batch makes them all in one ``map``) and the others."""
+        runs = self._pair_runs
+        for a in self._stale_pairs:
+            partners = self._pair_plans.get(a)
+            if partners is None:
+                runs.pop(a, None)
+                continue
+            seconds: list[int] = []
+            qids: list[int] = []
+            others: list[tuple[int, list[PlanEntry]]] = []
+            for b, entries in partners.items():
+                if len(entries) == 1 and entries[0][1] is None:
+                    seconds.append(b)
+                    qids.append(entries[0][0])
+                else:
+                    others.append((b, entries))
+            runs[a] = (seconds, qids, others)
+        self._stale_pairs.clear()
+        return runs
 
     def watchlists(self) -> list[WatchlistId]:
         return list(self._watchlist_qid)
@@ -419,8 +468,14 @@ class WatchlistIndex(Generic[WatchlistId]):
         """Keep count of the spellings some NEAR uses (the batch records their places)."""
         if query.gtree is None:
             return
-        near_pids, near_gids = self._near_pids, self._near_gids
-        for gid in _near_groups(query.gtree):
+        near_pids, near_gids, near_pairs = self._near_pids, self._near_gids, self._near_pairs
+        sides = list(_near_groups(query.gtree))
+        for left, right in zip(sides[::2], sides[1::2], strict=True):
+            pair = (left, right) if left <= right else (right, left)
+            near_pairs[pair] += step
+            if not near_pairs[pair]:
+                del near_pairs[pair]
+        for gid in sides:
             near_gids[gid] += step
             if not near_gids[gid]:
                 del near_gids[gid]
@@ -473,6 +528,11 @@ class WatchlistIndex(Generic[WatchlistId]):
             chosen = _triggers(query.gtree, self._cost)
             triggers = chosen[1] if chosen is not None else None
         query.triggers = triggers
+        if query.flat is not None:
+            query.plan, rest = self._flat_plan(*query.flat)
+            self._plan_entries(query.plan, True).append((qid, rest))
+        else:
+            self._trees.add(qid)
         if triggers is None:
             self._always.add(qid)
         else:
@@ -495,7 +555,60 @@ class WatchlistIndex(Generic[WatchlistId]):
         ]
         return min(options)[2]
 
+    def _flat_plan(
+        self,
+        required: tuple[int, ...],
+        anyof: tuple[tuple[int, ...], ...],
+        excluded: tuple[int, ...],
+    ) -> tuple[tuple[Any, ...], Rest]:
+        """A flat query's plan key, ``("&", a)``, ``("&", a, b)`` or ``("|", *clause)``,
+        and what it checks after the plan's start."""
+        if required:
+            ranked = sorted(required, key=self._cost)
+            start = sorted(ranked[:2])
+            more = tuple(gid for gid in required if gid not in start)
+            key: tuple[Any, ...] = ("&", *start)
+            rest: Rest = (more, anyof, excluded)
+        else:
+            costs = [sum(self._cost(gid) for gid in clause) for clause in anyof]
+            first = costs.index(min(costs))
+            key = ("|", *anyof[first])
+            rest = ((), anyof[:first] + anyof[first + 1 :], excluded)
+        return key, (None if rest == ((), (), ()) else rest)
+
+    def _plan_entries(self, key: tuple[Any, ...], create: bool) -> list[PlanEntry]:
+        """The entries of the plan ``key`` (made when ``create``, else it must exist)."""
+        if key[0] == "|":
+            table: dict[Any, list[PlanEntry]] = self._or_plans
+            at: Any = key[1:]
+        elif len(key) == 2:
+            table, at = self._single_plans, key[1]
+        else:
+            pairs = self._pair_plans
+            table = pairs.setdefault(key[1], {}) if create else pairs[key[1]]
+            at = key[2]
+            self._stale_pairs.add(key[1])
+        if create:
+            return table.setdefault(at, [])
+        return table[at]
+
     def _unfile(self, qid: int, query: _Query) -> None:
+        key = query.plan
+        if key is not None:
+            entries = self._plan_entries(key, False)
+            entries[:] = [entry for entry in entries if entry[0] != qid]
+            if not entries:
+                if key[0] == "|":
+                    del self._or_plans[key[1:]]
+                elif len(key) == 2:
+                    del self._single_plans[key[1]]
+                else:
+                    partners = self._pair_plans[key[1]]
+                    del partners[key[2]]
+                    if not partners:
+                        del self._pair_plans[key[1]]
+            query.plan = None
+        self._trees.discard(qid)
         if query.triggers is None:
             self._always.discard(qid)
             return
@@ -663,87 +776,97 @@ class WatchlistIndex(Generic[WatchlistId]):
         item_ids, by_query = self._match_batch(items)
         out: dict[WatchlistId, tuple[ItemId, ...]] = {}
         members = self._members
+        last: Sequence[int] | None = None  # plans share one list between queries
+        shared: tuple[ItemId, ...] = ()
         for qid, indexes in by_query.items():
-            if len(indexes) == 1:
-                shared: tuple[ItemId, ...] = (item_ids[indexes[0]],)
+            if indexes is not last:
+                last = indexes
+                if len(indexes) == 1:
+                    shared = (item_ids[indexes[0]],)
+                else:
+                    shared = itemgetter(*indexes)(item_ids)
+            watchers = members[qid]
+            if len(watchers) == 1:
+                out[watchers[0]] = shared
             else:
-                shared = itemgetter(*indexes)(item_ids)
-            out.update(dict.fromkeys(members[qid], shared))
+                out.update(dict.fromkeys(watchers, shared))
         return out
 
     def _match_batch(
         self, items: Iterable[tuple[ItemId, str, str]]
     ) -> tuple[list[ItemId], dict[int, Sequence[int]]]:
         """Match a batch: item ids by index, and per matching query the indexes of the
-        items it matches, ascending.
+        items it matches, ascending (queries may share one list: do not modify).
 
         One scan per item records, per term group, the items it occurred in (and those
-        with it in the title). Candidate queries are those filed under a group that
-        occurred at all; each is then evaluated once with set operations over those item
-        sets (a flat query: intersect its required groups, smallest first, keep items
-        with one of each OR clause, drop items with an excluded group). A title:/NEAR
-        query is first narrowed the same way, ignoring positions, then checked item by
-        item on the positions of its spellings.
+        with it in the title), and where the spellings some NEAR uses occurred (word
+        positions). Flat queries are evaluated by plan (``_batch_flat``): the items of a
+        plan's start (two required groups intersected, one group, or an OR clause's
+        union) are made once, then narrowed per query (its other required groups, OR
+        clauses and exclusions). The other queries whose triggers occurred are evaluated
+        once each with set operations (``_set_eval``); a title:/NEAR query is narrowed
+        the same way, ignoring positions, then checked item by item on the positions of
+        its spellings.
         """
         matcher = self._matcher
         seen = self._seen
-        near_pids = self._near_pids
         near_gids = self._near_gids
+        pterm = self._pterm
+        near_size = {pid: len(pterm[pid].tokens) for pid in self._near_pids}
         item_ids: list[ItemId] = []
-        # per item, where the groups some NEAR needs occurred: group → occurrences
-        near_spans: list[_NearSpans | None] = []
-        anywhere: dict[int, list[int]] = {}  # group → items it occurred in, ascending
-        in_title: dict[int, list[int]] = {}  # group → items with it in the title
+        # where the groups some NEAR needs occurred: group → item → occurrences
+        places: defaultdict[int, dict[int, list[_Place]]] = defaultdict(dict)
+        anywhere: defaultdict[int, list[int]] = defaultdict(list)  # group → items, ascending
+        in_title: defaultdict[int, list[int]] = defaultdict(list)  # group → items (title)
         for index, (item_id, title, body) in enumerate(items):
             item_ids.append(item_id)
             field, offsets = prepare_many(title, body)
             spans = matcher.spans(field)
             body_at = offsets[1]
-            if near_pids:
-                by_gid: dict[int, list[Occurrence]] = {}
-                for pid, groups, start, end in [s for s in spans if s[0] in near_pids]:
+            if near_size:
+                count = field.folded.count
+                for pid, groups, start, _ in spans:
+                    size = near_size.get(pid)
+                    if size is None:
+                        continue
+                    first = count(" ", 0, start)  # the word it starts at
+                    place = (start < body_at, first, first + size, pid)
                     for gid in groups:
                         if gid in near_gids:
-                            by_gid.setdefault(gid, []).append((start, end, pid))
-                near_spans.append((by_gid, field.folded, body_at) if by_gid else None)
+                            by_item = places[gid]
+                            known = by_item.get(index)
+                            if known is None:
+                                by_item[index] = [place]
+                            else:
+                                known.append(place)
             present = set(chain.from_iterable([span[1] for span in spans]))
-            titled = set(chain.from_iterable([span[1] for span in spans if span[2] < body_at]))
             for gid in present:
-                found = anywhere.get(gid)
-                if found is None:
-                    anywhere[gid] = [index]
-                else:
-                    found.append(index)
-            for gid in titled:
-                found = in_title.get(gid)
-                if found is None:
-                    in_title[gid] = [index]
-                else:
-                    found.append(index)
+                anywhere[gid].append(index)
+            for gid in set(chain.from_iterable([span[1] for span in spans if span[2] < body_at])):
+                in_title[gid].append(index)
         self._items_seen += len(item_ids)
         for gid, found in anywhere.items():
             seen[gid] += len(found)
 
-        postings = self._postings
-        candidates: set[int] = set(self._always)
-        for gid in anywhere:
-            posting = postings.get(gid)
-            if posting is not None:
-                candidates.update(posting)
-        self.evaluations += len(candidates)
-        sets = _ItemSets(anywhere, in_title, len(item_ids), near_spans)
+        sets = _ItemSets(anywhere, in_title, len(item_ids), places, self._near_pairs)
+        by_query, evaluated = _batch_flat(
+            self._pair_runs_ready(), self._single_plans, self._or_plans, sets
+        )
         queries = self._queries
-        flats: list[tuple[int, Flat]] = []
-        by_query: dict[int, Sequence[int]] = {}
-        for qid in candidates:
+        for qid in self._trees:
             query = queries[qid]
-            if query.flat is not None:
-                flats.append((qid, query.flat))
-            else:
-                found_items = _set_eval(query.gtree, sets, None)
-                if found_items:
-                    by_query[qid] = sorted(found_items)
-        by_query.update(_batch_flats(flats, anywhere, sets))
+            triggers = query.triggers
+            if triggers is not None:
+                for gid in triggers:
+                    if gid in anywhere:
+                        break
+                else:
+                    continue
+            evaluated += 1
+            found_items = _set_eval(query.gtree, sets, None)
+            if found_items:
+                by_query[qid] = sorted(found_items)
+        self.evaluations += evaluated
         return item_ids, by_query
 
     def explain(self, title: str, body: str = "") -> dict[WatchlistId, list[str]]:
@@ -1016,29 +1139,37 @@ def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None
     return occurrences.near(left, right, distance, scope)
 
 
-class _ItemSets:
-    """A batch's item sets per group; ``near_spans[item]``: where the groups NEAR needs
-    occurred in that item, with its folded text and where its body starts."""
+_Place: TypeAlias = tuple[bool, int, int, int]  # in the title, first word, past last, pid
 
-    __slots__ = ("_anywhere", "_in_title", "_sets", "_titles", "near_spans", "size")
+
+class _ItemSets:
+    """A batch's item sets per group; ``places[group][item]``: where a group some NEAR
+    needs occurred in an item (``_Place``: whether in the title, the word it starts at,
+    the word past its end, the spelling); ``gaps``: for the pairs of groups more than one
+    NEAR uses, the nearest distance found per item checked, shared by those NEARs."""
+
+    __slots__ = ("_in_title", "_titles", "gaps", "lists", "near_pairs", "places", "sets", "size")
 
     def __init__(
         self,
-        anywhere: dict[int, list[int]],
-        in_title: dict[int, list[int]],
+        anywhere: Mapping[int, list[int]],
+        in_title: Mapping[int, list[int]],
         size: int,
-        near_spans: list[_NearSpans | None],
+        places: Mapping[int, dict[int, list[_Place]]],
+        near_pairs: Mapping[tuple[int, int], int],
     ) -> None:
-        self._anywhere = anywhere
         self._in_title = in_title
-        self._sets = {gid: set(items) for gid, items in anywhere.items()}
+        self.lists = anywhere  # group → its items, ascending
+        self.sets = {gid: set(items) for gid, items in anywhere.items()}
         self._titles: dict[int, set[int]] = {}
         self.size = size
-        self.near_spans = near_spans
+        self.places = places
+        self.near_pairs = near_pairs
+        self.gaps: dict[tuple[int, int, bool], dict[int, int]] = {}
 
     def anywhere(self, gid: int) -> set[int]:
         """Items holding ``gid`` (do not modify)."""
-        return self._sets.get(gid, _EMPTY)
+        return self.sets.get(gid, _EMPTY)
 
     def title(self, gid: int) -> set[int]:
         found = self._titles.get(gid)
@@ -1053,88 +1184,174 @@ class _ItemSets:
 _EMPTY: set[int] = set()  # never modified
 
 
-def _batch_flats(
-    flats: Iterable[tuple[int, Flat]], anywhere: dict[int, list[int]], sets: _ItemSets
-) -> Iterable[tuple[int, Sequence[int]]]:
-    """``(qid, items)`` for the flat queries of a batch that match something, the items
-    as ascending indexes.
-
-    Each query starts from its two smallest required groups (or its first OR clause);
-    queries that start alike are evaluated together, so the costly first intersection of
-    two common groups, shared by many refined queries, is made once."""
-    # (True, first one or two required groups) or (False, first OR clause) → the queries
-    plans: dict[tuple[bool, tuple[int, ...]], list[tuple[int, list[int], Flat]]] = {}
-    get = anywhere.get
-    for qid, flat in flats:
-        required, anyof, excluded = flat
-        if not required:
-            plans.setdefault((False, anyof[0]), []).append((qid, [], flat))
-            continue
-        first = get(required[0])
+def _batch_flat(
+    pair_runs: dict[int, _PairRun],
+    single_plans: dict[int, list[PlanEntry]],
+    or_plans: dict[tuple[int, ...], list[PlanEntry]],
+    sets: _ItemSets,
+) -> tuple[dict[int, Sequence[int]], int]:
+    """The flat queries of a batch that match something → their items (ascending
+    indexes; queries of one plan with nothing else to check share one list), and how many
+    queries were evaluated. A plan whose start is empty costs one look-up for all its
+    queries; otherwise its start is made once, then narrowed per query."""
+    get = sets.sets.get
+    out: dict[int, Sequence[int]] = {}
+    evaluated = 0
+    for a, (seconds, qids, others) in pair_runs.items():
+        first = get(a)
         if first is None:
             continue
-        if len(required) == 1:
-            if not anyof and not excluded:
-                yield qid, first  # one group: its own list, already ascending
-            else:
-                plans.setdefault((True, required), []).append((qid, [], flat))
-        elif len(required) == 2:
-            if required[1] in anywhere:  # the pair in one order, to share it
-                a, b = required
-                plans.setdefault((True, (a, b) if a < b else (b, a)), []).append((qid, [], flat))
-        else:
-            sized = []
-            for gid in required:
-                found = get(gid)
-                if found is None:
-                    break
-                sized.append((len(found), gid))
-            else:
-                sized.sort()
-                a, b = sized[0][1], sized[1][1]
-                more = [gid for _, gid in sized[2:]]
-                plans.setdefault((True, (a, b) if a < b else (b, a)), []).append((qid, more, flat))
-    group = sets.anywhere
-    for (conjunction, start), queries in plans.items():
-        if not conjunction:
-            base = set().union(*[group(gid) for gid in start])
-        elif len(start) == 1:
-            base = group(start[0])
-        else:
-            base = group(start[0]) & group(start[1])
-        if not base:
+        if seconds:  # one C-level pass: intersect, keep the non-empty ones, sort them
+            evaluated += len(seconds)
+            bases = list(map(first.__and__, map(get, seconds, repeat(_EMPTY))))
+            out.update(zip(compress(qids, bases), map(sorted, filter(None, bases)), strict=True))
+        for b, entries in others:
+            second = get(b)
+            if second is None:
+                continue
+            base = first & second
+            if base:
+                evaluated += len(entries)
+                if len(entries) == 1 and entries[0][1] is None:
+                    out[entries[0][0]] = sorted(base)
+                else:
+                    _narrow(entries, base, None, get, out)
+    for a, entries in single_plans.items():
+        first = get(a)
+        if first is not None:
+            evaluated += len(entries)
+            _narrow(entries, first, sets.lists[a], get, out)
+    for clause, entries in or_plans.items():
+        base = set().union(*[found for found in map(get, clause) if found is not None])
+        if base:
+            evaluated += len(entries)
+            _narrow(entries, base, None, get, out)
+    return out, evaluated
+
+
+def _narrow(
+    entries: list[PlanEntry],
+    base: set[int],
+    ordered: Sequence[int] | None,
+    get: Any,
+    out: dict[int, Sequence[int]],
+) -> None:
+    """Each query of a plan: ``base`` (the plan's items; ``ordered``: the same, ascending,
+    when at hand) narrowed by its other required groups, OR clauses and exclusions."""
+    for qid, rest in entries:
+        if rest is None:
+            if ordered is None:
+                ordered = sorted(base)
+            out[qid] = ordered
             continue
-        for qid, more, (required, anyof, excluded) in queries:
-            result = base
-            for gid in more:
-                result = result & group(gid)
-                if not result:
-                    break
-            clauses = anyof if required else anyof[1:]
+        more, clauses, excluded = rest
+        result = base
+        for gid in more:
+            found = get(gid)
+            if found is None:
+                break
+            result = result & found
+            if not result:
+                break
+        else:
             for clause in clauses:
-                if not result:
-                    break
                 kept: set[int] = set()
                 for gid in clause:  # each intersection walks the smaller side
-                    kept |= result & group(gid)
+                    found = get(gid)
+                    if found is not None:
+                        kept |= result & found
                 result = kept
-            for gid in excluded:
                 if not result:
                     break
-                result = result - group(gid)
-            if result:
-                yield qid, sorted(result)
+            else:
+                for gid in excluded:
+                    found = get(gid)
+                    if found is not None:
+                        result = result - found
+                        if not result:
+                            break
+                if result:
+                    out[qid] = sorted(result)
+
+
+def _near_items(
+    both: set[int], sets: _ItemSets, left: int, right: int, distance: int, title_only: bool
+) -> set[int]:
+    """Of ``both`` (items holding both sides), those where ``left`` NEAR/distance
+    ``right`` holds, as ``_near_ok`` decides it, on word positions: two occurrences in the
+    same field (the title when ``title_only``), not the same one, with at most
+    ``distance`` words between them (-1 when they overlap). A pair of groups more than
+    one NEAR uses keeps the nearest distance per item (``sets.gaps``), computed once."""
+    if distance < -1:
+        return set()  # even overlapping occurrences are -1 apart
+    places = sets.places
+    lefts_of, rights_of = places[left], places[right]
+    pair = (left, right) if left <= right else (right, left)
+    found: list[int] = []
+    if sets.near_pairs.get(pair, 0) < 2:  # the only NEAR on this pair: stop at the first
+        for index in both:
+            rights = rights_of[index]
+            for titled, start, end, pid in lefts_of[index]:
+                if title_only and not titled:
+                    continue
+                for other_titled, other_start, other_end, other_pid in rights:
+                    if other_titled is titled and (
+                        (
+                            other_start - end <= distance
+                            and (other_start != start or other_pid != pid)
+                        )
+                        if other_start >= start
+                        else start - other_end <= distance
+                    ):
+                        found.append(index)
+                        break
+                else:
+                    continue
+                break
+        return set(found)
+    gaps = sets.gaps.get((*pair, title_only))
+    if gaps is None:
+        gaps = sets.gaps[(*pair, title_only)] = {}
+    known = gaps.get
+    for index in both:
+        nearest = known(index)
+        if nearest is None:
+            nearest = _NO_GAP
+            rights = rights_of[index]
+            for titled, start, end, pid in lefts_of[index]:
+                if title_only and not titled:
+                    continue
+                for other_titled, other_start, other_end, other_pid in rights:
+                    if other_titled is not titled:
+                        continue
+                    if other_start >= start:
+                        if other_start == start and other_pid == pid:
+                            continue  # the same occurrence
+                        gap = other_start - end
+                    else:
+                        gap = start - other_end
+                    if gap < nearest:
+                        nearest = gap
+            gaps[index] = nearest
+        if nearest <= distance:
+            found.append(index)
+    return set(found)
+
+
+_NO_GAP = 1 << 30  # no two occurrences in one field
 
 
 def _set_eval(
     node: GroupTree, sets: _ItemSets, scope: str | None, within: set[int] | None = None
 ) -> set[int]:
-    """The items of a batch a group tree matches, among ``within`` when given (the result
-    may then still hold items outside it, except where NEAR was checked). Do not modify
-    the result: it may be a group's own set. ``scope`` is "title" inside ``title:``. NEAR
-    is checked item by item, so an AND narrows the items with its other operands first."""
+    """The items of a batch a group tree matches, among ``within`` when given. Do not
+    modify the result: it may be a group's own set. ``scope`` is "title" inside
+    ``title:``. NEAR is checked item by item, so an AND narrows the items with its plain
+    operands first, then with the others (cheapest kinds first), each evaluated only
+    among the items left."""
     if node.__class__ is int:
-        return sets.title(node) if scope is not None else sets.anywhere(node)
+        found = sets.title(node) if scope is not None else sets.anywhere(node)
+        return found if within is None else found & within
     tag = node[0]
     if tag == _TITLE:
         return _set_eval(node[1], sets, "title", within)
@@ -1145,43 +1362,38 @@ def _set_eval(
             sides.append(within)
         sides.sort(key=len)
         both = sides[0].intersection(*sides[1:])
-        near_spans = sets.near_spans
-        found: set[int] = set()
-        for index in both:
-            entry = near_spans[index]
-            if entry is not None:
-                by_gid, folded, body_at = entry
-                lefts, rights = by_gid.get(left), by_gid.get(right)
-                if lefts and rights and _near_ok(lefts, rights, distance, scope, folded, body_at):
-                    found.add(index)
-        return found
+        if not both:
+            return both
+        return _near_items(both, sets, left, right, distance, scope is not None)
     if tag == _OR:
-        return set().union(*(_set_eval(child, sets, scope, within) for child in node[1]))
+        return set().union(*[_set_eval(child, sets, scope, within) for child in node[1]])
     if tag == _NOT:
         return (within if within is not None else sets.universe()) - _set_eval(
             node[1], sets, scope, within
         )
     plain: list[set[int]] = []
-    costly: list[GroupTree] = []
+    other: list[GroupTree] = []
     negative: list[GroupTree] = []
     for child in node[1]:
-        if child.__class__ is not int and child[0] == _NOT:
+        if child.__class__ is int:
+            plain.append(sets.title(child) if scope is not None else sets.anywhere(child))
+        elif child[0] == _NOT:
             negative.append(child[1])
-        elif _is_costly(child):
-            costly.append(child)
         else:
-            plain.append(_set_eval(child, sets, scope))
+            other.append(child)
     if within is not None:
         plain.append(within)
+    result: set[int] | None = None
     if plain:  # shared sets: never changed in place below
         plain.sort(key=len)
         result = plain[0] if len(plain) == 1 else plain[0].intersection(*plain[1:])
-    else:
-        result = sets.universe()
-    for child in costly:
-        if not result:
+    other.sort(key=_is_costly)  # NEAR last, on the fewest items
+    for child in other:
+        if result is not None and not result:
             return result
-        result = result & _set_eval(child, sets, scope, result)
+        result = _set_eval(child, sets, scope, result)
+    if result is None:
+        result = sets.universe()
     for child in negative:
         if not result:
             return result

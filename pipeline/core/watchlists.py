@@ -750,7 +750,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         """For each ``(item id, title, body)``, the watchlists it matches (possibly none),
         in registration order. Items are matched as one batch (``items_by_watchlist``)."""
         with _gc_paused():
-            item_ids, by_query = self._match_batch(items)
+            item_ids, by_query, _ = self._match_batch(items)
             out: dict[ItemId, list[WatchlistId]] = {item_id: [] for item_id in item_ids}
             members = self._members
             for qid in sorted(by_query):
@@ -773,7 +773,7 @@ class WatchlistIndex(Generic[WatchlistId]):
     def _items_by_watchlist(
         self, items: Iterable[tuple[ItemId, str, str]]
     ) -> dict[WatchlistId, tuple[ItemId, ...]]:
-        item_ids, by_query = self._match_batch(items)
+        item_ids, by_query, numbered = self._match_batch(items)
         out: dict[WatchlistId, tuple[ItemId, ...]] = {}
         members = self._members
         last: Sequence[int] | None = None  # plans share one list between queries
@@ -781,7 +781,9 @@ class WatchlistIndex(Generic[WatchlistId]):
         for qid, indexes in by_query.items():
             if indexes is not last:
                 last = indexes
-                if len(indexes) == 1:
+                if numbered:  # the indexes are the item ids themselves
+                    shared = tuple(indexes)  # type: ignore[arg-type]
+                elif len(indexes) == 1:
                     shared = (item_ids[indexes[0]],)
                 else:
                     shared = itemgetter(*indexes)(item_ids)
@@ -794,9 +796,12 @@ class WatchlistIndex(Generic[WatchlistId]):
 
     def _match_batch(
         self, items: Iterable[tuple[ItemId, str, str]]
-    ) -> tuple[list[ItemId], dict[int, Sequence[int]]]:
-        """Match a batch: item ids by index, and per matching query the indexes of the
-        items it matches, ascending (queries may share one list: do not modify).
+    ) -> tuple[list[ItemId], dict[int, Sequence[int]], bool]:
+        """Match a batch: item ids by index, per matching query the indexes of the items
+        it matches, ascending (queries may share one list: do not modify), and whether
+        the item ids are their indexes (0, 1, 2, ...: a day's batch, a backtest). Then
+        the caller's own int objects serve as the indexes: the id lists are the index
+        lists, and the sets and lists of the batch hold objects allocated together.
 
         One scan per item records, per term group, the items it occurred in (and those
         with it in the title), and where the spellings some NEAR uses occurred (word
@@ -818,8 +823,14 @@ class WatchlistIndex(Generic[WatchlistId]):
         places: defaultdict[int, dict[int, list[_Place]]] = defaultdict(dict)
         anywhere: defaultdict[int, list[int]] = defaultdict(list)  # group → items, ascending
         in_title: defaultdict[int, list[int]] = defaultdict(list)  # group → items (title)
-        for index, (item_id, title, body) in enumerate(items):
+        numbered = True
+        for position, (item_id, title, body) in enumerate(items):
             item_ids.append(item_id)
+            if item_id.__class__ is int and item_id == position:
+                index: int = item_id
+            else:
+                index = position
+                numbered = False
             field, offsets = prepare_many(title, body)
             spans = matcher.spans(field)
             body_at = offsets[1]
@@ -867,7 +878,7 @@ class WatchlistIndex(Generic[WatchlistId]):
             if found_items:
                 by_query[qid] = sorted(found_items)
         self.evaluations += evaluated
-        return item_ids, by_query
+        return item_ids, by_query, numbered
 
     def explain(self, title: str, body: str = "") -> dict[WatchlistId, list[str]]:
         """The watchlists that match one item, each with the words, phrases and NEAR pairs

@@ -774,25 +774,23 @@ class WatchlistIndex(Generic[WatchlistId]):
         self, items: Iterable[tuple[ItemId, str, str]]
     ) -> dict[WatchlistId, tuple[ItemId, ...]]:
         item_ids, by_query, numbered = self._match_batch(items)
-        out: dict[WatchlistId, tuple[ItemId, ...]] = {}
-        members = self._members
-        last: Sequence[int] | None = None  # plans share one list between queries
-        shared: tuple[ItemId, ...] = ()
-        for qid, indexes in by_query.items():
-            if indexes is not last:
-                last = indexes
-                if numbered:  # the indexes are the item ids themselves
-                    shared = tuple(indexes)  # type: ignore[arg-type]
-                elif len(indexes) == 1:
-                    shared = (item_ids[indexes[0]],)
-                else:
-                    shared = itemgetter(*indexes)(item_ids)
-            watchers = members[qid]
-            if len(watchers) == 1:
-                out[watchers[0]] = shared
-            else:
-                out.update(dict.fromkeys(watchers, shared))
-        return out
+        shared: list[tuple[ItemId, ...]]
+        if numbered:  # the indexes are the item ids themselves
+            shared = list(map(tuple, by_query.values()))  # type: ignore[arg-type]
+        else:
+            shared = [
+                itemgetter(*indexes)(item_ids) if len(indexes) > 1 else (item_ids[indexes[0]],)
+                for indexes in by_query.values()
+            ]
+        # Each query's tuple under each of its watchlists, in C-level passes.
+        watchers = list(map(self._members.__getitem__, by_query))
+        return dict(
+            zip(
+                chain.from_iterable(watchers),
+                chain.from_iterable(map(repeat, shared, map(len, watchers))),
+                strict=True,
+            )
+        )
 
     def _match_batch(
         self, items: Iterable[tuple[ItemId, str, str]]
@@ -836,12 +834,9 @@ class WatchlistIndex(Generic[WatchlistId]):
             body_at = offsets[1]
             if near_size:
                 count = field.folded.count
-                for pid, groups, start, _ in spans:
-                    size = near_size.get(pid)
-                    if size is None:
-                        continue
+                for pid, groups, start, _ in [span for span in spans if span[0] in near_size]:
                     first = count(" ", 0, start)  # the word it starts at
-                    place = (start < body_at, first, first + size, pid)
+                    place = (start < body_at, first, first + near_size[pid], pid)
                     for gid in groups:
                         if gid in near_gids:
                             by_item = places[gid]
@@ -1257,32 +1252,22 @@ def _narrow(
             continue
         more, clauses, excluded = rest
         result = base
-        for gid in more:
-            found = get(gid)
-            if found is None:
-                break
-            result = result & found
+        if more:
+            required = [*map(get, more)]
+            if None in required:  # a required group did not occur
+                continue
+            result = result.intersection(*required)  # each walks the smaller side
+            if not result:
+                continue
+        for clause in clauses:
+            result = set().union(*[result & found for found in map(get, clause) if found])
             if not result:
                 break
         else:
-            for clause in clauses:
-                kept: set[int] = set()
-                for gid in clause:  # each intersection walks the smaller side
-                    found = get(gid)
-                    if found is not None:
-                        kept |= result & found
-                result = kept
-                if not result:
-                    break
-            else:
-                for gid in excluded:
-                    found = get(gid)
-                    if found is not None:
-                        result = result - found
-                        if not result:
-                            break
-                if result:
-                    out[qid] = sorted(result)
+            if excluded:
+                result = result.difference(*[found for found in map(get, excluded) if found])
+            if result:
+                out[qid] = sorted(result)
 
 
 def _near_items(

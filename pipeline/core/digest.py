@@ -154,7 +154,8 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     """|a ∩ b| / |a ∪ b|, and 0 when either is empty."""
     if not a or not b:
         return 0.0
-    return len(a & b) / len(a | b)
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)  # the union's size, without building it
 
 
 def similarity(a: _Signature, b: _Signature) -> float:
@@ -173,9 +174,12 @@ def cluster(
     story; otherwise titles and opening text must overlap by ``threshold`` (Jaccard). A
     story joins the first cluster (in creation order) that it matches.
 
-    Only clusters that can match are compared (prefix filtering): two sets with Jaccard at
-    least t > 0 share one of the first |x| - ceil(t·|x|) + 1 elements of each, in any one
-    fixed order; rarest first keeps those lists short. The result is the full scan's.
+    Only clusters that can match are compared. Two sets with Jaccard at least t > 0:
+    share one of the first |x| - ceil(t·|x|) + 1 elements of each in one fixed order
+    (prefix filter; rarest first keeps the lists short); have sizes within a factor t of
+    each other; and overlap by at least t/(1+t)·(|x|+|y|), which their first common
+    element bounds (positional filter: at most 1 + min of the elements left after it in
+    each). The result is the full scan's (tests/unit/test_digest.py).
     """
     signatures = [_signature(candidate) for candidate in candidates]
     if threshold <= 0:
@@ -186,32 +190,52 @@ def cluster(
             frequency[word] = frequency.get(word, 0) + 1
         for shingle in sig.body:
             frequency[shingle] = frequency.get(shingle, 0) + 1
+    rank = {token: n for n, token in enumerate(sorted(frequency, key=lambda t: (frequency[t], t)))}
+    slack = 1e-9
+    share = threshold / (1 + threshold)
 
     def prefix(tokens: frozenset[str]) -> list[str]:
-        if not tokens:
-            return []
-        keep = len(tokens) - math.ceil(threshold * len(tokens) - 1e-9) + 1
-        return sorted(tokens, key=lambda t: (frequency[t], t))[:keep]
+        keep = len(tokens) - math.ceil(threshold * len(tokens) - slack) + 1
+        return sorted(tokens, key=rank.__getitem__)[:keep]
+
+    def probe(
+        tokens: list[str], size: int, postings: Mapping[str, list[tuple[int, int, int]]]
+    ) -> Iterator[int]:
+        seen: set[int] = set()
+        for i, token in enumerate(tokens):
+            for index, j, other in postings.get(token, ()):
+                if index in seen:
+                    continue
+                seen.add(index)  # first common element: the bound only falls after it
+                if other < threshold * size - slack or size < threshold * other - slack:
+                    continue
+                if 1 + min(size - i - 1, other - j - 1) >= share * (size + other) - slack:
+                    yield index
 
     clusters: list[list[DigestCandidate]] = []
     reps: list[_Signature] = []
     links: list[set[str]] = []
-    by_title: dict[str, list[int]] = {}
-    by_body: dict[str, list[int]] = {}
+    by_title: dict[str, list[tuple[int, int, int]]] = {}
+    by_body: dict[str, list[tuple[int, int, int]]] = {}
     by_link: dict[str, list[int]] = {}
     for candidate, sig in zip(candidates, signatures, strict=True):
-        title_prefix = prefix(sig.title)
+        title_prefix = prefix(sig.title) if sig.title else []
         body_prefix = prefix(sig.body) if len(sig.body) >= 5 else []
-        possible: set[int] = set()
-        for word in title_prefix:
-            possible.update(by_title.get(word, ()))
-        for shingle in body_prefix:
-            possible.update(by_body.get(shingle, ()))
+        possible = set(probe(title_prefix, len(sig.title), by_title))
+        possible.update(probe(body_prefix, len(sig.body), by_body))
         if candidate.link:
             possible.update(by_link.get(candidate.link, ()))
         for index in sorted(possible):
             same_link = bool(candidate.link) and candidate.link in links[index]
-            if same_link or similarity(sig, reps[index]) >= threshold:
+            rep = reps[index]
+            if (
+                same_link
+                or jaccard(sig.title, rep.title) >= threshold
+                or (  # similarity() is max(title, body): the body decides
+                    min(len(sig.body), len(rep.body)) >= 5
+                    and jaccard(sig.body, rep.body) >= threshold
+                )
+            ):
                 clusters[index].append(candidate)
                 if candidate.link and candidate.link not in links[index]:
                     links[index].add(candidate.link)
@@ -224,10 +248,10 @@ def cluster(
             links.append({candidate.link} if candidate.link else set())
             if candidate.link:
                 by_link.setdefault(candidate.link, []).append(index)
-            for word in title_prefix:
-                by_title.setdefault(word, []).append(index)
-            for shingle in body_prefix:
-                by_body.setdefault(shingle, []).append(index)
+            for j, word in enumerate(title_prefix):
+                by_title.setdefault(word, []).append((index, j, len(sig.title)))
+            for j, shingle in enumerate(body_prefix):
+                by_body.setdefault(shingle, []).append((index, j, len(sig.body)))
     return clusters
 
 

@@ -256,6 +256,32 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     return out
 
 
+def cluster_only(n_items: int, runs: int) -> list[float]:
+    """CPU seconds of clustering the day's items once (``day_stories``), per run."""
+    from pipeline.core.digest import day_stories
+    from pipeline.delivery import to_candidate
+    from pipeline.editorial import load_theme_infos
+
+    themes = [t.id for t in load_theme_infos(ROOT)]
+    with database("sqlite") as url, tempfile.TemporaryDirectory() as folder:
+        app = make_app(url, Path(folder))
+        app.store.upgrade()
+        seed(app, 10, n_items)
+        items = app.store.items_between(DAY_END - timedelta(days=1), DAY_END)
+        app.close()
+    candidates = [to_candidate(item) for item in items]
+    seconds = []
+    for _ in range(runs):
+        cpu = cpu_seconds()
+        stories = day_stories(candidates, themes, DAY_END - timedelta(days=1), DAY_END)
+        seconds.append(cpu_seconds() - cpu)
+        step(
+            f"day_stories: {len(candidates):,} items -> {len(stories.members):,} stories, "
+            f"{seconds[-1]:.1f} s CPU"
+        )
+    return seconds
+
+
 def run_child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.digest_fanout", "--child", url, str(folder)]
     command += ["--naive-sample", str(naive_sample)]
@@ -362,8 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribers", type=int)
     parser.add_argument("--items", type=int)
     parser.add_argument("--naive-sample", type=int)
+    parser.add_argument(
+        "--cluster-only", action="store_true", help="time the day's clustering alone"
+    )
     parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.cluster_only:
+        seconds = cluster_only(args.items or (4_000 if args.quick else 20_000), args.runs or 1)
+        print(f"day_stories CPU s: {spread(seconds)}", flush=True)
+        return 0
     if args.child:
         figures = child(args.child[0], Path(args.child[1]), args.naive_sample or 300)
         print(json.dumps(figures), flush=True)

@@ -128,6 +128,7 @@ def test_poll_tick_syncs_configured_feeds_before_polling(
     app.close()
 
 
+@pytest.mark.timeout(200)
 def test_worker_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     feeds_file = tmp_path / "feeds.toml"
     feeds_file.write_text("# no feeds\n")
@@ -153,7 +154,9 @@ def test_worker_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     while "worker started" not in started and time.monotonic() < deadline:
         started += process.stderr.readline()
     process.send_signal(signal.SIGTERM)
-    _, rest = process.communicate(timeout=20)
+    # The first tick's jobs are running and are let finish: on two shared cores under the
+    # rest of the suite that has taken over 20 s, so this is a hang guard, not a speed test.
+    _, rest = process.communicate(timeout=120)
     assert process.returncode == 0, started + rest
     assert "worker stopped" in rest
 

@@ -189,6 +189,8 @@ class Matcher:
         self._delta_owners: set[Hashable] = set()  # owners with a key in the delta
         self._delta_dirty = False
         self._dead = 0  # keys with an empty bucket
+        # bumped on every change to the entries or the automata (for ``value_ids`` users)
+        self.version = 0
 
     # -- registration ------------------------------------------------------------------
 
@@ -203,6 +205,7 @@ class Matcher:
         owner's earlier terms are gone by then."""
         if owner in self._owner_keys:
             self.remove(owner)
+        self.version += 1
         keys: set[str] = set()
         self._owner_keys[owner] = keys
         count = 0
@@ -234,6 +237,7 @@ class Matcher:
         keys = self._owner_keys.pop(owner, None)
         if keys is None:
             return False
+        self.version += 1
         for key in keys:
             bucket = self._entries[key]
             bucket[:] = [entry for entry in bucket if entry.owner != owner]
@@ -273,6 +277,7 @@ class Matcher:
         self._delta = None
         self._delta_dirty = False
         self._dead = 0
+        self.version += 1
 
     def _ready(self) -> None:
         if not self._delta_dirty:
@@ -282,6 +287,7 @@ class Matcher:
         else:
             self._delta = self._build(self._delta_keys)
             self._delta_dirty = False
+            self.version += 1
 
     # -- matching ----------------------------------------------------------------------
 
@@ -324,6 +330,53 @@ class Matcher:
                     ):
                         continue
                     append((entry[0], entry[1], start_char, end_char))
+        return spans
+
+    def raw_hits(self, field: Field) -> list[list[tuple[int, Any]]]:
+        """The automata's own output over ``field``, for callers that summarise hits in
+        C-level passes: per automaton (base, then delta when there is one), its hits in
+        order of where they end, each ``(end index, value)`` with the value ``(bucket,
+        back, adjust)``: the key's entries (``owner``, ``payload``, ``ntokens``,
+        ``case_surface``, ``wildcard``), how far back its leading space is, and how far
+        past the end index its last letter ends. No case check is made: a bucket holding
+        a case-sensitive entry must go through ``spans_of`` (see ``value_ids``)."""
+        if self._delta_dirty:
+            self._ready()
+        folded = field.folded
+        return [
+            list(automaton.iter(folded)) for automaton in (self._base, self._delta) if automaton
+        ]
+
+    def hit_values(self) -> list[tuple[list[_Entry], int, int]]:
+        """Every value of the automata, as ``raw_hits`` gives them (the same objects,
+        while ``version`` is unchanged: they live as long as their automaton)."""
+        if self._delta_dirty:
+            self._ready()
+        found: list[tuple[list[_Entry], int, int]] = []
+        for automaton in (self._base, self._delta):
+            if automaton is not None:
+                found.extend(automaton.values())
+        return found
+
+    def spans_of(
+        self, field: Field, hits: Iterable[tuple[int, Any]]
+    ) -> list[tuple[Any, Any, int, int]]:
+        """``spans`` of some of the ``raw_hits`` of ``field``, case checks included."""
+        spans: list[tuple[Any, Any, int, int]] = []
+        append = spans.append
+        surface = field.surface if field.aligned else None
+        for end_index, (bucket, back, adjust) in hits:
+            start_char = end_index - back
+            end_char = end_index + adjust
+            for entry in bucket:
+                wanted = entry[3]
+                if wanted is not None and not (
+                    surface.startswith(wanted, start_char + 1)
+                    if surface is not None
+                    else _case_ok(field, start_char, wanted, entry.ntokens, entry.wildcard)
+                ):
+                    continue
+                append((entry[0], entry[1], start_char, end_char))
         return spans
 
     def owner_hits(

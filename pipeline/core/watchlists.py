@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from pipeline.core.errors import QueryError
+from pipeline.core.matcher import Field as ScanField
 from pipeline.core.matcher import Matcher, Pattern, prepare_many
 from pipeline.core.query import (
     And,
@@ -87,6 +89,8 @@ LEARN_MIN_ITEMS = 500  # items seen before observed frequencies replace the prio
 
 # Group-tree node tags (a leaf is a group id, an int).
 _AND, _OR, _NOT, _NEAR, _TITLE = "&", "|", "!", "~", "t"
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_HitTable: TypeAlias = tuple[dict[int, int], set[int], set[int]]  # single, other, near
 
 GroupTree: TypeAlias = Any  # int | tuple[str, ...] (see _group_tree)
 
@@ -225,6 +229,8 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._near_pids: Counter[int] = Counter()  # spellings under a NEAR: how many uses
         self._near_gids: Counter[int] = Counter()  # groups under a NEAR: how many uses
         self._near_pairs: Counter[tuple[int, int]] = Counter()  # NEARs per pair of groups
+        self._near_version = 0  # bumped when the NEAR spellings or a payload change
+        self._hit_table: tuple[tuple[int, int], _HitTable] | None = None  # _hit_tables
         self._queries: dict[int, _Query] = {}
         self._members: dict[int, list[WatchlistId]] = {}  # qid → watchlists, in order added
         self._watchlist_qid: dict[WatchlistId, int] = {}
@@ -387,6 +393,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         with _gc_paused():
             self._matcher.rebuild()
             self._pair_runs_ready()
+            self._hit_tables()
 
     def _pair_runs_ready(self) -> dict[int, _PairRun]:
         """``_pair_runs`` brought up to date: a first group's pairs split into those that
@@ -460,6 +467,7 @@ class WatchlistIndex(Generic[WatchlistId]):
             self._gkeys[gid] = []
             for pid in ordered:
                 self._pid_groups[pid].append(gid)
+            self._near_version += 1  # the spellings' payloads changed
         cache[key] = gid
         self._gkeys[gid].append(key)
         return gid
@@ -469,6 +477,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         if query.gtree is None:
             return
         near_pids, near_gids, near_pairs = self._near_pids, self._near_gids, self._near_pairs
+        self._near_version += 1
         sides = list(_near_groups(query.gtree))
         for left, right in zip(sides[::2], sides[1::2], strict=True):
             pair = (left, right) if left <= right else (right, left)
@@ -503,6 +512,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         del self._gid_by_pids[frozenset(pids)]
         self._postings.pop(gid, None)
         self._seen.pop(gid, None)
+        self._near_version += 1  # the spellings' payloads change
         for pid in pids:
             groups = self._pid_groups[pid]
             groups.remove(gid)
@@ -813,15 +823,17 @@ class WatchlistIndex(Generic[WatchlistId]):
         """
         matcher = self._matcher
         seen = self._seen
-        near_gids = self._near_gids
-        pterm = self._pterm
-        near_size = {pid: len(pterm[pid].tokens) for pid in self._near_pids}
         item_ids: list[ItemId] = []
-        # where the groups some NEAR needs occurred: group → item → occurrences
-        places: defaultdict[int, dict[int, list[_Place]]] = defaultdict(dict)
         anywhere: defaultdict[int, list[int]] = defaultdict(list)  # group → items, ascending
         in_title: defaultdict[int, list[int]] = defaultdict(list)  # group → items (title)
+        # per item holding a spelling some NEAR uses: its field, where its body starts and
+        # those hits (their word positions are taken only if a NEAR checks the item)
+        pending: dict[int, tuple[ScanField, int, list[tuple[int, Any]]]] = {}
         numbered = True
+        # Automaton hits are read in C-level passes, through the values' ids: the keys
+        # giving one group straight from a table, the others entry by entry.
+        single, other, near = self._hit_tables()
+        single_get = single.get
         for position, (item_id, title, body) in enumerate(items):
             item_ids.append(item_id)
             if item_id.__class__ is int and item_id == position:
@@ -830,30 +842,40 @@ class WatchlistIndex(Generic[WatchlistId]):
                 index = position
                 numbered = False
             field, offsets = prepare_many(title, body)
-            spans = matcher.spans(field)
             body_at = offsets[1]
-            if near_size:
-                count = field.folded.count
-                for pid, groups, start, _ in [span for span in spans if span[0] in near_size]:
-                    first = count(" ", 0, start)  # the word it starts at
-                    place = (start < body_at, first, first + near_size[pid], pid)
-                    for gid in groups:
-                        if gid in near_gids:
-                            by_item = places[gid]
-                            known = by_item.get(index)
-                            if known is None:
-                                by_item[index] = [place]
-                            else:
-                                known.append(place)
-            present = set(chain.from_iterable([span[1] for span in spans]))
+            present: set[int | None] = set()
+            titled: set[int | None] = set()
+            near_hits: list[tuple[int, Any]] = []
+            for hits in matcher.raw_hits(field):
+                if not hits:
+                    continue
+                ids = list(map(id, map(_SECOND, hits)))
+                present.update(map(single_get, ids))
+                split = bisect_left(hits, body_at, key=_FIRST)  # the title's hits end first
+                if split:
+                    titled.update(map(single_get, ids[:split]))
+                if not other.isdisjoint(ids):
+                    spans = matcher.spans_of(field, compress(hits, map(other.__contains__, ids)))
+                    present.update(chain.from_iterable([span[1] for span in spans]))
+                    titled.update(
+                        chain.from_iterable([span[1] for span in spans if span[2] < body_at])
+                    )
+                if not near.isdisjoint(ids):
+                    near_hits.extend(compress(hits, map(near.__contains__, ids)))
+            present.discard(None)
+            titled.discard(None)
+            if near_hits:
+                pending[index] = (field, body_at, near_hits)
             for gid in present:
-                anywhere[gid].append(index)
-            for gid in set(chain.from_iterable([span[1] for span in spans if span[2] < body_at])):
-                in_title[gid].append(index)
+                anywhere[gid].append(index)  # type: ignore[index]  # None discarded
+            for gid in titled:
+                in_title[gid].append(index)  # type: ignore[index]
         self._items_seen += len(item_ids)
         for gid, found in anywhere.items():
             seen[gid] += len(found)
 
+        near_size = {pid: len(self._pterm[pid].tokens) for pid in self._near_pids}
+        places = _Places(matcher, pending, near_size, self._near_gids)
         sets = _ItemSets(anywhere, in_title, len(item_ids), places, self._near_pairs)
         by_query, evaluated = _batch_flat(
             self._pair_runs_ready(), self._single_plans, self._or_plans, sets
@@ -874,6 +896,36 @@ class WatchlistIndex(Generic[WatchlistId]):
                 by_query[qid] = sorted(found_items)
         self.evaluations += evaluated
         return item_ids, by_query, numbered
+
+    def _hit_tables(self) -> _HitTable:
+        """How the batch reads the automaton's values (``Matcher.raw_hits``), by the
+        ``id`` of each: ``single``, the one group of a key all of whose entries are
+        case-insensitive and give that group alone; ``other``, the keys that must be
+        read entry by entry (case-sensitive entries, several groups); ``near``, the keys
+        of the spellings some NEAR uses. Kept while the automata, the payloads and the
+        NEAR spellings are unchanged."""
+        matcher = self._matcher
+        key = (matcher.version, self._near_version)
+        cached = self._hit_table
+        if cached is None or cached[0] != key:
+            single: dict[int, int] = {}
+            other: set[int] = set()
+            near: set[int] = set()
+            near_pids = self._near_pids
+            for value in matcher.hit_values():
+                bucket = value[0]
+                ident = id(value)
+                if any(entry[0] in near_pids for entry in bucket):
+                    near.add(ident)
+                gids = {gid for entry in bucket for gid in entry[1]}
+                if any(entry[3] is not None for entry in bucket) or len(gids) > 1:
+                    other.add(ident)
+                elif gids:
+                    single[ident] = gids.pop()
+            # (the automata are up to date now: hit_values readied them)
+            key = (matcher.version, self._near_version)
+            cached = self._hit_table = (key, (single, other, near))
+        return cached[1]
 
     def explain(self, title: str, body: str = "") -> dict[WatchlistId, list[str]]:
         """The watchlists that match one item, each with the words, phrases and NEAR pairs
@@ -1148,6 +1200,48 @@ def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None
 _Place: TypeAlias = tuple[bool, int, int, int]  # in the title, first word, past last, pid
 
 
+class _Places:
+    """Where the groups some NEAR uses occurred in an item of a batch, by group
+    (``_Place``s), worked out from the item's NEAR hits the first time a NEAR checks it."""
+
+    __slots__ = ("_matcher", "_near_gids", "_near_size", "_pending", "done")
+
+    def __init__(
+        self,
+        matcher: Matcher,
+        pending: dict[int, tuple[ScanField, int, list[tuple[int, Any]]]],
+        near_size: dict[int, int],
+        near_gids: Mapping[int, int],
+    ) -> None:
+        self._matcher = matcher
+        self._pending = pending
+        self._near_size = near_size
+        self._near_gids = near_gids
+        self.done: dict[int, dict[int, list[_Place]]] = {}  # item → by group, so far
+
+    def __call__(self, index: int) -> dict[int, list[_Place]]:
+        found = self.done.get(index)
+        if found is None:
+            found = self.done[index] = {}
+            field, body_at, hits = self._pending[index]
+            count = field.folded.count
+            near_size, near_gids = self._near_size, self._near_gids
+            for pid, groups, start, _ in self._matcher.spans_of(field, hits):
+                size = near_size.get(pid)
+                if size is None:
+                    continue
+                first = count(" ", 0, start)  # the word it starts at
+                place = (start < body_at, first, first + size, pid)
+                for gid in groups:
+                    if gid in near_gids:
+                        known = found.get(gid)
+                        if known is None:
+                            found[gid] = [place]
+                        else:
+                            known.append(place)
+        return found
+
+
 class _ItemSets:
     """A batch's item sets per group; ``places[group][item]``: where a group some NEAR
     needs occurred in an item (``_Place``: whether in the title, the word it starts at,
@@ -1161,7 +1255,7 @@ class _ItemSets:
         anywhere: Mapping[int, list[int]],
         in_title: Mapping[int, list[int]],
         size: int,
-        places: Mapping[int, dict[int, list[_Place]]],
+        places: _Places,
         near_pairs: Mapping[tuple[int, int], int],
     ) -> None:
         self._in_title = in_title
@@ -1281,13 +1375,14 @@ def _near_items(
     if distance < -1:
         return set()  # even overlapping occurrences are -1 apart
     places = sets.places
-    lefts_of, rights_of = places[left], places[right]
+    done = places.done.get
     pair = (left, right) if left <= right else (right, left)
     found: list[int] = []
     if sets.near_pairs.get(pair, 0) < 2:  # the only NEAR on this pair: stop at the first
         for index in both:
-            rights = rights_of[index]
-            for titled, start, end, pid in lefts_of[index]:
+            item = done(index) or places(index)
+            rights = item[right]
+            for titled, start, end, pid in item[left]:
                 if title_only and not titled:
                     continue
                 for other_titled, other_start, other_end, other_pid in rights:
@@ -1313,8 +1408,9 @@ def _near_items(
         nearest = known(index)
         if nearest is None:
             nearest = _NO_GAP
-            rights = rights_of[index]
-            for titled, start, end, pid in lefts_of[index]:
+            item = done(index) or places(index)
+            rights = item[right]
+            for titled, start, end, pid in item[left]:
                 if title_only and not titled:
                     continue
                 for other_titled, other_start, other_end, other_pid in rights:

@@ -472,6 +472,12 @@ SEPARATOR = "\x00"  # never part of a key: keys hold only letters, digits and sp
 _PADDED_SEPARATOR = f" {SEPARATOR} "  # folding keeps it, tokenising keeps it as a word
 
 
+def case_ok(field: Field, start_char: int, wanted: str, ntokens: int, wildcard: bool) -> bool:
+    """Does the cased surface of a hit (its key's leading space at ``start_char``) equal
+    a case-sensitive term's cased words (``wanted``)? As ``spans`` checks it."""
+    return _case_ok(field, start_char, wanted, ntokens, wildcard)
+
+
 def _case_ok(field: Field, start_char: int, wanted: str, ntokens: int, wildcard: bool) -> bool:
     """Does the cased surface at the hit equal the term's cased words (``wanted``)?"""
     if field.aligned:

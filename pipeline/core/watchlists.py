@@ -65,7 +65,7 @@ from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from pipeline.core.errors import QueryError
 from pipeline.core.matcher import Field as ScanField
-from pipeline.core.matcher import Matcher, Pattern, prepare_many
+from pipeline.core.matcher import Matcher, Pattern, case_ok, prepare_many
 from pipeline.core.query import (
     And,
     Field,
@@ -90,7 +90,9 @@ LEARN_MIN_ITEMS = 500  # items seen before observed frequencies replace the prio
 # Group-tree node tags (a leaf is a group id, an int).
 _AND, _OR, _NOT, _NEAR, _TITLE = "&", "|", "!", "~", "t"
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-_HitTable: TypeAlias = tuple[dict[int, int], set[int], set[int]]  # single, other, near
+# a NEAR spelling's entry in a key: its id, words, groups some NEAR uses, the entry
+_NearUse: TypeAlias = tuple[Any, int, tuple[int, ...], Any]
+_HitTable: TypeAlias = tuple[dict[int, int], set[int], dict[int, tuple[_NearUse, ...]]]
 
 GroupTree: TypeAlias = Any  # int | tuple[str, ...] (see _group_tree)
 
@@ -834,6 +836,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         # giving one group straight from a table, the others entry by entry.
         single, other, near = self._hit_tables()
         single_get = single.get
+        near_keys = near.keys()
         for position, (item_id, title, body) in enumerate(items):
             item_ids.append(item_id)
             if item_id.__class__ is int and item_id == position:
@@ -860,7 +863,7 @@ class WatchlistIndex(Generic[WatchlistId]):
                     titled.update(
                         chain.from_iterable([span[1] for span in spans if span[2] < body_at])
                     )
-                if not near.isdisjoint(ids):
+                if not near_keys.isdisjoint(ids):
                     near_hits.extend(compress(hits, map(near.__contains__, ids)))
             present.discard(None)
             titled.discard(None)
@@ -874,8 +877,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         for gid, found in anywhere.items():
             seen[gid] += len(found)
 
-        near_size = {pid: len(self._pterm[pid].tokens) for pid in self._near_pids}
-        places = _Places(matcher, pending, near_size, self._near_gids)
+        places = _Places(pending, near)
         sets = _ItemSets(anywhere, in_title, len(item_ids), places, self._near_pairs)
         by_query, evaluated = _batch_flat(
             self._pair_runs_ready(), self._single_plans, self._or_plans, sets
@@ -910,13 +912,24 @@ class WatchlistIndex(Generic[WatchlistId]):
         if cached is None or cached[0] != key:
             single: dict[int, int] = {}
             other: set[int] = set()
-            near: set[int] = set()
-            near_pids = self._near_pids
+            near: dict[int, tuple[_NearUse, ...]] = {}
+            near_pids, near_gids = self._near_pids, self._near_gids
+            pterm: Mapping[Any, Term] = self._pterm  # the entries' owners are pattern ids
             for value in matcher.hit_values():
                 bucket = value[0]
                 ident = id(value)
-                if any(entry[0] in near_pids for entry in bucket):
-                    near.add(ident)
+                uses = tuple(
+                    (
+                        entry[0],
+                        len(pterm[entry[0]].tokens),
+                        tuple(gid for gid in entry[1] if gid in near_gids),
+                        entry,
+                    )
+                    for entry in bucket
+                    if entry[0] in near_pids
+                )
+                if uses:
+                    near[ident] = uses
                 gids = {gid for entry in bucket for gid in entry[1]}
                 if any(entry[3] is not None for entry in bucket) or len(gids) > 1:
                     other.add(ident)
@@ -1204,19 +1217,15 @@ class _Places:
     """Where the groups some NEAR uses occurred in an item of a batch, by group
     (``_Place``s), worked out from the item's NEAR hits the first time a NEAR checks it."""
 
-    __slots__ = ("_matcher", "_near_gids", "_near_size", "_pending", "done")
+    __slots__ = ("_near", "_pending", "done")
 
     def __init__(
         self,
-        matcher: Matcher,
         pending: dict[int, tuple[ScanField, int, list[tuple[int, Any]]]],
-        near_size: dict[int, int],
-        near_gids: Mapping[int, int],
+        near: dict[int, tuple[_NearUse, ...]],
     ) -> None:
-        self._matcher = matcher
         self._pending = pending
-        self._near_size = near_size
-        self._near_gids = near_gids
+        self._near = near
         self.done: dict[int, dict[int, list[_Place]]] = {}  # item → by group, so far
 
     def __call__(self, index: int) -> dict[int, list[_Place]]:
@@ -1225,15 +1234,16 @@ class _Places:
             found = self.done[index] = {}
             field, body_at, hits = self._pending[index]
             count = field.folded.count
-            near_size, near_gids = self._near_size, self._near_gids
-            for pid, groups, start, _ in self._matcher.spans_of(field, hits):
-                size = near_size.get(pid)
-                if size is None:
-                    continue
-                first = count(" ", 0, start)  # the word it starts at
-                place = (start < body_at, first, first + size, pid)
-                for gid in groups:
-                    if gid in near_gids:
+            near = self._near
+            for end_index, value in hits:
+                start = end_index - value[1]  # the key's leading space
+                for pid, size, gids, entry in near[id(value)]:
+                    wanted = entry[3]  # the cased words of a case-sensitive term
+                    if wanted is not None and not case_ok(field, start, wanted, entry[2], entry[4]):
+                        continue
+                    first = count(" ", 0, start)  # the word it starts at
+                    place = (start < body_at, first, first + size, pid)
+                    for gid in gids:
                         known = found.get(gid)
                         if known is None:
                             found[gid] = [place]

@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 from bisect import bisect_left
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain, compress, repeat
@@ -90,6 +90,7 @@ LEARN_MIN_ITEMS = 500  # items seen before observed frequencies replace the prio
 # Group-tree node tags (a leaf is a group id, an int).
 _AND, _OR, _NOT, _NEAR, _TITLE = "&", "|", "!", "~", "t"
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_append = list.append
 # a NEAR spelling's entry in a key: its id, words, groups some NEAR uses, the entry
 _NearUse: TypeAlias = tuple[Any, int, tuple[int, ...], Any]
 _HitTable: TypeAlias = tuple[dict[int, int], set[int], dict[int, tuple[_NearUse, ...]]]
@@ -837,6 +838,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         single, other, near = self._hit_tables()
         single_get = single.get
         near_keys = near.keys()
+        anywhere_of, in_title_of = anywhere.__getitem__, in_title.__getitem__  # defaultdicts
         for position, (item_id, title, body) in enumerate(items):
             item_ids.append(item_id)
             if item_id.__class__ is int and item_id == position:
@@ -869,10 +871,9 @@ class WatchlistIndex(Generic[WatchlistId]):
             titled.discard(None)
             if near_hits:
                 pending[index] = (field, body_at, near_hits)
-            for gid in present:
-                anywhere[gid].append(index)  # type: ignore[index]  # None discarded
-            for gid in titled:
-                in_title[gid].append(index)  # type: ignore[index]
+            # each group's list gets the item, in C-level passes (None discarded)
+            consume(map(_append, map(anywhere_of, present), repeat(index)))  # type: ignore[arg-type]
+            consume(map(_append, map(in_title_of, titled), repeat(index)))  # type: ignore[arg-type]
         self._items_seen += len(item_ids)
         for gid, found in anywhere.items():
             seen[gid] += len(found)
@@ -1558,6 +1559,11 @@ def _alias_table(
 # -- selection ---------------------------------------------------------------------------
 
 
+def consume(iterator: Iterator[Any]) -> None:
+    """Run an iterator to its end (its items dropped), in C."""
+    deque(iterator, maxlen=0)
+
+
 def subscribers_for_items(
     matches: Mapping[ItemId, Iterable[WatchlistId]],
     subscriber_of: Mapping[WatchlistId, SubscriberId],
@@ -1591,7 +1597,7 @@ def subscribers_for_watchlists(
     get = by_watchlist.get
     with _gc_paused():
         for subscriber, watchlist_ids in watchlists_of.items():
-            found = [items for items in map(get, watchlist_ids) if items]
+            found = list(filter(None, map(get, watchlist_ids)))  # C-level: no empty lists
             if not found:
                 continue
             if len(found) == 1:

@@ -829,9 +829,9 @@ class WatchlistIndex(Generic[WatchlistId]):
         item_ids: list[ItemId] = []
         anywhere: defaultdict[int, list[int]] = defaultdict(list)  # group → items, ascending
         in_title: defaultdict[int, list[int]] = defaultdict(list)  # group → items (title)
-        # per item holding a spelling some NEAR uses: its field, where its body starts and
-        # those hits (their word positions are taken only if a NEAR checks the item)
-        pending: dict[int, tuple[ScanField, int, list[tuple[int, Any]]]] = {}
+        # per item holding a spelling some NEAR uses: where the groups some NEAR uses
+        # occurred, by group (``_Place``s)
+        item_places: dict[int, dict[int, list[_Place]]] = {}
         numbered = True
         # Automaton hits are read in C-level passes, through the values' ids: the keys
         # giving one group straight from a table, the others entry by entry.
@@ -870,7 +870,7 @@ class WatchlistIndex(Generic[WatchlistId]):
             present.discard(None)
             titled.discard(None)
             if near_hits:
-                pending[index] = (field, body_at, near_hits)
+                item_places[index] = _item_places(field, body_at, near_hits, near)
             # each group's list gets the item, in C-level passes (None discarded)
             consume(map(_append, map(anywhere_of, present), repeat(index)))  # type: ignore[arg-type]
             consume(map(_append, map(in_title_of, titled), repeat(index)))  # type: ignore[arg-type]
@@ -878,8 +878,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         for gid, found in anywhere.items():
             seen[gid] += len(found)
 
-        places = _Places(pending, near)
-        sets = _ItemSets(anywhere, in_title, len(item_ids), places, self._near_pairs)
+        sets = _ItemSets(anywhere, in_title, len(item_ids), item_places, self._near_pairs)
         by_query, evaluated = _batch_flat(
             self._pair_runs_ready(), self._single_plans, self._or_plans, sets
         )
@@ -1214,47 +1213,35 @@ def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None
 _Place: TypeAlias = tuple[bool, int, int, int]  # in the title, first word, past last, pid
 
 
-class _Places:
-    """Where the groups some NEAR uses occurred in an item of a batch, by group
-    (``_Place``s), worked out from the item's NEAR hits the first time a NEAR checks it."""
-
-    __slots__ = ("_near", "_pending", "done")
-
-    def __init__(
-        self,
-        pending: dict[int, tuple[ScanField, int, list[tuple[int, Any]]]],
-        near: dict[int, tuple[_NearUse, ...]],
-    ) -> None:
-        self._pending = pending
-        self._near = near
-        self.done: dict[int, dict[int, list[_Place]]] = {}  # item → by group, so far
-
-    def __call__(self, index: int) -> dict[int, list[_Place]]:
-        found = self.done.get(index)
-        if found is None:
-            found = self.done[index] = {}
-            field, body_at, hits = self._pending[index]
-            count = field.folded.count
-            near = self._near
-            for end_index, value in hits:
-                start = end_index - value[1]  # the key's leading space
-                for pid, size, gids, entry in near[id(value)]:
-                    wanted = entry[3]  # the cased words of a case-sensitive term
-                    if wanted is not None and not case_ok(field, start, wanted, entry[2], entry[4]):
-                        continue
-                    first = count(" ", 0, start)  # the word it starts at
-                    place = (start < body_at, first, first + size, pid)
-                    for gid in gids:
-                        known = found.get(gid)
-                        if known is None:
-                            found[gid] = [place]
-                        else:
-                            known.append(place)
-        return found
+def _item_places(
+    field: ScanField,
+    body_at: int,
+    hits: list[tuple[int, Any]],
+    near: dict[int, tuple[_NearUse, ...]],
+) -> dict[int, list[_Place]]:
+    """Where the groups some NEAR uses occurred in one item, by group, from its hits of
+    NEAR spellings (``raw_hits``) and the table of those spellings' keys."""
+    found: dict[int, list[_Place]] = {}
+    count = field.folded.count
+    for end_index, value in hits:
+        start = end_index - value[1]  # the key's leading space
+        for pid, size, gids, entry in near[id(value)]:
+            wanted = entry[3]  # the cased words of a case-sensitive term
+            if wanted is not None and not case_ok(field, start, wanted, entry[2], entry[4]):
+                continue
+            first = count(" ", 0, start)  # the word it starts at
+            place = (start < body_at, first, first + size, pid)
+            for gid in gids:
+                known = found.get(gid)
+                if known is None:
+                    found[gid] = [place]
+                else:
+                    known.append(place)
+    return found
 
 
 class _ItemSets:
-    """A batch's item sets per group; ``places[group][item]``: where a group some NEAR
+    """A batch's item sets per group; ``places[item][group]``: where a group some NEAR
     needs occurred in an item (``_Place``: whether in the title, the word it starts at,
     the word past its end, the spelling); ``gaps``: for the pairs of groups more than one
     NEAR uses, the nearest distance found per item checked, shared by those NEARs."""
@@ -1266,7 +1253,7 @@ class _ItemSets:
         anywhere: Mapping[int, list[int]],
         in_title: Mapping[int, list[int]],
         size: int,
-        places: _Places,
+        places: dict[int, dict[int, list[_Place]]],
         near_pairs: Mapping[tuple[int, int], int],
     ) -> None:
         self._in_title = in_title
@@ -1386,12 +1373,11 @@ def _near_items(
     if distance < -1:
         return set()  # even overlapping occurrences are -1 apart
     places = sets.places
-    done = places.done.get
     pair = (left, right) if left <= right else (right, left)
     found: list[int] = []
     if sets.near_pairs.get(pair, 0) < 2:  # the only NEAR on this pair: stop at the first
         for index in both:
-            item = done(index) or places(index)
+            item = places[index]
             rights = item[right]
             for titled, start, end, pid in item[left]:
                 if title_only and not titled:
@@ -1419,7 +1405,7 @@ def _near_items(
         nearest = known(index)
         if nearest is None:
             nearest = _NO_GAP
-            item = done(index) or places(index)
+            item = places[index]
             rights = item[right]
             for titled, start, end, pid in item[left]:
                 if title_only and not titled:

@@ -55,6 +55,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pipeline.editorial import EDITORIAL_ORDER
+
 PROJECT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_DSN = os.environ.get(
     "QASID_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -123,22 +125,7 @@ def search_pairs(vocab: Vocabulary, rng: random.Random, count: int) -> list[str]
     return sorted(pairs, key=lambda _: rng.random())
 
 
-THEMES = (
-    "us_diplomacy",
-    "sanctions",
-    "nuclear_missile",
-    "counterterrorism",
-    "military_establishment",
-    "afghanistan",
-    "india",
-    "china",
-    "economy",
-    "iran_energy",
-    "gulf",
-    "democracy_rights",
-    "climate",
-    "diaspora",
-)
+THEMES = EDITORIAL_ORDER  # weighted below, in this order
 THEME_WEIGHTS = (9, 3, 3, 8, 6, 6, 7, 5, 10, 3, 3, 6, 3, 2)
 
 

@@ -9,11 +9,18 @@ new tokens are signed with the first, any listed key verifies.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 import secrets
+import struct
+import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -44,11 +51,55 @@ def fingerprint(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
 
 
+_TIMESTAMP = struct.Struct(">Q")
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Below this many bytes of JSON a token is not compressed (see _TokenSigner).
+_COMPRESS_FROM = 96
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class _TokenSigner:
+    """``URLSafeTimedSerializer(key, salt).dumps`` with the key derived once.
+
+    A send job signs three links per email; itsdangerous builds a serializer, derives the
+    key (SHA-1 of salt + "signer" + secret) and a fresh HMAC for each, and tries zlib on
+    every payload: about 40 µs a token. This writes its format (compact JSON, a leading dot
+    and zlib when that is shorter, timestamp, HMAC-SHA1, URL-safe base64) from a keyed HMAC
+    copied per token. zlib is tried only from ``_COMPRESS_FROM`` bytes: a link's payload
+    (id, 16 hex digits, a short extra) is shorter, and deflate's six bytes of framing leave
+    nothing to gain there. Either form verifies; reading stays with itsdangerous, and tests
+    compare the bytes with itsdangerous's.
+    """
+
+    def __init__(self, secret: str, salt: str) -> None:
+        derived = hashlib.sha1(salt.encode() + b"signer" + secret.encode()).digest()
+        self._mac = hmac.new(derived, digestmod=hashlib.sha1)
+
+    def dumps(self, data: Any) -> str:
+        text = _COMPACT_JSON(data).encode()
+        payload = _b64(text)
+        if len(text) >= _COMPRESS_FROM:
+            compressed = zlib.compress(text)
+            if len(compressed) < len(text) - 1:
+                payload = b"." + _b64(compressed)
+        stamp = _TIMESTAMP.pack(int(time.time())).lstrip(b"\x00")
+        value = payload + b"." + _b64(stamp)
+        mac = self._mac.copy()
+        mac.update(value)
+        return (value + b"." + _b64(mac.digest())).decode()
+
+
 class Tokens:
     def __init__(self, keys: Sequence[str]) -> None:
         if not keys or not keys[0]:
             raise ValueError("at least one secret key is needed")
         self.keys = list(keys)
+        self._signers = {
+            purpose: _TokenSigner(self.keys[0], f"qasid.{purpose}") for purpose in PURPOSES
+        }
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
         if purpose not in PURPOSES:
@@ -57,7 +108,10 @@ class Tokens:
         return URLSafeTimedSerializer(list(reversed(self.keys)), salt=f"qasid.{purpose}")
 
     def make(self, purpose: str, subscriber_id: int, email: str, extra: str = "") -> str:
-        return str(self._serializer(purpose).dumps([subscriber_id, fingerprint(email), extra]))
+        signer = self._signers.get(purpose)
+        if signer is None:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        return signer.dumps([subscriber_id, fingerprint(email), extra])
 
     def read(self, purpose: str, token: str) -> tuple[TokenSubject, str]:
         """The subject (and extra payload) of a valid token; TokenError otherwise."""

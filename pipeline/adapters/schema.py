@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -41,6 +43,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        # Rows read together repeat their time stamps (a batch's editions share the period
+        # and the build time): convert each distinct stored value once. Datetimes are
+        # immutable, so sharing the result is safe.
+        convert = super().result_processor(dialect, coltype)
+        if convert is None:
+            return None
+        return lru_cache(maxsize=256)(convert)
 
 
 metadata = MetaData(

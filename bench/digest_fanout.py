@@ -373,7 +373,7 @@ def summarise(engine: str, measured: list[dict[str, Any]]) -> list[object]:
         f"{spread(total_w)} ({median(total_c):.1f})",
         f"{fast_ms:.3f}",
         f"{naive_ms:.2f}",
-        f"{naive_ms / fast_ms:.0f}",
+        f"{naive_ms / fast_ms:.1f}",
         f"{naive_total / median(total_c):.1f}",
         f"{median([m['peak MiB'] for m in measured]):.0f}",
         "yes" if all(m["equal"] for m in measured) else "NO",

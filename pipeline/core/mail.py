@@ -30,6 +30,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Protocol, cast
 from urllib.parse import urlsplit
@@ -237,6 +238,7 @@ def clean_body(value: str) -> str:
     return _SURROGATE.sub("\ufffd", value)
 
 
+@lru_cache(maxsize=256)  # every email of a job parses the same sender; Address is immutable
 def parse_address(value: str) -> Address:
     """Parse "addr@domain" or "Name <addr@domain>" into one Address; the display name is
     cleaned of control characters. Raises ValueError for anything else (lists, groups,

@@ -57,6 +57,11 @@ _COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).enco
 _COMPRESS_FROM = 96
 
 
+def _timestamp() -> int:
+    """Seconds since the epoch, as itsdangerous stamps them (tests move it)."""
+    return int(time.time())
+
+
 def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
@@ -85,7 +90,7 @@ class _TokenSigner:
             compressed = zlib.compress(text)
             if len(compressed) < len(text) - 1:
                 payload = b"." + _b64(compressed)
-        stamp = _TIMESTAMP.pack(int(time.time())).lstrip(b"\x00")
+        stamp = _TIMESTAMP.pack(_timestamp()).lstrip(b"\x00")
         value = payload + b"." + _b64(stamp)
         mac = self._mac.copy()
         mac.update(value)

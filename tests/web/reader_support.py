@@ -15,6 +15,7 @@ from itsdangerous.timed import TimestampSigner
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
+import pipeline.tokens
 from pipeline.adapters.schema import consent, delivery
 from pipeline.adapters.subscriber_store import SubscriberStore
 from pipeline.bootstrap import App
@@ -80,10 +81,11 @@ def token(core: App, purpose: str, subscriber: Subscriber) -> str:
 
 @contextmanager
 def signed_ago(seconds: float) -> Iterator[None]:
-    """Tokens made inside carry a timestamp ``seconds`` in the past (itsdangerous reads the
-    real clock, not the app's)."""
+    """Tokens made inside carry a timestamp ``seconds`` in the past (tokens read the real
+    clock, not the app's)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(TimestampSigner, "get_timestamp", lambda self: int(time.time() - seconds))
+        patch.setattr(pipeline.tokens, "_timestamp", lambda: int(time.time() - seconds))
         yield
 
 

@@ -8,16 +8,24 @@ neutralise a ``javascript:`` URL). Text templates are not escaped: they are plai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import css_inline
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    pass_context,
+    pass_environment,
+    select_autoescape,
+)
 from jinja2.runtime import Context
 
 
@@ -98,8 +106,33 @@ def build_environment(
     def safe_url_or_tag(value: object) -> str:
         return value if isinstance(value, str) and value in placeholders else safe_url(value)
 
-    env.filters.update(safe_url=safe_url_or_tag, local_time=local_time, local_date=local_date)
+    env.filters.update(
+        safe_url=safe_url_or_tag,
+        local_time=local_time,
+        local_date=local_date,
+        wordwrap=_remembered_wordwrap(env.filters["wordwrap"]),
+    )
     return env
+
+
+def _remembered_wordwrap(wordwrap: Callable[..., str]) -> Callable[..., str]:
+    """Jinja2's ``wordwrap`` (textwrap, pure Python) with its results kept: the same snippet
+    and context paragraph are wrapped for every time zone and every email of a run.
+    ``typed``: Markup and str of equal text are different inputs."""
+    remembered = lru_cache(maxsize=16_384, typed=True)(wordwrap)
+
+    @pass_environment
+    def cached(
+        environment: Environment,
+        s: str,
+        width: int = 79,
+        break_long_words: bool = True,
+        wrapstring: str | None = None,
+        break_on_hyphens: bool = True,
+    ) -> str:
+        return remembered(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
+
+    return cached
 
 
 class EmailRenderer:

@@ -98,7 +98,13 @@ class DigestAssembler:
         if any(pair not in self._transitions for pair in pairs):
             self._probe(content, recipient, heading, blocks, keys)
         stories = self._stories
-        missing = [e for block in blocks for e in block[2] if _story_key(e, zone) not in stories]
+        story_keys = [[_story_key(e, zone) for e in block[2]] for block in blocks]
+        missing = [
+            e
+            for block, block_keys in zip(blocks, story_keys, strict=True)
+            for e, key in zip(block[2], block_keys, strict=True)
+            if key not in stories
+        ]
         if missing:
             self._render_stories(missing, zone, str(content["period_end"]))
         subject = one_line(str(content["subject"]))
@@ -118,8 +124,8 @@ class DigestAssembler:
             _fill(text, trans_text, values_text)
             if index == len(blocks):
                 break
-            for e in blocks[index][2]:
-                story_html, story_text = stories[_story_key(e, zone)]
+            for e, key in zip(blocks[index][2], story_keys[index], strict=True):
+                story_html, story_text = stories[key]
                 if len(story_html) == 1:
                     html.append(story_html[0])
                     text.append(story_text[0])

@@ -185,6 +185,7 @@ class DigestAssembler:
             marker = [{"cut": cut}]
             probe["top"] = marker if content.get("top") else []
             probe["watchlist_entries"] = marker if content.get("watchlist_entries") else []
+            probe["watchlist_line"] = self._slot("volume") if content.get("watchlist_line") else ""
             probe["sections"] = [
                 {**section, "volume_line": self._slot("volume"), "entries": marker}
                 for section in content.get("sections", ())
@@ -291,5 +292,6 @@ def _blocks(
         key = ("section", theme.get("id"), theme.get("name"), theme.get("context"))
         blocks.append((key, str(section.get("volume_line", "")), section.get("entries", ())))
     if content.get("watchlist_entries"):
-        blocks.append((("watch",), "", content["watchlist_entries"]))
+        line = str(content.get("watchlist_line") or "")
+        blocks.append((("watch", bool(line)), line, content["watchlist_entries"]))
     return blocks

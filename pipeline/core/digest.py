@@ -34,6 +34,10 @@ WATCHLIST_BONUS = 3.0
 
 TOP_STORIES = 3
 MAX_PER_SECTION = 8
+# Stories shown in "Your watchlists" (hits outside the chosen themes), the best first; the
+# section says how many matched. Uncapped, a busy watchlist made emails of megabytes, and
+# Gmail hides everything after the first 102 KB (the footer's unsubscribe link included).
+MAX_WATCHLIST_STORIES = 10
 SNIPPET_CHARS = 240
 SIMILARITY_THRESHOLD = 0.5  # Jaccard of headline words, or of summary word 3-grams
 # Words too common to say two headlines are about the same story.
@@ -102,6 +106,7 @@ class Digest:
     watchlist_entries: tuple[DigestEntry, ...] = ()  # matched a watchlist, no chosen theme
     item_ids: tuple[str, ...] = field(default_factory=tuple)  # every item shown, once
     theme_counts: Mapping[str, int] = field(default_factory=dict)  # stories per chosen theme
+    watchlist_line: str = ""  # when more stories matched a watchlist than the section shows
 
     @property
     def empty(self) -> bool:
@@ -120,6 +125,7 @@ class DigestRequest:
     previous_counts: Mapping[str, int] | None = None  # theme → stories in the prior period
     top_stories: int = TOP_STORIES
     max_per_section: int = MAX_PER_SECTION
+    max_watchlist_stories: int = MAX_WATCHLIST_STORIES
 
 
 # -- similarity ----------------------------------------------------------------------------
@@ -356,6 +362,16 @@ def _volume_line(count: int, previous: int | None, period_word: str) -> str:
     return f"{count} {stories} this {period_word}, {trend} the {period_word} before."
 
 
+def _watchlist_line(shown: int, matched: int, period_word: str) -> str:
+    """Said only when the section leaves stories out."""
+    if matched <= shown:
+        return ""
+    return (
+        f"The {shown} highest-ranked of {matched} stories this {period_word} that matched "
+        "your watchlists and none of your themes."
+    )
+
+
 def _period_word(start: datetime, end: datetime) -> str:
     days = (end - start) / timedelta(days=1)
     if days <= 1.5:
@@ -516,9 +532,10 @@ def _assemble(
                 volume_line=_volume_line(counts[theme_id], previous, period_word),
             )
         )
+    watch_shown = watch_only[: request.max_watchlist_stories]
     shown_ids = [e.item.id for e in top]
     shown_ids += [e.item.id for s in sections for e in s.entries]
-    shown_ids += [e.item.id for e in watch_only]
+    shown_ids += [e.item.id for e in watch_shown]
     covered = sorted((t for t in wanted if counts[t]), key=lambda t: (-counts[t], order.index(t)))
     lead_names = [info[t].name for t in covered[:3]]
     return Digest(
@@ -533,9 +550,10 @@ def _assemble(
         preheader=_preheader(top),
         top=top,
         sections=tuple(sections),
-        watchlist_entries=tuple(watch_only),
+        watchlist_entries=tuple(watch_shown),
         item_ids=tuple(dict.fromkeys(shown_ids)),
         theme_counts=counts,
+        watchlist_line=_watchlist_line(len(watch_shown), len(watch_only), period_word),
     )
 
 
@@ -850,6 +868,7 @@ def digest_as_dict(digest: Digest) -> dict[str, object]:
             for s in digest.sections
         ],
         "watchlist_entries": [entry_as_dict(e) for e in digest.watchlist_entries],
+        "watchlist_line": digest.watchlist_line,
         "item_ids": list(digest.item_ids),
     }
 

@@ -191,6 +191,7 @@ class EditionView:
     top: list[EntryView]
     sections: list[SectionView]
     watchlist: list[EntryView]
+    watchlist_line: str = ""  # when the section was cut short
 
 
 def _text(value: object) -> str:
@@ -262,6 +263,7 @@ def edition_view(row: EditionRow, zone_name: str) -> EditionView:
         top=_entries(content.get("top"), zone),
         sections=sections,
         watchlist=_entries(content.get("watchlist_entries"), zone),
+        watchlist_line=_text(content.get("watchlist_line")),
     )
 
 

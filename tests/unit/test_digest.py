@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.digest import (
+    MAX_WATCHLIST_STORIES,
     DigestCandidate,
     DigestRequest,
     ThemeInfo,
     build_digest,
     cluster,
+    digest_as_dict,
     rank_parts,
     snippet,
 )
@@ -112,6 +114,27 @@ def test_watchlist_matches_come_in_even_without_a_chosen_theme() -> None:
     digest = build_digest([hit, item(2)], request(top_stories=0, themes=["economy"]), THEMES)
     assert [e.item.id for e in digest.watchlist_entries] == ["i1"]
     assert digest.watchlist_entries[0].reasons == ('watchlist: F-16 OR "fighter jets"',)
+
+
+def test_the_watchlist_section_shows_its_best_stories_and_says_how_many_matched() -> None:
+    hits = [
+        item(n, relevant=False, themes=(), scores={}, watchlists=("IMF",), us_link=n % 3 == 0)
+        for n in range(12)  # distinct headlines: 12 stories
+    ]
+    digest = build_digest(hits, request(top_stories=0, themes=["economy"]), THEMES)
+    ranks = sorted((e.rank for e in build_digest(hits, request(
+        top_stories=0, themes=["economy"], max_watchlist_stories=99), THEMES).watchlist_entries),
+        reverse=True)  # fmt: skip
+    assert len(digest.watchlist_entries) == MAX_WATCHLIST_STORIES == 10
+    assert [e.rank for e in digest.watchlist_entries] == ranks[:10]
+    assert digest.item_ids == tuple(e.item.id for e in digest.watchlist_entries)
+    assert digest.watchlist_line == (
+        "The 10 highest-ranked of 12 stories this day that matched your watchlists "
+        "and none of your themes."
+    )
+    assert digest_as_dict(digest)["watchlist_line"] == digest.watchlist_line
+    few = build_digest(hits[:10], request(top_stories=0, themes=["economy"]), THEMES)
+    assert len(few.watchlist_entries) == 10 and few.watchlist_line == ""
 
 
 def test_volume_line_compares_with_the_previous_period() -> None:

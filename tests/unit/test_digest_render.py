@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -81,13 +82,17 @@ def digests(seed: int) -> list[tuple[dict[str, object], Recipient, str]]:
     rng = random.Random(seed)
     out = []
     for n in range(12):
-        chosen = rng.sample([t.id for t in THEMES], rng.randint(1, len(THEMES)))
+        # one theme in four digests: more watchlist hits fall outside the chosen themes
+        chosen = rng.sample(
+            [t.id for t in THEMES], 1 if n % 4 == 1 else rng.randint(1, len(THEMES))
+        )
         request = DigestRequest(
             themes=chosen,
             period_start=END - timedelta(days=1),
             period_end=END,
             top_stories=rng.choice([0, 1, 3]),
             max_per_section=rng.choice([1, 4, 8]),
+            max_watchlist_stories=rng.choice([1, 2, 10]),  # 1 and 2 cut the section short
             previous_counts={t: rng.randint(0, 5) for t in chosen} if n % 2 else None,
         )
         content = digest_as_dict(build_digest(candidates(rng, rng.randint(0, 30)), request, THEMES))
@@ -117,6 +122,34 @@ def test_fast_path_equals_the_full_render(renderer: EmailRenderer, seed: int) ->
         fast = assembler.digest(content, recipient, heading)
         full = renderer.digest(content, recipient, heading)
         assert fast == full
+
+
+def test_a_watchlist_section_cut_short_says_so_on_both_paths(renderer: EmailRenderer) -> None:
+    rng = random.Random(11)
+    hits = [
+        replace(c, relevant=False, themes=(), scores={}, evidence={}, watchlists=(HOSTILE[n % 3],))
+        for n, c in enumerate(candidates(rng, 30))
+    ]
+    assembler = DigestAssembler(renderer)
+    for cap in (1, 3):  # of 5 stories (the hostile texts make clusters)
+        request = DigestRequest(
+            themes=["economy"],
+            period_start=END - timedelta(days=1),
+            period_end=END,
+            top_stories=0,
+            max_watchlist_stories=cap,
+        )
+        content = digest_as_dict(build_digest(hits, request, THEMES))
+        assert len(content["watchlist_entries"]) == cap  # type: ignore[arg-type]
+        line = str(content["watchlist_line"])
+        assert line.startswith(f"The {cap} highest-ranked of ")
+        for zone in ZONES:
+            recipient = Recipient(
+                "why", "https://q.example/m", "https://q.example/u", timezone=zone
+            )
+            fast = assembler.digest(content, recipient, "Daily")
+            assert fast == renderer.digest(content, recipient, "Daily")
+            assert line in fast.text and line in fast.html
 
 
 def test_hostile_text_stays_escaped_on_the_fast_path(renderer: EmailRenderer) -> None:

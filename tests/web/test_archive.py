@@ -626,3 +626,33 @@ def test_public_pages_are_cacheable_and_token_pages_are_not(
         response = client.get(path)
         assert response.status_code == 404
         assert "public" not in response.headers.get("Cache-Control", "")
+
+
+def test_view_in_browser_says_when_the_watchlist_section_was_cut_short(
+    client: FlaskClient, web_core: App
+) -> None:
+    items = store_items(web_core, [make_item(1, "IMF story")])
+    alice = reader(web_core, "alice@example.org")
+    ledger = DeliveryStore(web_core.store)
+    built = ledger.get_edition(publish(web_core, items, kind="personal", subscriber_id=alice))
+    assert built is not None
+    content = dict(built.content)
+    content["watchlist_entries"] = content["top"]
+    content["watchlist_line"] = "The 1 highest-ranked of 7 stories this day that matched <yours>."
+    edition_id, _ = ledger.create_edition(
+        kind="personal",
+        subscriber_id=alice,
+        frequency="daily",
+        period_start=NOW,
+        period_end=NOW + timedelta(days=1),
+        local_date=(NOW + timedelta(days=1)).date().isoformat(),
+        subject=built.subject,
+        item_count=1,
+        content=content,
+        now=NOW,
+        queue_delivery=False,
+    )
+    token = web_core.tokens.make("view", alice, "alice@example.org", str(edition_id))
+    html = client.get(f"/editions/{edition_id}/{token}").get_data(as_text=True)
+    assert "Your watchlists" in html
+    assert "The 1 highest-ranked of 7 stories this day that matched &lt;yours&gt;." in html

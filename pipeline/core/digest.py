@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 
 from pipeline.core.text import token_texts
 
@@ -540,6 +541,7 @@ def _assemble(
 
 
 _Row = tuple[tuple[float, datetime, str], int, DigestCandidate, tuple[str, ...], float]
+_first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
 
 
@@ -553,6 +555,9 @@ class _ThemeBase:
     complete: bool  # the lists hold every story
     counts: dict[str, int]
     entries: dict[int, DigestEntry] = field(default_factory=dict)  # built when first shown
+    # story → the chosen themes its lead counts for (the story without a reader's hits),
+    # filled as readers' hits touch stories
+    counted: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 class _Truncated(Exception):
@@ -593,6 +598,10 @@ class ReaderDigests:
         # the score and whether the theme's evidence is in the headline.
         span = (period_end - period_start).total_seconds() or 1.0
         self._parts: dict[str, tuple[float, float, dict[str, tuple[float, bool]]]] = {}
+        # Per item: its known themes in editorial order, and the same by home preference
+        # (best score first, then editorial order: what ``_home`` picks among them).
+        self._ordered: dict[str, tuple[str, ...]] = {}
+        self._preferred: dict[str, tuple[str, ...]] = {}
         for c in self.candidates.values():
             age = (period_end - min(c.published, period_end)).total_seconds()
             recency = round(max(0.0, 1.0 - age / span) * RECENCY_BONUS, 3)
@@ -609,25 +618,52 @@ class ReaderDigests:
                 for t in c.themes
             }
             self._parts[c.id] = (US_BONUS if c.us_link else 0.0, recency, per_theme)
+            ordered = tuple(t for t in self.order if t in c.themes)
+            self._ordered[c.id] = ordered
+            self._preferred[c.id] = tuple(
+                sorted(ordered, key=lambda t: (-c.scores.get(t, 0.0), self.order.index(t)))
+            )
+        # A total depends on the item, which of its themes are chosen, the variety and the
+        # watchlist bonus: a few values per item, shared by every theme choice and reader.
+        self._totals: dict[tuple[str, tuple[str, ...], float, float], float] = {}
+        self._snippets: dict[str, str] = {}
         self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
 
-    def _total(self, c: DigestCandidate, wanted: set[str], other_outlets: int) -> float:
-        """sum(rank_parts(c, wanted, start, end, other_outlets).values()), same order."""
+    def _total(
+        self, c: DigestCandidate, wanted: set[str], other_outlets: int, watched: bool
+    ) -> float:
+        """sum(rank_parts(c, wanted, start, end, other_outlets).values()), same order, for
+        ``c`` with watchlists when ``watched``."""
         us, recency, per_theme = self._parts[c.id]
-        chosen = [per_theme[t] for t in per_theme if t in wanted]
-        theme = min(max((score for score, _ in chosen), default=0.0), THEME_SCORE_CAP)
-        title = TITLE_BONUS if any(flag for _, flag in chosen) else 0.0
+        chosen = tuple(filter(wanted.__contains__, per_theme))
         variety = min(other_outlets * VARIETY_BONUS, VARIETY_CAP)
-        watch = WATCHLIST_BONUS if c.watchlists else 0.0
-        return sum((theme, us, title, variety, recency, watch))
+        watch = WATCHLIST_BONUS if watched else 0.0
+        key = (c.id, chosen, variety, watch)
+        found = self._totals.get(key)
+        if found is None:
+            picked = [per_theme[t] for t in chosen]
+            theme = min(max((score for score, _ in picked), default=0.0), THEME_SCORE_CAP)
+            title = TITLE_BONUS if any(flag for _, flag in picked) else 0.0
+            found = self._totals[key] = sum((theme, us, title, variety, recency, watch))
+        return found
 
     def _ranked(
         self, members: Sequence[DigestCandidate], wanted: set[str]
     ) -> list[DigestCandidate]:
         """Best first, as ``build_digest`` orders a reader's pool."""
-        base = {c.id: self._total(c, wanted, 0) for c in members}
-        return sorted(members, key=lambda c: (-base[c.id], c.published, c.id))
+        total = self._total
+        keyed = [
+            ((-total(c, wanted, 0, bool(c.watchlists)), c.published, c.id), c) for c in members
+        ]
+        keyed.sort(key=_first_field)  # ids are unique: no tie reaches the candidates
+        return [c for _, c in keyed]
+
+    def _snippet(self, c: DigestCandidate) -> str:
+        found = self._snippets.get(c.id)
+        if found is None:
+            found = self._snippets[c.id] = snippet(c.summary_text)
+        return found
 
     def wanted(self, chosen: Iterable[str]) -> tuple[str, ...]:
         chosen = set(chosen)
@@ -637,7 +673,7 @@ class ReaderDigests:
         lead = members[0]
         outlets = [m.source for m in members[1:] if m.source and m.source != lead.source]
         also = tuple(dict.fromkeys(outlets))
-        rank = round(self._total(lead, wanted, len(also)), 3)
+        rank = round(self._total(lead, wanted, len(also), bool(lead.watchlists)), 3)
         return ((-rank, lead.published, lead.id), self.stories.story_of[lead.id], lead, also, rank)
 
     def base(self, wanted: tuple[str, ...], complete: bool = False) -> _ThemeBase:
@@ -650,16 +686,20 @@ class ReaderDigests:
             for c in self.by_theme.get(t, ()):
                 pool[c.id] = c
         groups = self.stories.group(self._ranked(list(pool.values()), chosen))
-        rows = sorted((self._row(members, chosen) for members in groups), key=lambda r: r[0])
+        rows = [self._row(members, chosen) for members in groups]
+        rows.sort(key=_first_field)
         by_home: dict[str, list[_Row]] = {t: [] for t in wanted}
         counts = dict.fromkeys(wanted, 0)
+        ordered, preferred = self._ordered, self._preferred
         for row in rows:
-            lead = row[2]
-            item_themes = [t for t in wanted if t in lead.themes]  # leads here are relevant
-            for t in item_themes:
-                counts[t] += 1
-            home = max(item_themes, key=lambda t: (lead.scores.get(t, 0.0), -self.order.index(t)))
-            by_home[home].append(row)
+            lead_id = row[2].id  # leads here are relevant, with a chosen theme
+            for t in ordered[lead_id]:
+                if t in chosen:
+                    counts[t] += 1
+            for t in preferred[lead_id]:
+                if t in chosen:  # the home section: as ``_home``
+                    by_home[t].append(row)
+                    break
         keep = len(rows) if complete else self.spare + 3 + 8
         found = _ThemeBase(
             rows[:keep],
@@ -684,6 +724,56 @@ class ReaderDigests:
         except _Truncated:
             return self._build(request, hits, wanted, self.base(wanted, complete=True))
 
+    def _counted(self, base: _ThemeBase, story: int, chosen: set[str]) -> tuple[str, ...]:
+        """The chosen themes that the story's lead counts for without the reader's hits
+        (none when no member is in the theme choice's pool)."""
+        found = base.counted.get(story)
+        if found is None:
+            eligible = [
+                c
+                for c in self.stories.members[story]
+                if c.relevant and not chosen.isdisjoint(c.themes)
+            ]
+            found = ()
+            if eligible:
+                old = self._ranked(eligible, chosen)[0]
+                found = tuple(t for t in self._ordered[old.id] if t in chosen)
+            base.counted[story] = found
+        return found
+
+    def _fresh(
+        self, story: int, hits: Mapping[str, Sequence[str]], wanted: tuple[str, ...]
+    ) -> DigestEntry:
+        """The story with the reader's hits: its members in the choice's pool and the hits,
+        hits carrying their queries (as ``build_digest`` would rank and show them)."""
+        chosen = set(wanted)
+        total = self._total
+        keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, tuple[str, ...]]] = []
+        for c in self.stories.members[story]:
+            queries = hits.get(c.id)
+            if queries is not None:
+                listed = tuple(queries)
+            elif c.relevant and not chosen.isdisjoint(c.themes):
+                listed = c.watchlists
+            else:
+                continue
+            keyed.append(((-total(c, chosen, 0, bool(listed)), c.published, c.id), c, listed))
+        keyed.sort(key=_first_field)
+        _, lead, lead_lists = keyed[0]
+        outlets = [c.source for _, c, _ in keyed[1:] if c.source and c.source != lead.source]
+        also = tuple(dict.fromkeys(outlets))
+        rank = round(total(lead, chosen, len(also), bool(lead_lists)), 3)
+        watchlists = tuple(dict.fromkeys(q for _, _, listed in keyed for q in listed))
+        if watchlists != lead.watchlists:
+            lead = replace(lead, watchlists=watchlists)
+        return DigestEntry(
+            item=lead,
+            rank=rank,
+            reasons=_reasons(lead, wanted),
+            also=also,
+            snippet=self._snippet(lead),
+        )
+
     def _build(
         self,
         request: DigestRequest,
@@ -699,31 +789,9 @@ class ReaderDigests:
         touched = {story_of[i] for i in hits if i in story_of}
         fresh: list[DigestEntry] = []
         for story in touched:
-            everyone = self.stories.members[story]
-            eligible = [c for c in everyone if c.relevant and chosen.intersection(c.themes)]
-            if eligible:  # the story without the hits: its counts come off
-                old = self._ranked(eligible, chosen)[0]
-                for t in wanted:
-                    if t in old.themes:
-                        counts[t] -= 1
-            members = [
-                replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c
-                for c in everyone
-                if c.id in hits or (c.relevant and chosen.intersection(c.themes))
-            ]
-            members_ranked = self._ranked(members, chosen)
-            row = self._row(members_ranked, chosen)
-            lead = row[2]
-            watchlists = tuple(dict.fromkeys(q for m in members_ranked for q in m.watchlists))
-            if watchlists != lead.watchlists:
-                lead = replace(lead, watchlists=watchlists)
-            entry = DigestEntry(
-                item=lead,
-                rank=row[4],
-                reasons=_reasons(lead, wanted),
-                also=row[3],
-                snippet=snippet(lead.summary_text),
-            )
+            for t in self._counted(base, story, chosen):  # the story without the hits
+                counts[t] -= 1
+            entry = self._fresh(story, hits, wanted)
             for t in _item_themes(entry, wanted):
                 counts[t] += 1
             fresh.append(entry)
@@ -783,7 +851,7 @@ class ReaderDigests:
                 rank=rank,
                 reasons=_reasons(lead, wanted),
                 also=also,
-                snippet=snippet(lead.summary_text),
+                snippet=self._snippet(lead),
             )
         return found
 

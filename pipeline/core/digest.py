@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from itertools import islice
 from operator import itemgetter
 
 from pipeline.core.text import token_texts
@@ -541,6 +542,7 @@ def _assemble(
 
 
 _Row = tuple[tuple[float, datetime, str], int, DigestCandidate, tuple[str, ...], float]
+_StoryRow = tuple[_Row, tuple[str, ...], str]  # row, the themes it counts for, home section
 _first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
 
@@ -555,9 +557,6 @@ class _ThemeBase:
     complete: bool  # the lists hold every story
     counts: dict[str, int]
     entries: dict[int, DigestEntry] = field(default_factory=dict)  # built when first shown
-    # story → the chosen themes its lead counts for (the story without a reader's hits),
-    # filled as readers' hits touch stories
-    counted: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 class _Truncated(Exception):
@@ -629,6 +628,26 @@ class ReaderDigests:
         self._snippets: dict[str, str] = {}
         self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
+        # A story's row (its members in a choice's pool, ranked) depends only on which of
+        # its themes (those of its relevant members) are chosen: one row per story and
+        # subset of them (``_story_row``). A story of one theme has the same row for every
+        # choice holding that theme: those rows are made here, per theme, in rank order;
+        # a theme choice only visits the stories of several themes.
+        self._story_rows: dict[tuple[int, tuple[str, ...]], _StoryRow] = {}
+        self._story_themes: list[tuple[str, ...]] = []
+        self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
+        self._multi: dict[str, list[int]] = {t: [] for t in self.order}
+        for story, members in enumerate(self.stories.members):
+            known = {t for c in members if c.relevant for t in self._ordered[c.id]}
+            story_themes = tuple(t for t in self.order if t in known)
+            self._story_themes.append(story_themes)
+            if len(story_themes) == 1:
+                self._single[story_themes[0]].append(self._story_row(story, story_themes)[0])
+            else:
+                for t in story_themes:
+                    self._multi[t].append(story)
+        for rows in self._single.values():
+            rows.sort(key=_first_field)
 
     def _total(
         self, c: DigestCandidate, wanted: set[str], other_outlets: int, watched: bool
@@ -676,35 +695,60 @@ class ReaderDigests:
         rank = round(self._total(lead, wanted, len(also), bool(lead.watchlists)), 3)
         return ((-rank, lead.published, lead.id), self.stories.story_of[lead.id], lead, also, rank)
 
+    def _story_row(self, story: int, themes: tuple[str, ...]) -> _StoryRow:
+        """The story's row for a theme choice holding ``themes`` of the story's themes
+        (not empty), the chosen themes its lead counts for, and its home section."""
+        key = (story, themes)
+        found = self._story_rows.get(key)
+        if found is None:
+            chosen = set(themes)  # a member's other themes are not chosen: same totals
+            members = [
+                c
+                for c in self.stories.members[story]
+                if c.relevant and not chosen.isdisjoint(c.themes)
+            ]
+            row = self._row(self._ranked(members, chosen), chosen)
+            lead = row[2].id
+            counted = tuple(t for t in self._ordered[lead] if t in chosen)
+            home = next(t for t in self._preferred[lead] if t in chosen)  # as ``_home``
+            found = self._story_rows[key] = (row, counted, home)
+        return found
+
     def base(self, wanted: tuple[str, ...], complete: bool = False) -> _ThemeBase:
         found = self._bases.get(wanted)
         if found is not None and (found.complete or not complete):
             return found
         chosen = set(wanted)
-        pool: dict[str, DigestCandidate] = {}
+        varying: list[_StoryRow] = []
+        seen: set[int] = set()
         for t in wanted:
-            for c in self.by_theme.get(t, ()):
-                pool[c.id] = c
-        groups = self.stories.group(self._ranked(list(pool.values()), chosen))
-        rows = [self._row(members, chosen) for members in groups]
-        rows.sort(key=_first_field)
-        by_home: dict[str, list[_Row]] = {t: [] for t in wanted}
-        counts = dict.fromkeys(wanted, 0)
-        ordered, preferred = self._ordered, self._preferred
-        for row in rows:
-            lead_id = row[2].id  # leads here are relevant, with a chosen theme
-            for t in ordered[lead_id]:
-                if t in chosen:
-                    counts[t] += 1
-            for t in preferred[lead_id]:
-                if t in chosen:  # the home section: as ``_home``
-                    by_home[t].append(row)
-                    break
-        keep = len(rows) if complete else self.spare + 3 + 8
+            for story in self._multi[t]:
+                if story not in seen:
+                    seen.add(story)
+                    themes = tuple(filter(chosen.__contains__, self._story_themes[story]))
+                    varying.append(self._story_row(story, themes))
+        counts = {t: len(self._single[t]) for t in wanted}
+        homes: dict[str, list[_Row]] = {t: [] for t in wanted}
+        for row, counted, home in varying:
+            for t in counted:
+                counts[t] += 1
+            homes[home].append(row)
+        for rows in homes.values():
+            rows.sort(key=_first_field)
+        total = len(varying) + sum(len(self._single[t]) for t in wanted)
+        keep = total if complete else self.spare + 3 + 8
+
+        def head(lists: list[list[_Row]]) -> list[_Row]:
+            """The first ``keep`` rows of sorted lists, in rank order (keys are unique)."""
+            if complete:
+                return sorted((row for rows in lists for row in rows), key=_first_field)
+            return list(islice(heapq.merge(*lists, key=_first_field), keep))
+
+        everything = sorted((row for row, _, _ in varying), key=_first_field)
         found = _ThemeBase(
-            rows[:keep],
-            {t: listed[:keep] for t, listed in by_home.items()},
-            complete or keep >= len(rows),
+            head([self._single[t] for t in wanted] + [everything]),
+            {t: head([self._single[t], homes[t]]) for t in wanted},
+            complete or keep >= total,
             counts,
         )
         if complete or wanted not in self._bases:
@@ -724,22 +768,11 @@ class ReaderDigests:
         except _Truncated:
             return self._build(request, hits, wanted, self.base(wanted, complete=True))
 
-    def _counted(self, base: _ThemeBase, story: int, chosen: set[str]) -> tuple[str, ...]:
+    def _counted(self, story: int, chosen: set[str]) -> tuple[str, ...]:
         """The chosen themes that the story's lead counts for without the reader's hits
         (none when no member is in the theme choice's pool)."""
-        found = base.counted.get(story)
-        if found is None:
-            eligible = [
-                c
-                for c in self.stories.members[story]
-                if c.relevant and not chosen.isdisjoint(c.themes)
-            ]
-            found = ()
-            if eligible:
-                old = self._ranked(eligible, chosen)[0]
-                found = tuple(t for t in self._ordered[old.id] if t in chosen)
-            base.counted[story] = found
-        return found
+        themes = tuple(filter(chosen.__contains__, self._story_themes[story]))
+        return self._story_row(story, themes)[1] if themes else ()
 
     def _fresh(
         self, story: int, hits: Mapping[str, Sequence[str]], wanted: tuple[str, ...]
@@ -789,7 +822,7 @@ class ReaderDigests:
         touched = {story_of[i] for i in hits if i in story_of}
         fresh: list[DigestEntry] = []
         for story in touched:
-            for t in self._counted(base, story, chosen):  # the story without the hits
+            for t in self._counted(story, chosen):  # the story without the hits
                 counts[t] -= 1
             entry = self._fresh(story, hits, wanted)
             for t in _item_themes(entry, wanted):

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow
+from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow, JSONText
 from pipeline.adapters.digest_render import DigestAssembler
 from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, SiteInfo
 from pipeline.adapters.storage import StoredItem
@@ -34,6 +34,7 @@ from pipeline.bootstrap import App
 from pipeline.core.digest import (
     Digest,
     DigestCandidate,
+    DigestJSON,
     DigestRequest,
     ReaderDigests,
     ThemeInfo,
@@ -265,6 +266,9 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     editorial = load_editorial(app, active)
     last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
     periods = _Periods(app, editorial)
+    # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
+    # stories, so their encodings are spliced instead of encoding each digest whole.
+    encoder = DigestJSON()
     summary = BuildSummary()
     pending: list[dict[str, Any]] = []
     for subscriber in active:
@@ -286,7 +290,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
                 "local_date": period.local_date.isoformat(),
                 "subject": digest.subject,
                 "item_count": len(digest.item_ids),
-                "content": digest_as_dict(digest),
+                "content": JSONText(encoder.encode(digest)),
                 "now": now,
                 "queue_delivery": not digest.empty,
             }

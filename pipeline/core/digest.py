@@ -14,6 +14,7 @@ a sum of named parts so an editor can explain any position:
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -953,6 +954,95 @@ def digest_as_dict(digest: Digest) -> dict[str, object]:
         "watchlist_entries": [entry_as_dict(e) for e in digest.watchlist_entries],
         "item_ids": list(digest.item_ids),
     }
+
+
+_dumps = json.dumps
+_join = ", ".join
+
+
+class DigestJSON:
+    """``json.dumps(digest_as_dict(digest))``, byte for byte, for the many digests of a
+    build. Readers' digests repeat the same stories: an item's fields, a theme, and an
+    entry object shared by readers (``ReaderDigests`` reuses them) are encoded once and
+    spliced (``json.dumps`` of a dict or list is its parts' encodings joined by ", ")."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit  # pieces remembered before starting over (a long-lived worker)
+        self._heads: dict[tuple[object, ...], str] = {}
+        self._entries: dict[int, tuple[DigestEntry, str]] = {}  # by identity, kept alive
+        self._themes: dict[ThemeInfo, str] = {}
+
+    def entry(self, entry: DigestEntry) -> str:
+        """``json.dumps(entry_as_dict(entry))``."""
+        found = self._entries.get(id(entry))
+        if found is not None and found[0] is entry:
+            return found[1]
+        item = entry.item
+        published = item.published.isoformat()
+        themes = tuple(item.themes)
+        key: tuple[object, ...] = (item.id, item.title, item.link, item.source, published)
+        key += (entry.snippet, themes, item.us_link)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= self._limit:
+                self._heads.clear()
+            head = self._heads[key] = _dumps(
+                {
+                    "id": item.id,
+                    "title": item.title,
+                    "link": item.link,
+                    "source": item.source,
+                    "published": published,
+                    "snippet": entry.snippet,
+                    "themes": list(themes),
+                    "us_link": item.us_link,
+                }
+            )[:-1]
+        tail = _dumps(
+            {
+                "rank": entry.rank,
+                "reasons": list(entry.reasons),
+                "also": list(entry.also),
+                "watchlists": list(item.watchlists),
+            }
+        )
+        text = f"{head}, {tail[1:]}"
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[id(entry)] = (entry, text)
+        return text
+
+    def _theme(self, theme: ThemeInfo) -> str:
+        found = self._themes.get(theme)
+        if found is None:
+            found = self._themes[theme] = _dumps(
+                {
+                    "id": theme.id,
+                    "name": theme.name,
+                    "description": theme.description,
+                    "context": theme.context,
+                }
+            )
+        return found
+
+    def encode(self, digest: Digest) -> str:
+        """``json.dumps(digest_as_dict(digest))``."""
+        entry = self.entry
+        sections = [
+            f'{{"theme": {self._theme(s.theme)}, "count": {_dumps(s.count)}, '
+            f'"previous_count": {_dumps(s.previous_count)}, '
+            f'"volume_line": {_dumps(s.volume_line)}, '
+            f'"entries": [{_join(map(entry, s.entries))}]}}'
+            for s in digest.sections
+        ]
+        return (
+            f'{{"version": 1, "period_start": {_dumps(digest.period_start.isoformat())}, '
+            f'"period_end": {_dumps(digest.period_end.isoformat())}, '
+            f'"subject": {_dumps(digest.subject)}, "preheader": {_dumps(digest.preheader)}, '
+            f'"top": [{_join(map(entry, digest.top))}], "sections": [{_join(sections)}], '
+            f'"watchlist_entries": [{_join(map(entry, digest.watchlist_entries))}], '
+            f'"item_ids": {_dumps(list(digest.item_ids))}}}'
+        )
 
 
 def single_entry(candidate: DigestCandidate, themes: Sequence[str]) -> DigestEntry:

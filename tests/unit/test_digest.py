@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from pipeline.core.digest import (
     DigestCandidate,
+    DigestEntry,
     DigestJSON,
     DigestRequest,
     ThemeInfo,
     build_digest,
     cluster,
     digest_as_dict,
+    entry_as_dict,
     rank_parts,
     snippet,
 )
@@ -284,3 +286,6 @@ def test_digest_json_is_json_dumps_of_digest_as_dict_byte_for_byte() -> None:
         assert encoder.encode(digest) == json.dumps(digest_as_dict(digest))  # from memory
     empty = build_digest([], request(), themes)
     assert encoder.encode(empty) == json.dumps(digest_as_dict(empty))
+    for rank in (0.0, -1.5, 1e-7, 12.345, float("inf"), float("nan")):
+        entry = DigestEntry(items[3], rank, reasons=(odd, "x"), also=(odd,), snippet=odd)
+        assert encoder.entry(entry) == json.dumps(entry_as_dict(entry))

@@ -634,9 +634,9 @@ class ReaderDigests:
             self._preferred[c.id] = tuple(
                 sorted(ordered, key=lambda t: (-c.scores.get(t, 0.0), self.order.index(t)))
             )
-        # A total depends on the item, which of its themes are chosen, the variety and the
-        # watchlist bonus: a few values per item, shared by every theme choice and reader.
-        self._totals: dict[tuple[str, tuple[str, ...], float, float], float] = {}
+        # A total depends on the item, which of its themes are chosen, the other outlets
+        # and the watchlist bonus: a few values per item, shared by every choice and reader.
+        self._totals: dict[tuple[str, tuple[str, ...], int, bool], float] = {}
         self._snippets: dict[str, str] = {}
         self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
@@ -667,12 +667,12 @@ class ReaderDigests:
         """sum(rank_parts(c, wanted, start, end, other_outlets).values()), same order, for
         ``c`` with watchlists when ``watched``."""
         us, recency, per_theme = self._parts[c.id]
-        chosen = tuple(filter(wanted.__contains__, per_theme))
-        variety = min(other_outlets * VARIETY_BONUS, VARIETY_CAP)
-        watch = WATCHLIST_BONUS if watched else 0.0
-        key = (c.id, chosen, variety, watch)
+        chosen = tuple(filter(wanted.__contains__, per_theme)) if per_theme else ()
+        key = (c.id, chosen, other_outlets, watched)
         found = self._totals.get(key)
         if found is None:
+            variety = min(other_outlets * VARIETY_BONUS, VARIETY_CAP)
+            watch = WATCHLIST_BONUS if watched else 0.0
             picked = [per_theme[t] for t in chosen]
             theme = min(max((score for score, _ in picked), default=0.0), THEME_SCORE_CAP)
             title = TITLE_BONUS if any(flag for _, flag in picked) else 0.0
@@ -997,7 +997,7 @@ class DigestJSON:
 
     def __init__(self, limit: int = 100_000) -> None:
         self._limit = limit  # pieces remembered before starting over (a long-lived worker)
-        self._heads: dict[tuple[object, ...], str] = {}
+        self._heads: dict[str, tuple[tuple[object, ...], str]] = {}  # item id → fields, text
         self._entries: dict[int, tuple[DigestEntry, str]] = {}  # by identity, kept alive
         self._themes: dict[ThemeInfo, str] = {}
 
@@ -1007,26 +1007,38 @@ class DigestJSON:
         if found is not None and found[0] is entry:
             return found[1]
         item = entry.item
-        published = item.published.isoformat()
-        themes = tuple(item.themes)
-        key: tuple[object, ...] = (item.id, item.title, item.link, item.source, published)
-        key += (entry.snippet, themes, item.us_link)
-        head = self._heads.get(key)
-        if head is None:
+        # What the head encodes, compared by value: equal values encode the same (the
+        # time zone and the flag's type decide what an equal time or flag looks like).
+        shown: tuple[object, ...] = (
+            item.title,
+            item.link,
+            item.source,
+            item.published,
+            item.published.tzinfo,
+            entry.snippet,
+            item.themes,
+            item.us_link,
+            type(item.us_link),
+        )
+        cached = self._heads.get(item.id)
+        if cached is not None and cached[0] == shown:
+            head = cached[1]
+        else:
             if len(self._heads) >= self._limit:
                 self._heads.clear()
-            head = self._heads[key] = _dumps(
+            head = _dumps(
                 {
                     "id": item.id,
                     "title": item.title,
                     "link": item.link,
                     "source": item.source,
-                    "published": published,
+                    "published": item.published.isoformat(),
                     "snippet": entry.snippet,
-                    "themes": list(themes),
+                    "themes": list(item.themes),
                     "us_link": item.us_link,
                 }
             )[:-1]
+            self._heads[item.id] = (shown, head)
         text = (
             f'{head}, "rank": {_number(entry.rank)}, "reasons": {_strings(entry.reasons)}, '
             f'"also": {_strings(entry.also)}, "watchlists": {_strings(item.watchlists)}}}'

@@ -857,24 +857,27 @@ class ReaderDigests:
             merged with fresh entries, in rank order; past the rows kept, nothing is
             known: a reader who needs more is built from complete lists."""
 
-            def kept() -> Iterator[tuple[tuple[float, datetime, str], int, _Row | None]]:
-                for row in rows:
-                    if row[1] not in touched and row[2].id not in skip:
-                        yield row[0], 0, row
-                if not base.complete and rows:
-                    yield rows[-1][0], 0, None  # the end of what is known
-
-            added = ((_entry_order(e), 1, e) for e in extra if e.item.id not in skip)
+            # Both are in rank order: merged in one pass, a row before an entry of an
+            # equal key (and the end of the known rows before both).
+            added = [e for e in extra if e.item.id not in skip]
+            keys = [_entry_order(e) for e in added]
             out: list[DigestEntry] = []
-            for _, _, value in heapq.merge(kept(), added, key=lambda x: (x[0], x[1])):
+            a = 0
+            for row in rows:
+                if row[1] in touched or row[2].id in skip:
+                    continue
+                while a < len(added) and len(out) < count and keys[a] < row[0]:
+                    out.append(added[a])
+                    a += 1
                 if len(out) == count:
-                    break
-                if isinstance(value, DigestEntry):
-                    out.append(value)
-                elif value is None:
-                    raise _Truncated
-                else:
-                    out.append(self._entry(base, value, wanted))
+                    return out
+                out.append(self._entry(base, row, wanted))
+            last = rows[-1][0] if rows and not base.complete else None
+            while a < len(added) and len(out) < count and (last is None or keys[a] < last):
+                out.append(added[a])
+                a += 1
+            if last is not None and len(out) < count:
+                raise _Truncated
             return out
 
         top = tuple(take(base.rows, fresh, request.top_stories, set()))

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow
+from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow, JSONText
 from pipeline.adapters.digest_render import DigestAssembler
 from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, SiteInfo
 from pipeline.adapters.storage import StoredItem
@@ -35,6 +35,7 @@ from pipeline.core.collector import gc_paused
 from pipeline.core.digest import (
     Digest,
     DigestCandidate,
+    DigestJSON,
     DigestRequest,
     ReaderDigests,
     ThemeInfo,
@@ -266,6 +267,9 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     editorial = load_editorial(app, active)
     last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
     periods = _Periods(app, editorial)
+    # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
+    # stories, so their encodings are spliced instead of encoding each digest whole.
+    encoder = DigestJSON()
     summary = BuildSummary()
     pending: list[dict[str, Any]] = []
     for subscriber in active:
@@ -287,7 +291,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
                 "local_date": period.local_date.isoformat(),
                 "subject": digest.subject,
                 "item_count": len(digest.item_ids),
-                "content": digest_as_dict(digest),
+                "content": JSONText(encoder.encode(digest)),
                 "now": now,
                 "queue_delivery": not digest.empty,
             }

@@ -15,8 +15,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, func, select, update
+from sqlalchemy import JSON, Text, and_, bindparam, cast, func, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
 
 from pipeline.adapters.schema import delivery, edition
 from pipeline.adapters.storage import Store
@@ -30,6 +32,32 @@ class DeliveryStatus:
     FAILED = "failed"
     UNKNOWN = "unknown"
     SUPPRESSED = "suppressed"  # the address was suppressed between build and send
+
+
+class JSONText(str):
+    """An edition's content already encoded: exactly the text ``json.dumps`` gives for it
+    (what the JSON column stores), so it is stored as it is."""
+
+
+class _EncodedJSON(TypeDecorator[str]):
+    """The JSON column bound from ``JSONText``: the same stored text, not encoded again."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":  # SQLAlchemy sends json.dumps(value): the text itself
+            return None
+        if dialect.name == "postgresql" and dialect.driver == "psycopg":
+            from psycopg.types.json import Json  # SQLAlchemy wraps json.dumps's input in it
+
+            return lambda text: Json(text, dumps=str)
+        encode = self.impl_instance.bind_processor(dialect)  # others: decode, encode again
+        return lambda text: encode(json.loads(text)) if encode else json.loads(text)
+
+
+def _json_text(content: Mapping[str, Any] | JSONText) -> JSONText:
+    return content if isinstance(content, JSONText) else JSONText(json.dumps(dict(content)))
 
 
 @dataclass(frozen=True)
@@ -78,7 +106,7 @@ class DeliveryStore:
         local_date: str,
         subject: str,
         item_count: int,
-        content: Mapping[str, Any],
+        content: Mapping[str, Any] | JSONText,
         now: datetime,
         queue_delivery: bool,
     ) -> tuple[int, bool]:
@@ -101,7 +129,9 @@ class DeliveryStore:
                         local_date=local_date,
                         subject=subject,
                         item_count=item_count,
-                        content=dict(content),
+                        content=json.loads(content)
+                        if isinstance(content, JSONText)
+                        else dict(content),
                         created_at=now,
                     )
                     .returning(edition.c.id)
@@ -130,7 +160,8 @@ class DeliveryStore:
         """Many ``create_edition`` calls (their keyword arguments) in one transaction: one
         multi-row insert of editions, one of their delivery rows. When any of them exists
         already, the batch is rolled back and each is created on its own (idempotent as
-        ``create_edition``). Returns (edition id, created) in order."""
+        ``create_edition``). Returns (edition id, created) in order. A content given as
+        ``JSONText`` is stored as it is (no decoding and encoding again)."""
         if not editions:
             return []
         rows = [
@@ -143,7 +174,7 @@ class DeliveryStore:
                 "local_date": e["local_date"],
                 "subject": e["subject"],
                 "item_count": e["item_count"],
-                "content": dict(e["content"]),
+                "content": _json_text(e["content"]),
                 "created_at": e["now"],
             }
             for e in editions
@@ -153,7 +184,9 @@ class DeliveryStore:
                 ids = [
                     int(row[0])
                     for row in conn.execute(
-                        edition.insert().returning(edition.c.id, sort_by_parameter_order=True),
+                        edition.insert()
+                        .values(content=bindparam("content", type_=_EncodedJSON()))
+                        .returning(edition.c.id, sort_by_parameter_order=True),
                         rows,
                     )
                 ]

@@ -14,12 +14,16 @@ a sum of named parts so an editor can explain any position:
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from itertools import islice
+from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 
 from pipeline.core.text import token_texts
 
@@ -558,6 +562,18 @@ def _assemble(
 
 
 _Row = tuple[tuple[float, datetime, str], int, DigestCandidate, tuple[str, ...], float]
+
+
+def _with_watchlists(candidate: DigestCandidate, watchlists: tuple[str, ...]) -> DigestCandidate:
+    """``replace(candidate, watchlists=watchlists)`` at a fifth of the cost: the fields are
+    copied as they are (a frozen dataclass with no ``__post_init__``: nothing to re-run)."""
+    copied = object.__new__(DigestCandidate)
+    copied.__dict__.update(candidate.__dict__, watchlists=watchlists)
+    return copied
+
+
+_StoryRow = tuple[_Row, tuple[str, ...], str]  # row, the themes it counts for, home section
+_first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
 
 
@@ -611,6 +627,10 @@ class ReaderDigests:
         # the score and whether the theme's evidence is in the headline.
         span = (period_end - period_start).total_seconds() or 1.0
         self._parts: dict[str, tuple[float, float, dict[str, tuple[float, bool]]]] = {}
+        # Per item: its known themes in editorial order, and the same by home preference
+        # (best score first, then editorial order: what ``_home`` picks among them).
+        self._ordered: dict[str, tuple[str, ...]] = {}
+        self._preferred: dict[str, tuple[str, ...]] = {}
         for c in self.candidates.values():
             age = (period_end - min(c.published, period_end)).total_seconds()
             recency = round(max(0.0, 1.0 - age / span) * RECENCY_BONUS, 3)
@@ -627,25 +647,72 @@ class ReaderDigests:
                 for t in c.themes
             }
             self._parts[c.id] = (US_BONUS if c.us_link else 0.0, recency, per_theme)
+            ordered = tuple(t for t in self.order if t in c.themes)
+            self._ordered[c.id] = ordered
+            self._preferred[c.id] = tuple(
+                sorted(ordered, key=lambda t: (-c.scores.get(t, 0.0), self.order.index(t)))
+            )
+        # A total depends on the item, which of its themes are chosen, the other outlets
+        # and the watchlist bonus: a few values per item, shared by every choice and reader.
+        self._totals: dict[tuple[str, tuple[str, ...], int, bool], float] = {}
+        self._snippets: dict[str, str] = {}
         self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
+        # A story's row (its members in a choice's pool, ranked) depends only on which of
+        # its themes (those of its relevant members) are chosen: one row per story and
+        # subset of them (``_story_row``). A story of one theme has the same row for every
+        # choice holding that theme: those rows are made here, per theme, in rank order;
+        # a theme choice only visits the stories of several themes.
+        self._story_rows: dict[tuple[int, tuple[str, ...]], _StoryRow] = {}
+        self._story_themes: list[tuple[str, ...]] = []
+        self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
+        self._multi: dict[str, list[int]] = {t: [] for t in self.order}
+        for story, members in enumerate(self.stories.members):
+            known = {t for c in members if c.relevant for t in self._ordered[c.id]}
+            story_themes = tuple(t for t in self.order if t in known)
+            self._story_themes.append(story_themes)
+            if len(story_themes) == 1:
+                self._single[story_themes[0]].append(self._story_row(story, story_themes)[0])
+            else:
+                for t in story_themes:
+                    self._multi[t].append(story)
+        for rows in self._single.values():
+            rows.sort(key=_first_field)
 
-    def _total(self, c: DigestCandidate, wanted: set[str], other_outlets: int) -> float:
-        """sum(rank_parts(c, wanted, start, end, other_outlets).values()), same order."""
+    def _total(
+        self, c: DigestCandidate, wanted: set[str], other_outlets: int, watched: bool
+    ) -> float:
+        """sum(rank_parts(c, wanted, start, end, other_outlets).values()), same order, for
+        ``c`` with watchlists when ``watched``."""
         us, recency, per_theme = self._parts[c.id]
-        chosen = [per_theme[t] for t in per_theme if t in wanted]
-        theme = min(max((score for score, _ in chosen), default=0.0), THEME_SCORE_CAP)
-        title = TITLE_BONUS if any(flag for _, flag in chosen) else 0.0
-        variety = min(other_outlets * VARIETY_BONUS, VARIETY_CAP)
-        watch = WATCHLIST_BONUS if c.watchlists else 0.0
-        return sum((theme, us, title, variety, recency, watch))
+        chosen = tuple(filter(wanted.__contains__, per_theme)) if per_theme else ()
+        key = (c.id, chosen, other_outlets, watched)
+        found = self._totals.get(key)
+        if found is None:
+            variety = min(other_outlets * VARIETY_BONUS, VARIETY_CAP)
+            watch = WATCHLIST_BONUS if watched else 0.0
+            picked = [per_theme[t] for t in chosen]
+            theme = min(max((score for score, _ in picked), default=0.0), THEME_SCORE_CAP)
+            title = TITLE_BONUS if any(flag for _, flag in picked) else 0.0
+            found = self._totals[key] = sum((theme, us, title, variety, recency, watch))
+        return found
 
     def _ranked(
         self, members: Sequence[DigestCandidate], wanted: set[str]
     ) -> list[DigestCandidate]:
         """Best first, as ``build_digest`` orders a reader's pool."""
-        base = {c.id: self._total(c, wanted, 0) for c in members}
-        return sorted(members, key=lambda c: (-base[c.id], c.published, c.id))
+        total = self._total
+        keyed = [
+            ((-total(c, wanted, 0, bool(c.watchlists)), c.published, c.id), c) for c in members
+        ]
+        keyed.sort(key=_first_field)  # ids are unique: no tie reaches the candidates
+        return [c for _, c in keyed]
+
+    def _snippet(self, c: DigestCandidate) -> str:
+        found = self._snippets.get(c.id)
+        if found is None:
+            found = self._snippets[c.id] = snippet(c.summary_text)
+        return found
 
     def wanted(self, chosen: Iterable[str]) -> tuple[str, ...]:
         chosen = set(chosen)
@@ -655,34 +722,63 @@ class ReaderDigests:
         lead = members[0]
         outlets = [m.source for m in members[1:] if m.source and m.source != lead.source]
         also = tuple(dict.fromkeys(outlets))
-        rank = round(self._total(lead, wanted, len(also)), 3)
+        rank = round(self._total(lead, wanted, len(also), bool(lead.watchlists)), 3)
         return ((-rank, lead.published, lead.id), self.stories.story_of[lead.id], lead, also, rank)
+
+    def _story_row(self, story: int, themes: tuple[str, ...]) -> _StoryRow:
+        """The story's row for a theme choice holding ``themes`` of the story's themes
+        (not empty), the chosen themes its lead counts for, and its home section."""
+        key = (story, themes)
+        found = self._story_rows.get(key)
+        if found is None:
+            chosen = set(themes)  # a member's other themes are not chosen: same totals
+            members = [
+                c
+                for c in self.stories.members[story]
+                if c.relevant and not chosen.isdisjoint(c.themes)
+            ]
+            row = self._row(self._ranked(members, chosen), chosen)
+            lead = row[2].id
+            counted = tuple(t for t in self._ordered[lead] if t in chosen)
+            home = next(t for t in self._preferred[lead] if t in chosen)  # as ``_home``
+            found = self._story_rows[key] = (row, counted, home)
+        return found
 
     def base(self, wanted: tuple[str, ...], complete: bool = False) -> _ThemeBase:
         found = self._bases.get(wanted)
         if found is not None and (found.complete or not complete):
             return found
         chosen = set(wanted)
-        pool: dict[str, DigestCandidate] = {}
+        varying: list[_StoryRow] = []
+        seen: set[int] = set()
         for t in wanted:
-            for c in self.by_theme.get(t, ()):
-                pool[c.id] = c
-        groups = self.stories.group(self._ranked(list(pool.values()), chosen))
-        rows = sorted((self._row(members, chosen) for members in groups), key=lambda r: r[0])
-        by_home: dict[str, list[_Row]] = {t: [] for t in wanted}
-        counts = dict.fromkeys(wanted, 0)
-        for row in rows:
-            lead = row[2]
-            item_themes = [t for t in wanted if t in lead.themes]  # leads here are relevant
-            for t in item_themes:
+            for story in self._multi[t]:
+                if story not in seen:
+                    seen.add(story)
+                    themes = tuple(filter(chosen.__contains__, self._story_themes[story]))
+                    varying.append(self._story_row(story, themes))
+        counts = {t: len(self._single[t]) for t in wanted}
+        homes: dict[str, list[_Row]] = {t: [] for t in wanted}
+        for row, counted, home in varying:
+            for t in counted:
                 counts[t] += 1
-            home = max(item_themes, key=lambda t: (lead.scores.get(t, 0.0), -self.order.index(t)))
-            by_home[home].append(row)
-        keep = len(rows) if complete else self.spare + 3 + 8
+            homes[home].append(row)
+        for rows in homes.values():
+            rows.sort(key=_first_field)
+        total = len(varying) + sum(len(self._single[t]) for t in wanted)
+        keep = total if complete else self.spare + 3 + 8
+
+        def head(lists: list[list[_Row]]) -> list[_Row]:
+            """The first ``keep`` rows of sorted lists, in rank order (keys are unique)."""
+            if complete:
+                return sorted((row for rows in lists for row in rows), key=_first_field)
+            return list(islice(heapq.merge(*lists, key=_first_field), keep))
+
+        everything = sorted((row for row, _, _ in varying), key=_first_field)
         found = _ThemeBase(
-            rows[:keep],
-            {t: listed[:keep] for t, listed in by_home.items()},
-            complete or keep >= len(rows),
+            head([self._single[t] for t in wanted] + [everything]),
+            {t: head([self._single[t], homes[t]]) for t in wanted},
+            complete or keep >= total,
             counts,
         )
         if complete or wanted not in self._bases:
@@ -702,6 +798,53 @@ class ReaderDigests:
         except _Truncated:
             return self._build(request, hits, wanted, self.base(wanted, complete=True))
 
+    def _counted(self, story: int, chosen: set[str]) -> tuple[str, ...]:
+        """The chosen themes that the story's lead counts for without the reader's hits
+        (none when no member is in the theme choice's pool)."""
+        themes = tuple(filter(chosen.__contains__, self._story_themes[story]))
+        return self._story_row(story, themes)[1] if themes else ()
+
+    def _fresh(
+        self, story: int, hits: Mapping[str, Sequence[str]], wanted: tuple[str, ...]
+    ) -> DigestEntry:
+        """The story with the reader's hits: its members in the choice's pool and the hits,
+        hits carrying their queries (as ``build_digest`` would rank and show them)."""
+        chosen = set(wanted)
+        total = self._total
+        members = self.stories.members[story]
+        if len(members) == 1:  # most stories: the hit alone
+            lead = members[0]
+            lead_lists = tuple(hits[lead.id])
+            also: tuple[str, ...] = ()
+            watchlists = tuple(dict.fromkeys(lead_lists))
+        else:
+            keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, tuple[str, ...]]]
+            keyed = []
+            for c in members:
+                queries = hits.get(c.id)
+                if queries is not None:
+                    listed = tuple(queries)
+                elif c.relevant and not chosen.isdisjoint(c.themes):
+                    listed = c.watchlists
+                else:
+                    continue
+                keyed.append(((-total(c, chosen, 0, bool(listed)), c.published, c.id), c, listed))
+            keyed.sort(key=_first_field)
+            _, lead, lead_lists = keyed[0]
+            outlets = [c.source for _, c, _ in keyed[1:] if c.source and c.source != lead.source]
+            also = tuple(dict.fromkeys(outlets))
+            watchlists = tuple(dict.fromkeys(q for _, _, listed in keyed for q in listed))
+        rank = round(total(lead, chosen, len(also), bool(lead_lists)), 3)
+        if watchlists != lead.watchlists:
+            lead = _with_watchlists(lead, watchlists)
+        return DigestEntry(
+            item=lead,
+            rank=rank,
+            reasons=_reasons(lead, wanted),
+            also=also,
+            snippet=self._snippet(lead),
+        )
+
     def _build(
         self,
         request: DigestRequest,
@@ -717,31 +860,9 @@ class ReaderDigests:
         touched = {story_of[i] for i in hits if i in story_of}
         fresh: list[DigestEntry] = []
         for story in touched:
-            everyone = self.stories.members[story]
-            eligible = [c for c in everyone if c.relevant and chosen.intersection(c.themes)]
-            if eligible:  # the story without the hits: its counts come off
-                old = self._ranked(eligible, chosen)[0]
-                for t in wanted:
-                    if t in old.themes:
-                        counts[t] -= 1
-            members = [
-                replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c
-                for c in everyone
-                if c.id in hits or (c.relevant and chosen.intersection(c.themes))
-            ]
-            members_ranked = self._ranked(members, chosen)
-            row = self._row(members_ranked, chosen)
-            lead = row[2]
-            watchlists = tuple(dict.fromkeys(q for m in members_ranked for q in m.watchlists))
-            if watchlists != lead.watchlists:
-                lead = replace(lead, watchlists=watchlists)
-            entry = DigestEntry(
-                item=lead,
-                rank=row[4],
-                reasons=_reasons(lead, wanted),
-                also=row[3],
-                snippet=snippet(lead.summary_text),
-            )
+            for t in self._counted(story, chosen):  # the story without the hits
+                counts[t] -= 1
+            entry = self._fresh(story, hits, wanted)
             for t in _item_themes(entry, wanted):
                 counts[t] += 1
             fresh.append(entry)
@@ -754,24 +875,27 @@ class ReaderDigests:
             merged with fresh entries, in rank order; past the rows kept, nothing is
             known: a reader who needs more is built from complete lists."""
 
-            def kept() -> Iterator[tuple[tuple[float, datetime, str], int, _Row | None]]:
-                for row in rows:
-                    if row[1] not in touched and row[2].id not in skip:
-                        yield row[0], 0, row
-                if not base.complete and rows:
-                    yield rows[-1][0], 0, None  # the end of what is known
-
-            added = ((_entry_order(e), 1, e) for e in extra if e.item.id not in skip)
+            # Both are in rank order: merged in one pass, a row before an entry of an
+            # equal key (and the end of the known rows before both).
+            added = [e for e in extra if e.item.id not in skip]
+            keys = [_entry_order(e) for e in added]
             out: list[DigestEntry] = []
-            for _, _, value in heapq.merge(kept(), added, key=lambda x: (x[0], x[1])):
+            a = 0
+            for row in rows:
+                if row[1] in touched or row[2].id in skip:
+                    continue
+                while a < len(added) and len(out) < count and keys[a] < row[0]:
+                    out.append(added[a])
+                    a += 1
                 if len(out) == count:
-                    break
-                if isinstance(value, DigestEntry):
-                    out.append(value)
-                elif value is None:
-                    raise _Truncated
-                else:
-                    out.append(self._entry(base, value, wanted))
+                    return out
+                out.append(self._entry(base, row, wanted))
+            last = rows[-1][0] if rows and not base.complete else None
+            while a < len(added) and len(out) < count and (last is None or keys[a] < last):
+                out.append(added[a])
+                a += 1
+            if last is not None and len(out) < count:
+                raise _Truncated
             return out
 
         top = tuple(take(base.rows, fresh, request.top_stories, set()))
@@ -801,7 +925,7 @@ class ReaderDigests:
                 rank=rank,
                 reasons=_reasons(lead, wanted),
                 also=also,
-                snippet=snippet(lead.summary_text),
+                snippet=self._snippet(lead),
             )
         return found
 
@@ -871,6 +995,113 @@ def digest_as_dict(digest: Digest) -> dict[str, object]:
         "watchlist_line": digest.watchlist_line,
         "item_ids": list(digest.item_ids),
     }
+
+
+_dumps = json.dumps
+_join = ", ".join
+
+
+def _number(value: float) -> str:
+    """``json.dumps(value)`` (a finite float is its repr), without its per-call set-up."""
+    return float.__repr__(value) if type(value) is float and math.isfinite(value) else _dumps(value)
+
+
+def _strings(values: Iterable[str]) -> str:
+    """``json.dumps(list(values))`` for strings (ASCII-escaped, as json.dumps does)."""
+    return f"[{_join(map(encode_basestring_ascii, values))}]"
+
+
+class DigestJSON:
+    """``json.dumps(digest_as_dict(digest))``, byte for byte, for the many digests of a
+    build. Readers' digests repeat the same stories: an item's fields, a theme, and an
+    entry object shared by readers (``ReaderDigests`` reuses them) are encoded once and
+    spliced (``json.dumps`` of a dict or list is its parts' encodings joined by ", ")."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit  # pieces remembered before starting over (a long-lived worker)
+        self._heads: dict[str, tuple[tuple[object, ...], str]] = {}  # item id → fields, text
+        self._entries: dict[int, tuple[DigestEntry, str]] = {}  # by identity, kept alive
+        self._themes: dict[ThemeInfo, str] = {}
+
+    def entry(self, entry: DigestEntry) -> str:
+        """``json.dumps(entry_as_dict(entry))``."""
+        found = self._entries.get(id(entry))
+        if found is not None and found[0] is entry:
+            return found[1]
+        item = entry.item
+        # What the head encodes, compared by value: equal values encode the same (the
+        # time zone and the flag's type decide what an equal time or flag looks like).
+        shown: tuple[object, ...] = (
+            item.title,
+            item.link,
+            item.source,
+            item.published,
+            item.published.tzinfo,
+            entry.snippet,
+            item.themes,
+            item.us_link,
+            type(item.us_link),
+        )
+        cached = self._heads.get(item.id)
+        if cached is not None and cached[0] == shown:
+            head = cached[1]
+        else:
+            if len(self._heads) >= self._limit:
+                self._heads.clear()
+            head = _dumps(
+                {
+                    "id": item.id,
+                    "title": item.title,
+                    "link": item.link,
+                    "source": item.source,
+                    "published": item.published.isoformat(),
+                    "snippet": entry.snippet,
+                    "themes": list(item.themes),
+                    "us_link": item.us_link,
+                }
+            )[:-1]
+            self._heads[item.id] = (shown, head)
+        text = (
+            f'{head}, "rank": {_number(entry.rank)}, "reasons": {_strings(entry.reasons)}, '
+            f'"also": {_strings(entry.also)}, "watchlists": {_strings(item.watchlists)}}}'
+        )
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[id(entry)] = (entry, text)
+        return text
+
+    def _theme(self, theme: ThemeInfo) -> str:
+        found = self._themes.get(theme)
+        if found is None:
+            found = self._themes[theme] = _dumps(
+                {
+                    "id": theme.id,
+                    "name": theme.name,
+                    "description": theme.description,
+                    "context": theme.context,
+                }
+            )
+        return found
+
+    def encode(self, digest: Digest) -> str:
+        """``json.dumps(digest_as_dict(digest))``."""
+        entry = self.entry
+        sections = [
+            f'{{"theme": {self._theme(s.theme)}, "count": {_dumps(s.count)}, '
+            f'"previous_count": {_dumps(s.previous_count)}, '
+            f'"volume_line": {_dumps(s.volume_line)}, '
+            f'"entries": [{_join(map(entry, s.entries))}]}}'
+            for s in digest.sections
+        ]
+        return (
+            f'{{"version": 1, "period_start": {_dumps(digest.period_start.isoformat())}, '
+            f'"period_end": {_dumps(digest.period_end.isoformat())}, '
+            f'"subject": {_dumps(digest.subject)}, "preheader": {_dumps(digest.preheader)}, '
+            f'"top": [{_join(map(entry, digest.top))}], "sections": [{_join(sections)}], '
+            f'"watchlist_entries": [{_join(map(entry, digest.watchlist_entries))}], '
+            f'"watchlist_line": {_dumps(digest.watchlist_line)}, '
+            f'"item_ids": {_dumps(list(digest.item_ids))}}}'
+        )
 
 
 def single_entry(candidate: DigestCandidate, themes: Sequence[str]) -> DigestEntry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -11,11 +12,14 @@ from hypothesis import strategies as st
 from pipeline.core.digest import (
     MAX_WATCHLIST_STORIES,
     DigestCandidate,
+    DigestEntry,
+    DigestJSON,
     DigestRequest,
     ThemeInfo,
     build_digest,
     cluster,
     digest_as_dict,
+    entry_as_dict,
     rank_parts,
     snippet,
 )
@@ -274,10 +278,36 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
     ]
     planner = ReaderDigests(candidates, THEMES, START, END)
     short = ReaderDigests(candidates, THEMES, START, END, spare=-9)  # lists cut at 2 rows
+    encoder = DigestJSON()  # shared across readers, as in a build
     for chosen, hit_list, top, per_section in readers:
         hits = {f"i{n}": [query] for n, query in hit_list.items()}
         req = request(themes=chosen, top_stories=top, max_per_section=per_section)
         pool = [replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c for c in candidates]
         expected = build_digest(pool, req, THEMES, stories=planner.stories)
-        assert planner.build(req, hits) == expected
+        built = planner.build(req, hits)
+        assert built == expected
         assert short.build(req, hits) == expected
+        assert encoder.encode(built) == json.dumps(digest_as_dict(expected))
+
+
+def test_digest_json_is_json_dumps_of_digest_as_dict_byte_for_byte() -> None:
+    odd = 'Q\u00e9 "quoted" \\ back\u2028 \U0001f600 <b>& \x01 \u0627\u0631\u062f\u0648'
+    themes = [replace(THEMES[0], name=odd, description=odd), *THEMES[1:]]
+    items = [
+        item(1, title=odd, source=odd, link=f"https://x.example/{odd}", us_link=True),
+        item(2, themes=("india", "economy"), scores={"india": 7.0, "economy": 2.5}),
+        item(3, themes=("counterterrorism",), scores={"counterterrorism": 3.25}),
+        item(4, relevant=False, themes=(), watchlists=(odd, "q")),
+        item(5, summary_text=odd * 40, evidence={"economy": [odd, "IMF"]}),
+    ]
+    encoder = DigestJSON()
+    for previous in (None, {"economy": 3}):
+        req = request(previous_counts=previous, title=odd)
+        digest = build_digest(items, req, themes)
+        assert encoder.encode(digest) == json.dumps(digest_as_dict(digest))
+        assert encoder.encode(digest) == json.dumps(digest_as_dict(digest))  # from memory
+    empty = build_digest([], request(), themes)
+    assert encoder.encode(empty) == json.dumps(digest_as_dict(empty))
+    for rank in (0.0, -1.5, 1e-7, 12.345, float("inf"), float("nan")):
+        entry = DigestEntry(items[3], rank, reasons=(odd, "x"), also=(odd,), snippet=odd)
+        assert encoder.entry(entry) == json.dumps(entry_as_dict(entry))

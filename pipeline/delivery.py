@@ -271,8 +271,29 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     # stories, so their encodings are spliced instead of encoding each digest whole.
     encoder = DigestJSON()
     summary = BuildSummary()
+    for start in range(0, len(active), BUILD_CHUNK):
+        # A chunk's digests and edition rows are acyclic and die with it (see drain_queue).
+        with gc_paused():
+            _build_chunk(
+                active[start : start + BUILD_CHUNK], now, last, periods, encoder, ledger, summary
+            )
+    summary.public = build_public_editions(app, now, editorial, periods.items_in)
+    log.info("digest build finished: %s", summary.line())
+    return summary
+
+
+def _build_chunk(
+    readers: Sequence[Subscriber],
+    now: datetime,
+    last: Mapping[str, Mapping[int, datetime]],
+    periods: _Periods,
+    encoder: DigestJSON,
+    ledger: DeliveryStore,
+    summary: BuildSummary,
+) -> None:
+    """The due digests of some readers, written in one transaction."""
     pending: list[dict[str, Any]] = []
-    for subscriber in active:
+    for subscriber in readers:
         frequency = _digest_frequency(subscriber)
         zone = ZoneInfo(subscriber.timezone)
         period = due_period(
@@ -296,12 +317,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
                 "queue_delivery": not digest.empty,
             }
         )
-        if len(pending) >= BUILD_CHUNK:
-            _write_editions(ledger, pending, summary)
     _write_editions(ledger, pending, summary)
-    summary.public = build_public_editions(app, now, editorial, periods.items_in)
-    log.info("digest build finished: %s", summary.line())
-    return summary
 
 
 def _write_editions(

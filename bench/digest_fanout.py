@@ -208,6 +208,7 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     editorial = delivery.load_editorial(app, people.all())
     rendered = 0
     picked: list[tuple[Any, Any]] = []
+    sizes: list[int] = []  # characters of HTML per email
     html_bytes = 0
     summary = delivery.DrainSummary()
     while True:
@@ -219,6 +220,7 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
             for email, row in composed:
                 rendered += 1
                 html_bytes += len(email.html)
+                sizes.append(len(email.html))
                 if len(picked) < naive_sample:
                     picked.append((row, email))
             del composed
@@ -230,6 +232,10 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     sample = [(row, readers[row.subscriber_id], editions, email) for row, email in picked]
     out["rendered"] = rendered
     out["mean html KB"] = html_bytes / max(rendered, 1) / 1024
+    sizes.sort()
+    out["html KB p50/p99/max"] = [
+        round(sizes[int(len(sizes) * q)] / 1024) for q in (0.5, 0.99) if sizes
+    ] + [round(sizes[-1] / 1024) if sizes else 0]
     out["probes"] = editorial.assembler.probes
     out["peak MiB"] = vm_hwm_mib()
 

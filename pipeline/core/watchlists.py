@@ -1442,9 +1442,9 @@ def _set_eval(
 ) -> set[int]:
     """The items of a batch a group tree matches, among ``within`` when given. Do not
     modify the result: it may be a group's own set. ``scope`` is "title" inside
-    ``title:``. NEAR is checked item by item, so an AND narrows the items with its plain
-    operands first, then with the others (cheapest kinds first), each evaluated only
-    among the items left."""
+    ``title:``. An AND evaluates each operand only among the items left by the ones before
+    it: its smallest plain operand, then the others without NEAR, then the other plain
+    operands, then those with NEAR."""
     if node.__class__ is int:
         found = sets.title(node) if scope is not None else sets.anywhere(node)
         return found if within is None else found & within
@@ -1482,12 +1482,20 @@ def _set_eval(
     result: set[int] | None = None
     if plain:  # shared sets: never changed in place below
         plain.sort(key=len)
-        result = plain[0] if len(plain) == 1 else plain[0].intersection(*plain[1:])
-    other.sort(key=_is_costly)  # NEAR last, on the fewest items
+        result = plain.pop(0)
+    # The other operands without NEAR (e.g. ``title:`` ones, whose items are few) go
+    # first, among the smallest plain operand's items: the other plain operands (often
+    # common words) then intersect what is left; NEAR last, on the fewest items.
+    other.sort(key=_is_costly)
     for child in other:
+        if plain and result is not None and _is_costly(child):
+            result = result.intersection(*plain)
+            plain = []
         if result is not None and not result:
             return result
         result = _set_eval(child, sets, scope, result)
+    if plain and result is not None:
+        result = result.intersection(*plain)
     if result is None:
         result = sets.universe()
     for child in negative:

@@ -1468,7 +1468,8 @@ def _set_eval(
             node[1], sets, scope, within
         )
     plain: list[set[int]] = []
-    other: list[GroupTree] = []
+    cheap: list[GroupTree] = []
+    costly: list[GroupTree] = []  # with a NEAR
     negative: list[GroupTree] = []
     for child in node[1]:
         if child.__class__ is int:
@@ -1476,26 +1477,26 @@ def _set_eval(
         elif child[0] == _NOT:
             negative.append(child[1])
         else:
-            other.append(child)
+            (costly if _is_costly(child) else cheap).append(child)
     if within is not None:
         plain.append(within)
     result: set[int] | None = None
     if plain:  # shared sets: never changed in place below
         plain.sort(key=len)
         result = plain.pop(0)
-    # The other operands without NEAR (e.g. ``title:`` ones, whose items are few) go
-    # first, among the smallest plain operand's items: the other plain operands (often
-    # common words) then intersect what is left; NEAR last, on the fewest items.
-    other.sort(key=_is_costly)
-    for child in other:
-        if plain and result is not None and _is_costly(child):
-            result = result.intersection(*plain)
-            plain = []
+    # The operands without NEAR (e.g. ``title:`` ones, whose items are few) go first,
+    # among the smallest plain operand's items: the other plain operands (often common
+    # words) then intersect what is left; NEAR last, on the fewest items.
+    for child in cheap:
         if result is not None and not result:
             return result
         result = _set_eval(child, sets, scope, result)
     if plain and result is not None:
         result = result.intersection(*plain)
+    for child in costly:
+        if result is not None and not result:
+            return result
+        result = _set_eval(child, sets, scope, result)
     if result is None:
         result = sets.universe()
     for child in negative:

@@ -93,8 +93,9 @@ LEARN_MIN_ITEMS = 500  # items seen before observed frequencies replace the prio
 _AND, _OR, _NOT, _NEAR, _TITLE = "&", "|", "!", "~", "t"
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _append = list.append
-# a NEAR spelling's entry in a key: its id, words, groups some NEAR uses, the entry
-_NearUse: TypeAlias = tuple[Any, int, tuple[int, ...], Any]
+# a NEAR spelling's entry in a key: its id, words, groups some NEAR uses, the entry, and
+# the groups a NEAR pairs any of those with
+_NearUse: TypeAlias = tuple[Any, int, tuple[int, ...], Any, frozenset[int]]
 _HitTable: TypeAlias = tuple[
     dict[int, int], set[int], dict[int, tuple[_NearUse, ...]], dict[int, set[int]]
 ]
@@ -883,7 +884,7 @@ class WatchlistIndex(Generic[WatchlistId]):
             titled.discard(None)
             if near_hits:
                 places = _item_places(field, body_at, near_hits, near)
-                _record_gaps(places, index, reach, partners, gaps, title_gaps)
+                _record_gaps(places, present, index, reach, partners, gaps, title_gaps)  # type: ignore[arg-type]
             # each group's list gets the item, in C-level passes (None discarded)
             consume(map(_append, map(anywhere_of, present), repeat(index)))  # type: ignore[arg-type]
             consume(map(_append, map(in_title_of, titled), repeat(index)))  # type: ignore[arg-type]
@@ -929,6 +930,10 @@ class WatchlistIndex(Generic[WatchlistId]):
             near: dict[int, tuple[_NearUse, ...]] = {}
             near_pids, near_gids = self._near_pids, self._near_gids
             pterm: Mapping[Any, Term] = self._pterm  # the entries' owners are pattern ids
+            partners: dict[int, set[int]] = {gid: set() for gid in near_gids}
+            for left, right in self._near_pairs:
+                partners[left].add(right)
+                partners[right].add(left)
             for value in matcher.hit_values():
                 bucket = value[0]
                 ident = id(value)
@@ -936,11 +941,13 @@ class WatchlistIndex(Generic[WatchlistId]):
                     (
                         entry[0],
                         len(pterm[entry[0]].tokens),
-                        tuple(gid for gid in entry[1] if gid in near_gids),
+                        gids,
                         entry,
+                        frozenset().union(*map(partners.__getitem__, gids)),
                     )
                     for entry in bucket
                     if entry[0] in near_pids
+                    for gids in [tuple(gid for gid in entry[1] if gid in near_gids)]
                 )
                 if uses:
                     near[ident] = uses
@@ -951,10 +958,6 @@ class WatchlistIndex(Generic[WatchlistId]):
                     single[ident] = gids.pop()
             # (the automata are up to date now: hit_values readied them)
             key = (matcher.version, self._near_version)
-            partners: dict[int, set[int]] = {gid: set() for gid in near_gids}
-            for left, right in self._near_pairs:
-                partners[left].add(right)
-                partners[right].add(left)
             cached = self._hit_table = (key, (single, other, near, partners))
         return cached[1]
 
@@ -1228,8 +1231,9 @@ def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None
 
 
 # where a spelling some NEAR uses occurred: the word it starts at, the word past its end,
-# whether in the title, the spelling, the groups some NEAR uses that hold it
-_Place: TypeAlias = tuple[int, int, bool, int, tuple[int, ...]]
+# whether in the title, the spelling, the groups some NEAR uses that hold it, and the
+# groups a NEAR pairs any of those with
+_Place: TypeAlias = tuple[int, int, bool, int, tuple[int, ...], frozenset[int]]
 
 
 def _item_places(
@@ -1244,18 +1248,19 @@ def _item_places(
     count = field.folded.count
     for end_index, value in hits:
         start = end_index - value[1]  # the key's leading space
-        for pid, size, gids, entry in near[id(value)]:
+        for pid, size, gids, entry, partners in near[id(value)]:
             wanted = entry[3]  # the cased words of a case-sensitive term
             if wanted is not None and not case_ok(field, start, wanted, entry[2], entry[4]):
                 continue
             first = count(" ", 0, start)  # the word it starts at
-            places.append((first, first + size, start < body_at, pid, gids))
+            places.append((first, first + size, start < body_at, pid, gids, partners))
     places.sort(key=_FIRST)
     return places
 
 
 def _record_gaps(
     places: list[_Place],
+    present: set[int],
     index: int,
     reach: int,
     partners: Mapping[int, set[int]],
@@ -1266,16 +1271,13 @@ def _record_gaps(
     pairs it with), the fewest words between two different occurrences of them in one
     field of item ``index`` (negative when they overlap), as ``_near_ok`` measures it,
     when at most ``reach`` (the largest NEAR distance): into ``gaps[pair][index]``, and
-    into ``title_gaps`` for the title alone. Only places of groups whose partner occurred
-    too are paired, each with the places within ``reach`` words after it."""
-    present = set(chain.from_iterable([place[4] for place in places]))
-    wanted = {gid for gid in present if not partners[gid].isdisjoint(present)}
-    if not wanted:
-        return
-    kept = [place for place in places if not wanted.isdisjoint(place[4])]
-    for at, (first, end, titled, pid, gids) in enumerate(kept, 1):
+    into ``title_gaps`` for the title alone. Only places of groups a partner of which is
+    ``present`` in the item too are paired, each with the places within ``reach`` words
+    after it."""
+    kept = [place for place in places if not place[5].isdisjoint(present)]
+    for at, (first, end, titled, pid, gids, _) in enumerate(kept, 1):
         limit = end + reach
-        for other_first, _, other_titled, other_pid, other_gids in kept[at:]:
+        for other_first, _, other_titled, other_pid, other_gids, _ in kept[at:]:
             if other_first > limit or other_titled is not titled:
                 break  # later places are further, or in the body past this title's end
             if other_first == first and other_pid == pid:

@@ -28,8 +28,10 @@ queries one of those terms can trigger are evaluated. Pure module: no I/O.
   per group, the items it occurred in (and those with it in the title); each query filed
   under a group that occurred at all is then evaluated once, over the whole batch, with
   set operations on those item sets (an AND intersects its operands smallest first, an
-  exclusion subtracts); NEAR is checked item by item on the items that hold both sides and
-  pass the query's other operands. The cost follows the distinct queries and the matches,
+  exclusion subtracts); for NEAR, the scan records per item how near each pair of groups
+  some NEAR uses came (one sweep over the item's occurrences of them), and a NEAR keeps
+  the items, among those holding both sides and passing the query's other operands, where
+  its pair came near enough. The cost follows the distinct queries and the matches,
   not the number of subscribers.
 - **NEAR semantics with aliases** are those of ``query.evaluate`` on the alias-expanded
   query (an OR of NEARs over pairs of spellings, see ``WatchlistIndex.expand``), so the
@@ -91,9 +93,12 @@ LEARN_MIN_ITEMS = 500  # items seen before observed frequencies replace the prio
 _AND, _OR, _NOT, _NEAR, _TITLE = "&", "|", "!", "~", "t"
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _append = list.append
-# a NEAR spelling's entry in a key: its id, words, groups some NEAR uses, the entry
-_NearUse: TypeAlias = tuple[Any, int, tuple[int, ...], Any]
-_HitTable: TypeAlias = tuple[dict[int, int], set[int], dict[int, tuple[_NearUse, ...]]]
+# a NEAR spelling's entry in a key: its id, words, groups some NEAR uses, the entry, and
+# the groups a NEAR pairs any of those with
+_NearUse: TypeAlias = tuple[Any, int, tuple[int, ...], Any, frozenset[int]]
+_HitTable: TypeAlias = tuple[
+    dict[int, int], set[int], dict[int, tuple[_NearUse, ...]], dict[int, set[int]]
+]
 
 GroupTree: TypeAlias = Any  # int | tuple[str, ...] (see _group_tree)
 
@@ -232,6 +237,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         self._near_pids: Counter[int] = Counter()  # spellings under a NEAR: how many uses
         self._near_gids: Counter[int] = Counter()  # groups under a NEAR: how many uses
         self._near_pairs: Counter[tuple[int, int]] = Counter()  # NEARs per pair of groups
+        self._near_reach: Counter[int] = Counter()  # NEARs per distance
         self._near_version = 0  # bumped when the NEAR spellings or a payload change
         self._hit_table: tuple[tuple[int, int], _HitTable] | None = None  # _hit_tables
         self._queries: dict[int, _Query] = {}
@@ -476,18 +482,23 @@ class WatchlistIndex(Generic[WatchlistId]):
         return gid
 
     def _count_near(self, query: _Query, step: int) -> None:
-        """Keep count of the spellings some NEAR uses (the batch records their places)."""
+        """Keep count of the spellings, pairs of groups and distances some NEAR uses (a
+        batch records how near those pairs came in each item)."""
         if query.gtree is None:
             return
         near_pids, near_gids, near_pairs = self._near_pids, self._near_gids, self._near_pairs
+        reach = self._near_reach
         self._near_version += 1
-        sides = list(_near_groups(query.gtree))
-        for left, right in zip(sides[::2], sides[1::2], strict=True):
+        nodes = list(_near_nodes(query.gtree))
+        for _, left, right, distance in nodes:
             pair = (left, right) if left <= right else (right, left)
             near_pairs[pair] += step
             if not near_pairs[pair]:
                 del near_pairs[pair]
-        for gid in sides:
+            reach[distance] += step
+            if not reach[distance]:
+                del reach[distance]
+        for gid in chain.from_iterable(node[1:3] for node in nodes):
             near_gids[gid] += step
             if not near_gids[gid]:
                 del near_gids[gid]
@@ -815,27 +826,29 @@ class WatchlistIndex(Generic[WatchlistId]):
         lists, and the sets and lists of the batch hold objects allocated together.
 
         One scan per item records, per term group, the items it occurred in (and those
-        with it in the title), and where the spellings some NEAR uses occurred (word
-        positions). Flat queries are evaluated by plan (``_batch_flat``): the items of a
-        plan's start (two required groups intersected, one group, or an OR clause's
-        union) are made once, then narrowed per query (its other required groups, OR
-        clauses and exclusions). The other queries whose triggers occurred are evaluated
-        once each with set operations (``_set_eval``); a title:/NEAR query is narrowed
-        the same way, ignoring positions, then checked item by item on the positions of
-        its spellings.
+        with it in the title), and for each pair of groups some NEAR uses, how few words
+        apart they came in it (``_record_gaps``). Flat queries are evaluated by plan
+        (``_batch_flat``): the items of a plan's start (two required groups intersected,
+        one group, or an OR clause's union) are made once, then narrowed per query (its
+        other required groups, OR clauses and exclusions). The other queries whose
+        triggers occurred are evaluated once each with set operations (``_set_eval``); a
+        title:/NEAR query is narrowed the same way, ignoring positions, then a NEAR keeps
+        the items where its pair came near enough.
         """
         matcher = self._matcher
         seen = self._seen
         item_ids: list[ItemId] = []
         anywhere: defaultdict[int, list[int]] = defaultdict(list)  # group → items, ascending
         in_title: defaultdict[int, list[int]] = defaultdict(list)  # group → items (title)
-        # per item holding a spelling some NEAR uses: where the groups some NEAR uses
-        # occurred, by group (``_Place``s)
-        item_places: dict[int, dict[int, list[_Place]]] = {}
+        # per pair of groups some NEAR uses (and in the titles alone): the items where both
+        # occurred near enough for some NEAR, with the fewest words between them
+        gaps: dict[tuple[int, int], dict[int, int]] = {}
+        title_gaps: dict[tuple[int, int], dict[int, int]] = {}
+        reach = max(self._near_reach, default=-1)
         numbered = True
         # Automaton hits are read in C-level passes, through the values' ids: the keys
         # giving one group straight from a table, the others entry by entry.
-        single, other, near = self._hit_tables()
+        single, other, near, partners = self._hit_tables()
         single_get = single.get
         near_keys = near.keys()
         anywhere_of, in_title_of = anywhere.__getitem__, in_title.__getitem__  # defaultdicts
@@ -870,7 +883,8 @@ class WatchlistIndex(Generic[WatchlistId]):
             present.discard(None)
             titled.discard(None)
             if near_hits:
-                item_places[index] = _item_places(field, body_at, near_hits, near)
+                places = _item_places(field, body_at, near_hits, near)
+                _record_gaps(places, present, index, reach, partners, gaps, title_gaps)  # type: ignore[arg-type]
             # each group's list gets the item, in C-level passes (None discarded)
             consume(map(_append, map(anywhere_of, present), repeat(index)))  # type: ignore[arg-type]
             consume(map(_append, map(in_title_of, titled), repeat(index)))  # type: ignore[arg-type]
@@ -878,7 +892,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         for gid, found in anywhere.items():
             seen[gid] += len(found)
 
-        sets = _ItemSets(anywhere, in_title, len(item_ids), item_places, self._near_pairs)
+        sets = _ItemSets(anywhere, in_title, len(item_ids), gaps, title_gaps)
         by_query, evaluated = _batch_flat(
             self._pair_runs_ready(), self._single_plans, self._or_plans, sets
         )
@@ -904,7 +918,8 @@ class WatchlistIndex(Generic[WatchlistId]):
         ``id`` of each: ``single``, the one group of a key all of whose entries are
         case-insensitive and give that group alone; ``other``, the keys that must be
         read entry by entry (case-sensitive entries, several groups); ``near``, the keys
-        of the spellings some NEAR uses. Kept while the automata, the payloads and the
+        of the spellings some NEAR uses; ``partners``, per group some NEAR uses, the
+        groups a NEAR pairs it with. Kept while the automata, the payloads and the
         NEAR spellings are unchanged."""
         matcher = self._matcher
         key = (matcher.version, self._near_version)
@@ -915,6 +930,10 @@ class WatchlistIndex(Generic[WatchlistId]):
             near: dict[int, tuple[_NearUse, ...]] = {}
             near_pids, near_gids = self._near_pids, self._near_gids
             pterm: Mapping[Any, Term] = self._pterm  # the entries' owners are pattern ids
+            partners: dict[int, set[int]] = {gid: set() for gid in near_gids}
+            for left, right in self._near_pairs:
+                partners[left].add(right)
+                partners[right].add(left)
             for value in matcher.hit_values():
                 bucket = value[0]
                 ident = id(value)
@@ -922,11 +941,13 @@ class WatchlistIndex(Generic[WatchlistId]):
                     (
                         entry[0],
                         len(pterm[entry[0]].tokens),
-                        tuple(gid for gid in entry[1] if gid in near_gids),
+                        gids,
                         entry,
+                        frozenset().union(*map(partners.__getitem__, gids)),
                     )
                     for entry in bucket
                     if entry[0] in near_pids
+                    for gids in [tuple(gid for gid in entry[1] if gid in near_gids)]
                 )
                 if uses:
                     near[ident] = uses
@@ -937,7 +958,7 @@ class WatchlistIndex(Generic[WatchlistId]):
                     single[ident] = gids.pop()
             # (the automata are up to date now: hit_values readied them)
             key = (matcher.version, self._near_version)
-            cached = self._hit_table = (key, (single, other, near))
+            cached = self._hit_table = (key, (single, other, near, partners))
         return cached[1]
 
     def explain(self, title: str, body: str = "") -> dict[WatchlistId, list[str]]:
@@ -1005,19 +1026,18 @@ def _tree_groups(node: GroupTree) -> Iterable[int]:
             yield from _tree_groups(child)
 
 
-def _near_groups(node: GroupTree) -> Iterable[int]:
-    """The groups on either side of every NEAR in a group tree."""
+def _near_nodes(node: GroupTree) -> Iterable[tuple[str, int, int, int]]:
+    """Every NEAR of a group tree: ``(tag, left group, right group, distance)``."""
     if node.__class__ is int:
         return
     tag = node[0]
     if tag == _NEAR:
-        yield node[1]
-        yield node[2]
+        yield node
     elif tag in (_NOT, _TITLE):
-        yield from _near_groups(node[1])
+        yield from _near_nodes(node[1])
     else:
         for child in node[1]:
-            yield from _near_groups(child)
+            yield from _near_nodes(child)
 
 
 def _is_positional(node: GroupTree) -> bool:
@@ -1210,7 +1230,10 @@ def _positional_ok(node: GroupTree, occurrences: _Occurrences, scope: str | None
     return occurrences.near(left, right, distance, scope)
 
 
-_Place: TypeAlias = tuple[bool, int, int, int]  # in the title, first word, past last, pid
+# where a spelling some NEAR uses occurred: the word it starts at, the word past its end,
+# whether in the title, the spelling, the groups some NEAR uses that hold it, and the
+# groups a NEAR pairs any of those with
+_Place: TypeAlias = tuple[int, int, bool, int, tuple[int, ...], frozenset[int]]
 
 
 def _item_places(
@@ -1218,52 +1241,84 @@ def _item_places(
     body_at: int,
     hits: list[tuple[int, Any]],
     near: dict[int, tuple[_NearUse, ...]],
-) -> dict[int, list[_Place]]:
-    """Where the groups some NEAR uses occurred in one item, by group, from its hits of
-    NEAR spellings (``raw_hits``) and the table of those spellings' keys."""
-    found: dict[int, list[_Place]] = {}
+) -> list[_Place]:
+    """Where the spellings some NEAR uses occurred in one item, in word order, from its
+    hits of NEAR spellings (``raw_hits``) and the table of those spellings' keys."""
+    places: list[_Place] = []
     count = field.folded.count
     for end_index, value in hits:
         start = end_index - value[1]  # the key's leading space
-        for pid, size, gids, entry in near[id(value)]:
+        for pid, size, gids, entry, partners in near[id(value)]:
             wanted = entry[3]  # the cased words of a case-sensitive term
             if wanted is not None and not case_ok(field, start, wanted, entry[2], entry[4]):
                 continue
             first = count(" ", 0, start)  # the word it starts at
-            place = (start < body_at, first, first + size, pid)
+            places.append((first, first + size, start < body_at, pid, gids, partners))
+    places.sort(key=_FIRST)
+    return places
+
+
+def _record_gaps(
+    places: list[_Place],
+    present: set[int],
+    index: int,
+    reach: int,
+    partners: Mapping[int, set[int]],
+    gaps: dict[tuple[int, int], dict[int, int]],
+    title_gaps: dict[tuple[int, int], dict[int, int]],
+) -> None:
+    """For each pair of groups some NEAR uses (``partners``: group → the groups a NEAR
+    pairs it with), the fewest words between two different occurrences of them in one
+    field of item ``index`` (negative when they overlap), as ``_near_ok`` measures it,
+    when at most ``reach`` (the largest NEAR distance): into ``gaps[pair][index]``, and
+    into ``title_gaps`` for the title alone. Only places of groups a partner of which is
+    ``present`` in the item too are paired, each with the places within ``reach`` words
+    after it."""
+    kept = [place for place in places if not place[5].isdisjoint(present)]
+    for at, (first, end, titled, pid, gids, _) in enumerate(kept, 1):
+        limit = end + reach
+        for other_first, _, other_titled, other_pid, other_gids, _ in kept[at:]:
+            if other_first > limit or other_titled is not titled:
+                break  # later places are further, or in the body past this title's end
+            if other_first == first and other_pid == pid:
+                continue  # the same occurrence
+            gap = other_first - end
             for gid in gids:
-                known = found.get(gid)
-                if known is None:
-                    found[gid] = [place]
-                else:
-                    known.append(place)
-    return found
+                near = partners[gid]
+                for other in other_gids:
+                    if other not in near:
+                        continue
+                    pair = (gid, other) if gid <= other else (other, gid)
+                    for table in (gaps, title_gaps) if titled else (gaps,):
+                        found = table.get(pair)
+                        if found is None:
+                            table[pair] = {index: gap}
+                        elif gap < found.get(index, _NO_GAP):
+                            found[index] = gap
 
 
 class _ItemSets:
-    """A batch's item sets per group; ``places[item][group]``: where a group some NEAR
-    needs occurred in an item (``_Place``: whether in the title, the word it starts at,
-    the word past its end, the spelling); ``gaps``: for the pairs of groups more than one
-    NEAR uses, the nearest distance found per item checked, shared by those NEARs."""
+    """A batch's item sets per group, and per pair of groups some NEAR uses the items
+    where they came near enough for some NEAR with the fewest words between them
+    (``gaps``; ``title_gaps`` for the titles alone)."""
 
-    __slots__ = ("_in_title", "_titles", "gaps", "lists", "near_pairs", "places", "sets", "size")
+    __slots__ = ("_in_title", "_titles", "gaps", "lists", "sets", "size", "title_gaps")
 
     def __init__(
         self,
         anywhere: Mapping[int, list[int]],
         in_title: Mapping[int, list[int]],
         size: int,
-        places: dict[int, dict[int, list[_Place]]],
-        near_pairs: Mapping[tuple[int, int], int],
+        gaps: dict[tuple[int, int], dict[int, int]],
+        title_gaps: dict[tuple[int, int], dict[int, int]],
     ) -> None:
         self._in_title = in_title
         self.lists = anywhere  # group → its items, ascending
         self.sets = {gid: set(items) for gid, items in anywhere.items()}
         self._titles: dict[int, set[int]] = {}
         self.size = size
-        self.places = places
-        self.near_pairs = near_pairs
-        self.gaps: dict[tuple[int, int, bool], dict[int, int]] = {}
+        self.gaps = gaps
+        self.title_gaps = title_gaps
 
     def anywhere(self, gid: int) -> set[int]:
         """Items holding ``gid`` (do not modify)."""
@@ -1366,65 +1421,19 @@ def _near_items(
     both: set[int], sets: _ItemSets, left: int, right: int, distance: int, title_only: bool
 ) -> set[int]:
     """Of ``both`` (items holding both sides), those where ``left`` NEAR/distance
-    ``right`` holds, as ``_near_ok`` decides it, on word positions: two occurrences in the
-    same field (the title when ``title_only``), not the same one, with at most
-    ``distance`` words between them (-1 when they overlap). A pair of groups more than
-    one NEAR uses keeps the nearest distance per item (``sets.gaps``), computed once."""
+    ``right`` holds, as ``_near_ok`` decides it: the fewest words between two different
+    occurrences of them in one field (the title when ``title_only``), recorded by the
+    scan (``_record_gaps``), is at most ``distance``."""
     if distance < -1:
         return set()  # even overlapping occurrences are -1 apart
-    places = sets.places
     pair = (left, right) if left <= right else (right, left)
-    found: list[int] = []
-    if sets.near_pairs.get(pair, 0) < 2:  # the only NEAR on this pair: stop at the first
-        for index in both:
-            item = places[index]
-            rights = item[right]
-            for titled, start, end, pid in item[left]:
-                if title_only and not titled:
-                    continue
-                for other_titled, other_start, other_end, other_pid in rights:
-                    if other_titled is titled and (
-                        (
-                            other_start - end <= distance
-                            and (other_start != start or other_pid != pid)
-                        )
-                        if other_start >= start
-                        else start - other_end <= distance
-                    ):
-                        found.append(index)
-                        break
-                else:
-                    continue
-                break
-        return set(found)
-    gaps = sets.gaps.get((*pair, title_only))
-    if gaps is None:
-        gaps = sets.gaps[(*pair, title_only)] = {}
+    gaps = (sets.title_gaps if title_only else sets.gaps).get(pair)
+    if not gaps:
+        return set()
+    if len(gaps) < len(both):
+        return {index for index, gap in gaps.items() if gap <= distance and index in both}
     known = gaps.get
-    for index in both:
-        nearest = known(index)
-        if nearest is None:
-            nearest = _NO_GAP
-            item = places[index]
-            rights = item[right]
-            for titled, start, end, pid in item[left]:
-                if title_only and not titled:
-                    continue
-                for other_titled, other_start, other_end, other_pid in rights:
-                    if other_titled is not titled:
-                        continue
-                    if other_start >= start:
-                        if other_start == start and other_pid == pid:
-                            continue  # the same occurrence
-                        gap = other_start - end
-                    else:
-                        gap = start - other_end
-                    if gap < nearest:
-                        nearest = gap
-            gaps[index] = nearest
-        if nearest <= distance:
-            found.append(index)
-    return set(found)
+    return {index for index in both if known(index, _NO_GAP) <= distance}
 
 
 _NO_GAP = 1 << 30  # no two occurrences in one field
@@ -1435,9 +1444,9 @@ def _set_eval(
 ) -> set[int]:
     """The items of a batch a group tree matches, among ``within`` when given. Do not
     modify the result: it may be a group's own set. ``scope`` is "title" inside
-    ``title:``. NEAR is checked item by item, so an AND narrows the items with its plain
-    operands first, then with the others (cheapest kinds first), each evaluated only
-    among the items left."""
+    ``title:``. An AND evaluates each operand only among the items left by the ones before
+    it: its smallest plain operand, then the others without NEAR, then the other plain
+    operands, then those with NEAR."""
     if node.__class__ is int:
         found = sets.title(node) if scope is not None else sets.anywhere(node)
         return found if within is None else found & within
@@ -1461,7 +1470,8 @@ def _set_eval(
             node[1], sets, scope, within
         )
     plain: list[set[int]] = []
-    other: list[GroupTree] = []
+    cheap: list[GroupTree] = []
+    costly: list[GroupTree] = []  # with a NEAR
     negative: list[GroupTree] = []
     for child in node[1]:
         if child.__class__ is int:
@@ -1469,15 +1479,23 @@ def _set_eval(
         elif child[0] == _NOT:
             negative.append(child[1])
         else:
-            other.append(child)
+            (costly if _is_costly(child) else cheap).append(child)
     if within is not None:
         plain.append(within)
     result: set[int] | None = None
     if plain:  # shared sets: never changed in place below
         plain.sort(key=len)
-        result = plain[0] if len(plain) == 1 else plain[0].intersection(*plain[1:])
-    other.sort(key=_is_costly)  # NEAR last, on the fewest items
-    for child in other:
+        result = plain.pop(0)
+    # The operands without NEAR (e.g. ``title:`` ones, whose items are few) go first,
+    # among the smallest plain operand's items: the other plain operands (often common
+    # words) then intersect what is left; NEAR last, on the fewest items.
+    for child in cheap:
+        if result is not None and not result:
+            return result
+        result = _set_eval(child, sets, scope, result)
+    if plain and result is not None:
+        result = result.intersection(*plain)
+    for child in costly:
         if result is not None and not result:
             return result
         result = _set_eval(child, sets, scope, result)

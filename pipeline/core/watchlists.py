@@ -56,15 +56,14 @@ left out, so ``PAK`` stays capitals-only even though the alias lists "Pak" in an
 from __future__ import annotations
 
 import dataclasses
-import gc
 from bisect import bisect_left
 from collections import Counter, defaultdict, deque
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
+from pipeline.core.collector import gc_paused
 from pipeline.core.errors import QueryError
 from pipeline.core.matcher import Field as ScanField
 from pipeline.core.matcher import Matcher, Pattern, case_ok, prepare_many
@@ -114,22 +113,6 @@ class AliasLike(Protocol):
 
     @property
     def case_sensitive(self) -> Sequence[str]: ...
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a bulk operation. Building the index or
-    matching a batch allocates millions of small tuples, sets and lists (none in a
-    reference cycle: refcounting frees them all); each allocation burst would otherwise
-    trigger full collections that walk the whole, growing heap, which cost more than the
-    work itself at 500,000 watchlists."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _pattern_key(term: Term) -> tuple[Any, ...]:
@@ -299,7 +282,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         many times is parsed and compiled once, and triggers are chosen after all of them
         are counted. Returns how many distinct watchlist ids were added (the last query
         given for an id wins). Nothing changes when one fails: QueryError or ValueError."""
-        with _gc_paused():
+        with gc_paused():
             return self._add_watchlists(watchlists)
 
     def _add_watchlists(self, watchlists: Iterable[tuple[WatchlistId, str | Query]]) -> int:
@@ -399,7 +382,7 @@ class WatchlistIndex(Generic[WatchlistId]):
     def compile(self) -> None:
         """Build the automaton and the batch plans now (otherwise the first match after
         a change does)."""
-        with _gc_paused():
+        with gc_paused():
             self._matcher.rebuild()
             self._pair_runs_ready()
             self._hit_tables()
@@ -773,7 +756,7 @@ class WatchlistIndex(Generic[WatchlistId]):
     ) -> dict[ItemId, list[WatchlistId]]:
         """For each ``(item id, title, body)``, the watchlists it matches (possibly none),
         in registration order. Items are matched as one batch (``items_by_watchlist``)."""
-        with _gc_paused():
+        with gc_paused():
             item_ids, by_query, _ = self._match_batch(items)
             out: dict[ItemId, list[WatchlistId]] = {item_id: [] for item_id in item_ids}
             members = self._members
@@ -791,7 +774,7 @@ class WatchlistIndex(Generic[WatchlistId]):
         form: the batch is scanned once, then each query that could match is evaluated
         once over the whole batch (``_match_batch``), so the work grows with distinct
         queries and items matched, not with subscribers."""
-        with _gc_paused():
+        with gc_paused():
             return self._items_by_watchlist(items)
 
     def _items_by_watchlist(
@@ -1599,7 +1582,7 @@ def subscribers_for_watchlists(
     day's fan-out: work is per subscriber and per item selected, not per watchlist hit."""
     out: dict[SubscriberId, list[ItemId]] = {}
     get = by_watchlist.get
-    with _gc_paused():
+    with gc_paused():
         for subscriber, watchlist_ids in watchlists_of.items():
             found = list(filter(None, map(get, watchlist_ids)))  # C-level: no empty lists
             if not found:

@@ -949,7 +949,8 @@ def _preheader(top: Sequence[DigestEntry]) -> str:
 # -- serialisation: what an edition stores and templates render ----------------------------
 
 
-def entry_as_dict(entry: DigestEntry) -> dict[str, object]:
+def _entry_head(entry: DigestEntry) -> dict[str, object]:
+    """An entry's fields that depend on its item alone (``DigestJSON`` encodes them once)."""
     item = entry.item
     return {
         "id": item.id,
@@ -960,6 +961,13 @@ def entry_as_dict(entry: DigestEntry) -> dict[str, object]:
         "snippet": entry.snippet,
         "themes": list(item.themes),
         "us_link": item.us_link,
+    }
+
+
+def entry_as_dict(entry: DigestEntry) -> dict[str, object]:
+    item = entry.item
+    return {
+        **_entry_head(entry),
         "rank": entry.rank,
         "reasons": list(entry.reasons),
         "also": list(entry.also),
@@ -1048,18 +1056,7 @@ class DigestJSON:
         else:
             if len(self._heads) >= self._limit:
                 self._heads.clear()
-            head = _dumps(
-                {
-                    "id": item.id,
-                    "title": item.title,
-                    "link": item.link,
-                    "source": item.source,
-                    "published": item.published.isoformat(),
-                    "snippet": entry.snippet,
-                    "themes": list(item.themes),
-                    "us_link": item.us_link,
-                }
-            )[:-1]
+            head = _dumps(_entry_head(entry))[:-1]
             self._heads[item.id] = (shown, head)
         text = (
             f'{head}, "rank": {_number(entry.rank)}, "reasons": {_strings(entry.reasons)}, '

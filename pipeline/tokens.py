@@ -74,9 +74,10 @@ class _TokenSigner:
     every payload: about 40 µs a token. This writes its format (compact JSON, a leading dot
     and zlib when that is shorter, timestamp, HMAC-SHA1, URL-safe base64) from a keyed HMAC
     copied per token. zlib is tried only from ``_COMPRESS_FROM`` bytes: a link's payload
-    (id, 16 hex digits, a short extra) is shorter, and deflate's six bytes of framing leave
-    nothing to gain there. Either form verifies; reading stays with itsdangerous, and tests
-    compare the bytes with itsdangerous's.
+    (id, 16 hex digits, a short extra) is shorter, and compression seldom shortens so little
+    text. When it would have, the token differs from itsdangerous's only by being
+    uncompressed, and verifies the same. Reading stays with itsdangerous; tests compare the
+    bytes with itsdangerous's (and check the uncompressed exceptions verify).
     """
 
     def __init__(self, secret: str, salt: str) -> None:

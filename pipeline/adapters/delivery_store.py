@@ -277,19 +277,7 @@ class DeliveryStore:
                 content = decoded.get(text)
                 if content is None:
                     content = decoded[text] = json.loads(text)
-                out[int(row.id)] = EditionRow(
-                    id=row.id,
-                    kind=row.kind,
-                    subscriber_id=row.subscriber_id,
-                    frequency=row.frequency,
-                    period_start=row.period_start,
-                    period_end=row.period_end,
-                    local_date=row.local_date,
-                    subject=row.subject,
-                    item_count=row.item_count,
-                    content=dict(content),
-                    created_at=row.created_at,
-                )
+                out[int(row.id)] = _edition_row({**row._mapping, "content": content})
         return out
 
     def public_editions(self, limit: int = 20, offset: int = 0) -> list[EditionRow]:

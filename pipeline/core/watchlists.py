@@ -149,13 +149,18 @@ def _shape_cost(term: Term) -> float:
 
 
 Flat: TypeAlias = tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...]]
-# What a flat query checks once its plan's items are known: (other required groups,
-# other OR clauses, excluded groups); None when nothing (the plan's items are its items).
-Rest: TypeAlias = tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...]] | None
+# What a flat query checks once its plan's items are known, as ``(kind, x, y)``: the
+# common shapes spelt out so a batch checks each with a few set operations (one more
+# required group; one or two excluded groups; one OR clause of two groups), else
+# ``(_GENERAL, (other required groups, other OR clauses, excluded groups), None)``; None
+# when nothing (the plan's items are its items).
+Rest: TypeAlias = tuple[int, Any, Any] | None
 PlanEntry: TypeAlias = tuple[int, Rest]  # (qid, rest)
+_ONE_MORE, _LESS_ONE, _LESS_TWO, _EITHER, _GENERAL = range(5)
 # A first group's pair plans as a batch runs them: the second groups of the pairs that are
-# one query with nothing else to check, those queries, and the other pairs' plans.
-_PairRun: TypeAlias = tuple[list[int], list[int], list[tuple[int, list[PlanEntry]]]]
+# one query with nothing else to check, those queries, and the other pairs' second groups
+# and plans.
+_PairRun: TypeAlias = tuple[list[int], list[int], list[int], list[list[PlanEntry]]]
 
 
 class _Query:
@@ -399,14 +404,16 @@ class WatchlistIndex(Generic[WatchlistId]):
                 continue
             seconds: list[int] = []
             qids: list[int] = []
-            others: list[tuple[int, list[PlanEntry]]] = []
+            other_seconds: list[int] = []
+            others: list[list[PlanEntry]] = []
             for b, entries in partners.items():
                 if len(entries) == 1 and entries[0][1] is None:
                     seconds.append(b)
                     qids.append(entries[0][0])
                 else:
-                    others.append((b, entries))
-            runs[a] = (seconds, qids, others)
+                    other_seconds.append(b)
+                    others.append(entries)
+            runs[a] = (seconds, qids, other_seconds, others)
         self._stale_pairs.clear()
         return runs
 
@@ -575,13 +582,12 @@ class WatchlistIndex(Generic[WatchlistId]):
             start = sorted(ranked[:2])
             more = tuple(gid for gid in required if gid not in start)
             key: tuple[Any, ...] = ("&", *start)
-            rest: Rest = (more, anyof, excluded)
         else:
             costs = [sum(self._cost(gid) for gid in clause) for clause in anyof]
             first = costs.index(min(costs))
             key = ("|", *anyof[first])
-            rest = ((), anyof[:first] + anyof[first + 1 :], excluded)
-        return key, (None if rest == ((), (), ()) else rest)
+            more, anyof = (), anyof[:first] + anyof[first + 1 :]
+        return key, _rest(more, anyof, excluded)
 
     def _plan_entries(self, key: tuple[Any, ...], create: bool) -> list[PlanEntry]:
         """The entries of the plan ``key`` (made when ``create``, else it must exist)."""
@@ -768,35 +774,33 @@ class WatchlistIndex(Generic[WatchlistId]):
 
     def items_by_watchlist(
         self, items: Iterable[tuple[ItemId, str, str]]
-    ) -> dict[WatchlistId, tuple[ItemId, ...]]:
+    ) -> WatchlistMatches[WatchlistId, ItemId]:
         """For each watchlist that matched at least one of ``(item id, title, body)``, the
-        item ids in input order. Watchlists sharing a query share one tuple. The fan-out
-        form: the batch is scanned once, then each query that could match is evaluated
-        once over the whole batch (``_match_batch``), so the work grows with distinct
-        queries and items matched, not with subscribers."""
+        item ids in input order (a read-only mapping, ``WatchlistMatches``). Watchlists
+        sharing a query share one tuple. The fan-out form: the batch is scanned once, then
+        each query that could match is evaluated once over the whole batch
+        (``_match_batch``), so the work grows with distinct queries and items matched, not
+        with subscribers."""
         with gc_paused():
             return self._items_by_watchlist(items)
 
     def _items_by_watchlist(
         self, items: Iterable[tuple[ItemId, str, str]]
-    ) -> dict[WatchlistId, tuple[ItemId, ...]]:
+    ) -> WatchlistMatches[WatchlistId, ItemId]:
         item_ids, by_query, numbered = self._match_batch(items)
-        shared: list[tuple[ItemId, ...]]
+        shared: Iterable[tuple[ItemId, ...]]
         if numbered:  # the indexes are the item ids themselves
-            shared = list(map(tuple, by_query.values()))  # type: ignore[arg-type]
+            shared = map(tuple, by_query.values())  # type: ignore[arg-type]
         else:
             shared = [
                 itemgetter(*indexes)(item_ids) if len(indexes) > 1 else (item_ids[indexes[0]],)
                 for indexes in by_query.values()
             ]
-        # Each query's tuple under each of its watchlists, in C-level passes.
-        watchers = list(map(self._members.__getitem__, by_query))
-        return dict(
-            zip(
-                chain.from_iterable(watchers),
-                chain.from_iterable(map(repeat, shared, map(len, watchers))),
-                strict=True,
-            )
+        # Per query, not per watchlist: 500,000 watchlists sharing 200,000 matched queries
+        # would cost a dict of their own; the view looks a watchlist up through its query
+        # (a copy of the memberships, so later changes to the index do not show).
+        return WatchlistMatches(
+            dict(zip(by_query, shared, strict=True)), self._watchlist_qid.copy()
         )
 
     def _match_batch(
@@ -962,6 +966,42 @@ class WatchlistIndex(Generic[WatchlistId]):
 
 
 # -- helpers over query trees -----------------------------------------------------------
+
+
+class WatchlistMatches(Mapping[WatchlistId, tuple[ItemId, ...]], Generic[WatchlistId, ItemId]):
+    """What ``WatchlistIndex.items_by_watchlist`` answers: watchlist → the items its query
+    matched, for the watchlists that matched something. A read-only view over one tuple
+    per distinct query (``by_query``) and the watchlists' queries at the time of the match
+    (``query_of``): looking a watchlist up goes through its query."""
+
+    __slots__ = ("by_query", "query_of")
+
+    def __init__(
+        self, by_query: dict[int, tuple[ItemId, ...]], query_of: dict[WatchlistId, int]
+    ) -> None:
+        self.by_query = by_query
+        self.query_of = query_of
+
+    def __getitem__(self, watchlist_id: WatchlistId) -> tuple[ItemId, ...]:
+        return self.by_query[self.query_of[watchlist_id]]
+
+    def get(self, watchlist_id: WatchlistId, default: Any = None) -> Any:
+        qid = self.query_of.get(watchlist_id)
+        return default if qid is None else self.by_query.get(qid, default)
+
+    def __contains__(self, watchlist_id: object) -> bool:
+        return self.query_of.get(watchlist_id) in self.by_query  # type: ignore[arg-type, operator]
+
+    def __iter__(self) -> Iterator[WatchlistId]:
+        matched = self.by_query
+        return (watchlist for watchlist, qid in self.query_of.items() if qid in matched)
+
+    def __len__(self) -> int:
+        matched = self.by_query
+        return sum(1 for qid in self.query_of.values() if qid in matched)
+
+    def __repr__(self) -> str:
+        return f"WatchlistMatches({dict(self.items())!r})"
 
 
 def _walk_terms(node: Query) -> Iterable[Term]:
@@ -1280,6 +1320,25 @@ def _record_gaps(
                             found[index] = gap
 
 
+def _rest(
+    more: tuple[int, ...], anyof: tuple[tuple[int, ...], ...], excluded: tuple[int, ...]
+) -> Rest:
+    """What a flat query checks after its plan's start (``Rest``)."""
+    if not anyof:
+        if not excluded:
+            if not more:
+                return None
+            if len(more) == 1:
+                return (_ONE_MORE, more[0], None)
+        elif not more and len(excluded) <= 2:
+            if len(excluded) == 1:
+                return (_LESS_ONE, excluded[0], None)
+            return (_LESS_TWO, excluded[0], excluded[1])
+    elif not more and not excluded and len(anyof) == 1 and len(anyof[0]) == 2:
+        return (_EITHER, anyof[0][0], anyof[0][1])
+    return (_GENERAL, (more, anyof, excluded), None)
+
+
 class _ItemSets:
     """A batch's item sets per group, and per pair of groups some NEAR uses the items
     where they came near enough for some NEAR with the fewest words between them
@@ -1333,7 +1392,7 @@ def _batch_flat(
     get = sets.sets.get
     out: dict[int, Sequence[int]] = {}
     evaluated = 0
-    for a, (seconds, qids, others) in pair_runs.items():
+    for a, (seconds, qids, other_seconds, others) in pair_runs.items():
         first = get(a)
         if first is None:
             continue
@@ -1341,12 +1400,9 @@ def _batch_flat(
             evaluated += len(seconds)
             bases = list(map(first.__and__, map(get, seconds, repeat(_EMPTY))))
             out.update(zip(compress(qids, bases), map(sorted, filter(None, bases)), strict=True))
-        for b, entries in others:
-            second = get(b)
-            if second is None:
-                continue
-            base = first & second
-            if base:
+        if other_seconds:  # the pairs' items in one C-level pass, then the non-empty ones
+            bases = list(map(first.__and__, map(get, other_seconds, repeat(_EMPTY))))
+            for base, entries in compress(zip(bases, others, strict=True), bases):
                 evaluated += len(entries)
                 if len(entries) == 1 and entries[0][1] is None:
                     out[entries[0][0]] = sorted(base)
@@ -1373,31 +1429,70 @@ def _narrow(
     out: dict[int, Sequence[int]],
 ) -> None:
     """Each query of a plan: ``base`` (the plan's items; ``ordered``: the same, ascending,
-    when at hand) narrowed by its other required groups, OR clauses and exclusions."""
+    when at hand) narrowed by its other required groups, OR clauses and exclusions
+    (``Rest``). ``base`` is never changed; queries left with all of it share one list."""
     for qid, rest in entries:
-        if rest is None:
-            if ordered is None:
-                ordered = sorted(base)
-            out[qid] = ordered
-            continue
-        more, clauses, excluded = rest
-        result = base
-        if more:
-            required = [*map(get, more)]
-            if None in required:  # a required group did not occur
+        if rest is not None:
+            kind, x, y = rest
+            if kind == _ONE_MORE:
+                found = get(x)
+                if found is not None:
+                    result = base & found
+                    if result:
+                        out[qid] = sorted(result)
                 continue
-            result = result.intersection(*required)  # each walks the smaller side
-            if not result:
+            if kind == _LESS_ONE:
+                found = get(x)
+                if found is not None:
+                    result = base - found
+                    if result:
+                        out[qid] = sorted(result)
+                    continue
+            elif kind == _LESS_TWO:
+                result = base.difference(get(x, _EMPTY), get(y, _EMPTY))
+                if result:
+                    out[qid] = sorted(result)
                 continue
-        for clause in clauses:
-            result = set().union(*[result & found for found in map(get, clause) if found])
-            if not result:
-                break
-        else:
-            if excluded:
-                result = result.difference(*[found for found in map(get, excluded) if found])
-            if result:
-                out[qid] = sorted(result)
+            elif kind == _EITHER:
+                result = base & get(x, _EMPTY)
+                found = get(y)
+                if found is not None:
+                    result |= base & found
+                if result:
+                    out[qid] = sorted(result)
+                continue
+            else:
+                _narrow_general(qid, x, base, get, out)
+                continue
+        if ordered is None:  # nothing else to check, or an excluded group that is absent
+            ordered = sorted(base)
+        out[qid] = ordered
+
+
+def _narrow_general(
+    qid: int,
+    rest: tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...]],
+    base: set[int],
+    get: Any,
+    out: dict[int, Sequence[int]],
+) -> None:
+    more, clauses, excluded = rest
+    result = base
+    if more:
+        required = [*map(get, more)]
+        if None in required:  # a required group did not occur
+            return
+        result = result.intersection(*required)  # each walks the smaller side
+        if not result:
+            return
+    for clause in clauses:
+        result = set().union(*[result & found for found in map(get, clause) if found])
+        if not result:
+            return
+    if excluded:
+        result = result.difference(*[found for found in map(get, excluded) if found])
+    if result:
+        out[qid] = sorted(result)
 
 
 def _near_items(
@@ -1581,10 +1676,17 @@ def subscribers_for_watchlists(
     watchlist order. Subscribers with nothing are left out. The fast form for a whole
     day's fan-out: work is per subscriber and per item selected, not per watchlist hit."""
     out: dict[SubscriberId, list[ItemId]] = {}
-    get = by_watchlist.get
+    query_get: Any = None
+    found_get: Any = by_watchlist.get
+    if isinstance(by_watchlist, WatchlistMatches):
+        # two C-level look-ups per watchlist: its query, then the query's items
+        query_get, found_get = by_watchlist.query_of.get, by_watchlist.by_query.get
     with gc_paused():
         for subscriber, watchlist_ids in watchlists_of.items():
-            found = list(filter(None, map(get, watchlist_ids)))  # C-level: no empty lists
+            keys: Iterable[Any] = watchlist_ids
+            if query_get is not None:
+                keys = map(query_get, watchlist_ids)
+            found = list(filter(None, map(found_get, keys)))  # C-level: no empty lists
             if not found:
                 continue
             if len(found) == 1:

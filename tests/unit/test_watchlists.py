@@ -259,6 +259,53 @@ def test_wildcards_phrases_and_exclusions() -> None:
     assert index.match("", "talks in new-delhi and Kenya") == []
 
 
+def test_every_shape_of_flat_query_agrees_with_the_reference_in_a_batch() -> None:
+    # A batch checks the common shapes left after a plan's start with their own set
+    # operations (one more required word, one or two exclusions, one OR of two words) and
+    # the rest generally: each shape, over items holding every mix of their words.
+    queries = [
+        "imf loan army",  # a pair plan and one more required group
+        "imf loan army chief",  # two more: the general case
+        "imf loan -army",  # a pair plan less one group
+        "imf -army",  # a single plan less one group
+        "imf -army -chief",  # less two
+        "imf loan -army -chief -drone",  # the general case
+        "(imf OR loan) (army OR chief)",  # an OR plan and one more clause of two
+        "(imf OR loan) (army OR chief OR drone)",  # a longer clause: general
+        "(imf OR loan) (army OR chief) -drone",  # a clause and an exclusion: general
+        "imf (army OR chief)",  # a single plan and a clause
+        "imf loan",  # nothing else to check
+    ]
+    index = WatchlistIndex(enumerate(queries))
+    words = ["imf", "loan", "army", "chief", "drone", "talks"]
+    items = [
+        (n, " ".join(w for bit, w in enumerate(words) if n >> bit & 1), "")
+        for n in range(2 ** len(words))
+    ]
+    batch = index.items_by_watchlist(items)
+    for number, query in enumerate(queries):
+        expected = tuple(
+            n for n, title, body in items if matches_text(parse_query(query), title, body)
+        )
+        assert batch.get(number, ()) == expected, query
+
+
+def test_a_batch_answer_is_a_read_only_view_that_later_edits_leave_alone() -> None:
+    index = WatchlistIndex([("a", "IMF"), ("b", "IMF"), ("c", "loan"), ("d", "Gwadar")])
+    items = [(1, "IMF loan", ""), (2, "loan", "talks")]
+    found = index.items_by_watchlist(items)
+    assert dict(found) == {"a": (1,), "b": (1,), "c": (1, 2)}
+    assert found["a"] is found["b"]  # watchlists sharing a query share its tuple
+    assert "d" not in found and found.get("d") is None and found.get("x", ()) == ()
+    with pytest.raises(KeyError):
+        found["d"]
+    assert len(found) == 3 and sorted(found) == ["a", "b", "c"]
+    index.remove_watchlist("a")
+    index.add_watchlist("d", "loan")
+    assert dict(found) == {"a": (1,), "b": (1,), "c": (1, 2)}
+    assert index.items_by_watchlist(items) == {"b": (1,), "c": (1, 2), "d": (1, 2)}
+
+
 # --- triggers ------------------------------------------------------------------------------
 
 

@@ -527,13 +527,8 @@ def item_from_entry(
             missing = False
             published = fetched if candidate > fetched + FUTURE_SLACK else candidate
 
-    guid_key = normalise_guid(entry.guid) or normalise_guid(link)
-    if not guid_key:
-        when = _as_utc(raw_date).isoformat() if raw_date is not None else ""
-        guid_key = _sha256(title, when)
-
     return Item(
-        guid_key=guid_key,
+        guid_key=normalise_guid(entry.guid) or _fallback_key(link, title, raw_date),
         link=link,
         title=title,
         summary_html=summary_html,
@@ -544,6 +539,26 @@ def item_from_entry(
         source=clean_text(entry.source, AUTHOR_MAX),
         content_hash=content_hash(title, summary_text),
         published_missing=missing,
+    )
+
+
+def _fallback_key(link: str, title: str, raw_date: datetime | None) -> str:
+    """The guid_key of an entry without a usable GUID: its canonical link, else a hash of its
+    title and date as the feed gave it."""
+    key = normalise_guid(link)
+    if not key:
+        when = _as_utc(raw_date).isoformat() if raw_date is not None else ""
+        key = _sha256(title, when)
+    return key
+
+
+def entry_guid_key(entry: ParsedEntry, feed_url: str) -> str:
+    """``item_from_entry(entry, feed_url, ...).guid_key`` without normalising the rest of
+    the entry (its summary above all): what a parse worker can afford for every entry."""
+    return normalise_guid(entry.guid) or _fallback_key(
+        canonical_url(entry.link, feed_url),
+        clean_text(entry.title, TITLE_MAX),
+        entry.published or entry.updated,
     )
 
 
@@ -638,6 +653,7 @@ __all__ = [
     "content_hash",
     "detect_language",
     "entry_fingerprint",
+    "entry_guid_key",
     "html_to_text",
     "item_from_entry",
     "items_from_feed",

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from xml.parsers import expat
 
 import feedparser
+import feedparser.mixin
 from pebble import ProcessExpired, ProcessPool
 
 from pipeline.core.errors import FeedError
@@ -365,6 +366,70 @@ class _Unsafe(Exception):
     """Raised inside the tokenizer's handlers: no splice for this document."""
 
 
+_FEEDPARSER_NAMESPACES = {
+    uri.lower(): prefix for uri, prefix in feedparser.mixin._FeedParserMixin.namespaces.items()
+}
+# Declaring these can set the feed's version (feedparser's track_namespace).
+_VERSION_NAMESPACES = frozenset(
+    {
+        "http://my.netscape.com/rdf/simple/0.9/",
+        "http://purl.org/rss/1.0/",
+        "http://www.w3.org/2005/atom",
+    }
+)
+
+
+class _Namespaces:
+    """What feedparser's ``track_namespace`` remembers document-wide rather than per scope,
+    from the declarations before the first entry: the prefixes it maps to its own
+    (``namespacemap``, read with the prefixes of element names) and the namespaces in use
+    (``namespaces_in_use``: the first prefix bound to an unknown namespace names its
+    elements). A declaration inside an entry may be left out of the parse (or put into it)
+    only when it changes neither in a way feedparser reads: a default namespace it knows
+    (the usual ``<div xmlns="http://www.w3.org/1999/xhtml">``) or a binding already made."""
+
+    def __init__(self) -> None:
+        self.prefixes: dict[str, str] = {}
+        self.in_use: dict[str, str] = {}
+
+    @staticmethod
+    def _resolve(uri: str) -> tuple[str, str, str | None]:
+        lower = uri.lower()
+        if "backend.userland.com/rss" in lower:
+            uri = lower = "http://backend.userland.com/rss"
+        return uri, lower, _FEEDPARSER_NAMESPACES.get(lower)
+
+    def track(self, prefix: str | None, uri: str) -> None:
+        if not uri:
+            return
+        uri, _, known = self._resolve(uri)
+        if known is not None:
+            if prefix:
+                self.prefixes[prefix] = known
+            self.in_use[known] = uri
+        elif prefix:
+            self.in_use[prefix] = uri
+        # (an unknown default namespace is tracked under "", a key feedparser never reads)
+
+    def check_unchanged(self, prefix: str | None, uri: str) -> None:
+        """Raise _Unsafe unless the declaration (inside an entry) changes nothing read."""
+        if not uri:
+            return
+        uri, lower, known = self._resolve(uri)
+        if lower in _VERSION_NAMESPACES:
+            raise _Unsafe  # may set the feed's version
+        if known is None:
+            if prefix and self.in_use.get(prefix) != uri:
+                raise _Unsafe
+            return
+        if prefix and self.prefixes.get(prefix, prefix) != known:
+            raise _Unsafe
+        # Its namespaces_in_use value is read (as exact text) only under the scope of a
+        # declaration, which both parses then see: it must be the same text everywhere.
+        if self.in_use.setdefault(known, uri) != uri:
+            raise _Unsafe
+
+
 @dataclass(frozen=True)
 class _Split:
     spans: tuple[tuple[int, int], ...]  # each entry's bytes, in document order
@@ -401,32 +466,33 @@ def _split_entries(
 ) -> _Split | None:
     """Where a well-formed feed's entries are (``item``/``entry`` elements of any namespace),
     when they can be cut out and put back safely: none nested in another, all children of
-    one element and separated by whitespace only, no namespace declaration inside one
-    (feedparser tracks namespaces document-wide), no entity expat could not expand. None
-    otherwise, and for any XML error: the caller parses the whole document."""
+    one element and separated by whitespace only, no entity expat could not expand, and no
+    namespace declaration inside an entry that changes what feedparser tracks
+    document-wide (``_Namespaces``). None otherwise, and for any XML error: the caller
+    parses the whole document."""
     parser = expat.ParserCreate(namespace_separator=" ")
     stack: list[list[Any]] = []  # per open element: [local name, start offset, declares]
     entries: list[tuple[int, int]] = []
-    entry_parent = -2
+    entry_parent = -2  # start offset of the entries' parent, once the first entry starts
     entry_depth = 0  # depth of the open entry, 0 outside entries
     entry_start = 0
     children: list[tuple[int, int, str, int, bool]] = []  # depth 2-3: start, end, name, parent
-    declared = False
+    declarations: list[tuple[str | None, str]] = []  # of the element about to start
+    namespaces = _Namespaces()
 
     def on_namespace(prefix: str | None, uri: str) -> None:
-        nonlocal declared
-        declared = True
+        declarations.append((prefix, uri))
 
     def on_start(name: str, attributes: object) -> None:
-        nonlocal declared, entry_depth, entry_start, entry_parent
+        nonlocal entry_depth, entry_start, entry_parent
         local = name.rpartition(" ")[2]
-        declares, declared = declared, False
+        declares = bool(declarations)
         if entry_depth:
-            if declares or local in _ENTRY_ELEMENTS:
+            if local in _ENTRY_ELEMENTS:
                 raise _Unsafe
         elif local in _ENTRY_ELEMENTS:
             parent = stack[-1][1] if stack else -1
-            if declares or parent < 0 or (entries and parent != entry_parent):
+            if parent < 0 or (entry_parent != -2 and parent != entry_parent):
                 raise _Unsafe
             entry_parent = parent
             entry_depth = len(stack) + 1
@@ -434,6 +500,13 @@ def _split_entries(
         elif declares:
             for frame in stack:
                 frame[2] = True
+        if declares:
+            for prefix, uri in declarations:
+                if entry_depth:
+                    namespaces.check_unchanged(prefix, uri)  # raises _Unsafe
+                elif entry_parent == -2:  # the document before the entries
+                    namespaces.track(prefix, uri)
+            declarations.clear()
         stack.append([local, parser.CurrentByteIndex, declares])
 
     def on_end(name: str) -> None:
@@ -463,7 +536,7 @@ def _split_entries(
     parser.SkippedEntityHandler = on_skipped_entity
     try:
         parser.Parse(document, True)
-    except (expat.ExpatError, _Unsafe, KeyError, IndexError, ValueError):
+    except Exception:  # ExpatError, _Unsafe, LookupError (an unknown encoding) ...
         return None
     if not entries:
         return None

@@ -599,9 +599,22 @@ def parse_feed_since(
     feed = _parsed_feed(_feedparser(document, url, content_type), body, url, max_entries)
     hashes = None
     if not feed.bozo and len(feed.entries) == len(split.hashes):
-        keys = {h: _key_digest(e, url) for h, e in zip(split.hashes, feed.entries, strict=True)}
+        keys = _stored_keys(split.hashes, [_key_digest(entry, url) for entry in feed.entries])
         hashes = EntryHashes(split.context, keys)
     return PartialParse(feed, hashes)
+
+
+def _stored_keys(hashes: Sequence[int], keys: Sequence[int]) -> dict[int, int]:
+    """Entry hash → guid_key digest of the entries whose items the store keeps: the first
+    entry of a repeated guid_key only. A later one is parsed again next time (the first one
+    may be gone by then, and its item then stored in its place)."""
+    stored: dict[int, int] = {}
+    taken: set[int] = set()
+    for entry_hash, key in zip(hashes, keys, strict=True):
+        if key not in taken:
+            taken.add(key)
+            stored.setdefault(entry_hash, key)
+    return stored
 
 
 def _parse_new_entries(
@@ -636,9 +649,12 @@ def _parse_new_entries(
     skipped = {known[h] for h in split.hashes if h in known}
     if not skipped.isdisjoint(new_keys):
         return None  # a repeated GUID: which entry wins is decided by the whole document
-    keys = {h: known[h] for h in split.hashes if h in known}
-    keys.update(zip((split.hashes[index] for index in fresh), new_keys, strict=True))
-    hashes = EntryHashes(split.context, keys)
+    fresh_keys = dict(zip(fresh, new_keys, strict=True))
+    every_key = [
+        fresh_keys[index] if index in fresh_keys else known[h]
+        for index, h in enumerate(split.hashes)
+    ]
+    hashes = EntryHashes(split.context, _stored_keys(split.hashes, every_key))
     return PartialParse(feed, hashes, skipped=len(split.hashes) - len(fresh))
 
 

@@ -615,8 +615,10 @@ def items_from_feed_since(
 
     Exactly ``items_from_feed``, minus items the store would find unchanged: when a changed
     entry shares its guid_key with a skipped one (a feed repeating a GUID, where the first
-    entry wins), every entry is normalised as ``items_from_feed`` does. ``previous`` must
-    come from this process (it holds ``hash()`` values)."""
+    entry wins), every entry is normalised as ``items_from_feed`` does. ``seen`` holds only
+    the entries whose items are stored: an entry that lost its GUID to an earlier one is
+    normalised again next time (the first one may be gone by then). ``previous`` must come
+    from this process (it holds ``hash()`` values)."""
     language = feed_language or parsed.language
     seen: dict[int, int | None] = {}
     skipped_keys: set[int] = set()
@@ -631,16 +633,37 @@ def items_from_feed_since(
             continue
         item = item_from_entry(entry, feed_url, language, fetched_at)
         if not (item.title or item.link or item.summary_text):
-            seen[fingerprint] = None
+            seen.setdefault(fingerprint, None)
             continue
+        if item.guid_key in taken:
+            continue  # the first entry with this guid_key is stored, not this one
+        taken.add(item.guid_key)
+        items.append(item)
         seen[fingerprint] = hash(item.guid_key)  # a collision only costs the fallback
-        if item.guid_key not in taken:
-            taken.add(item.guid_key)
-            items.append(item)
     if skipped_keys and not skipped_keys.isdisjoint(map(hash, taken)):
-        items = items_from_feed(parsed, feed_url, feed_language, fetched_at)
-        return IncrementalItems(items, seen, skipped=0)
+        return _every_item(parsed, feed_url, language, fetched_at)
     return IncrementalItems(items, seen, skipped=len(skipped_keys))
+
+
+def _every_item(
+    parsed: ParsedFeed, feed_url: str, language: str | None, fetched_at: datetime
+) -> IncrementalItems:
+    """``items_from_feed`` with the ``seen`` of ``items_from_feed_since``."""
+    seen: dict[int, int | None] = {}
+    items: list[Item] = []
+    taken: set[str] = set()
+    for entry in parsed.entries:
+        fingerprint = entry_fingerprint(entry, feed_url, language)
+        item = item_from_entry(entry, feed_url, language, fetched_at)
+        if not (item.title or item.link or item.summary_text):
+            seen.setdefault(fingerprint, None)
+            continue
+        if item.guid_key in taken:
+            continue
+        taken.add(item.guid_key)
+        items.append(item)
+        seen[fingerprint] = hash(item.guid_key)
+    return IncrementalItems(items, seen, skipped=0)
 
 
 __all__ = [

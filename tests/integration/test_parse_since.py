@@ -90,7 +90,7 @@ def check_splice(
     remembered = {
         h: first.hashes.keys[h]
         for index, h in enumerate(old_hashes)
-        if known is None or index in known
+        if (known is None or index in known) and h in first.hashes.keys
     }
     previous = EntryHashes(first.hashes.context, remembered)
     old_entries = dict(zip(old_hashes, old_full.entries, strict=True))
@@ -383,3 +383,13 @@ def test_atom_entries_with_inline_xhtml_are_split() -> None:
     assert check_splice(atom(1, 2, 3), atom(4, 1, 2, 3)) == "partial"
     assert check_splice(atom(1, 2, 3), atom(1, 2, 3), known={1}) == "partial"
     assert parse_feed_since(atom(1, 2, prefix="h"), URL).hashes is None
+
+
+def test_an_entry_that_lost_its_guid_to_an_earlier_one_is_parsed_again_next_time() -> None:
+    old = rss(item(3, guid="story-1"), item(1), item(2))
+    remembered = parse_feed_since(old, URL).hashes
+    assert remembered is not None and len(remembered.keys) == 2  # not item 1: it lost
+    new = rss(item(1), item(2))  # the impostor is gone: item 1's item must be stored now
+    result = parse_feed_since(new, URL, previous=remembered)
+    assert result.skipped == 1
+    assert result.feed.entries == parse_feed(new, URL).entries[:1]

@@ -87,12 +87,13 @@ def check_splice(
     if first.hashes is None:
         return "fallback"
     old_hashes = entry_hashes(old, content_type)
+    stored = first.hashes.keys
     remembered = {
-        h: first.hashes.keys[h]
+        h: stored[h]
         for index, h in enumerate(old_hashes)
-        if (known is None or index in known) and h in first.hashes.keys
+        if (known is None or index in known) and h in stored
     }
-    previous = EntryHashes(first.hashes.context, remembered)
+    previous = EntryHashes.of(first.hashes.context, remembered)
     old_entries = dict(zip(old_hashes, old_full.entries, strict=True))
 
     new_full = parse_feed(new, url, content_type)
@@ -187,7 +188,7 @@ def test_ill_formed_corpus_documents_fall_back_and_stay_bozo() -> None:
             full = parse_feed(body, URL)
         except FeedError:
             continue
-        result = parse_feed_since(body, URL, previous=EntryHashes(0, {}))
+        result = parse_feed_since(body, URL, previous=EntryHashes.of(0, {}))
         assert result.feed == full, path
         if full.bozo:
             assert result.hashes is None and full.bozo_reason, path
@@ -301,7 +302,7 @@ def test_documents_the_splice_could_break_are_parsed_whole(
     assert parse_module._split_entries(
         parse_module._defuse_entities(body), URL, content_type, 200
     ) is None or not parse_module._splice_encoding_ok(body, content_type)
-    result = parse_feed_since(body, URL, content_type, previous=EntryHashes(0, {}))
+    result = parse_feed_since(body, URL, content_type, previous=EntryHashes.of(0, {}))
     assert result == PartialParse(parse_feed(body, URL, content_type), None)
 
 

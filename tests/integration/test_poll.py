@@ -469,3 +469,25 @@ def test_polls_that_parse_only_changed_entries_store_what_full_parses_store(
     ours_skipped = [parse.skipped for parse in partial_parses[::2]]
     assert ours_skipped[0] == 0 and sum(ours_skipped) > 10, ours_skipped
     assert not any(parse.skipped for parse in partial_parses[1::2])
+
+
+def test_entry_hashes_without_fingerprints_still_store_every_new_entry(
+    app: App, feed_server: FeedServer, clock: FakeClock, partial_parses: list[PartialParse]
+) -> None:
+    feed_server.route("/f.xml", body=rss(entry(1), entry(2)))
+    add_feeds(app, feed_server.url("/f.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    [feed] = app.store.list_feeds()
+    memory = app.entry_memory
+    hashes = memory.recall_hashes(feed.id, feed.language)
+    memory.remember(feed.id, {}, hashes, feed.language)  # the fingerprints are gone
+
+    changed = entry(2).replace("Summary of story 2", "Corrected summary")
+    feed_server.route("/f.xml", body=rss(entry(3), entry(1), changed))
+    clock.advance(hours=1)
+    summary = jobs.poll_feeds(app, all_feeds=True)
+    assert partial_parses[-1].skipped == 1
+    assert (summary.new, summary.updated) == (1, 1)
+    stored = stored_items(app)
+    assert set(stored) == {f"Pakistan story {n}" for n in (1, 2, 3)}
+    assert "Corrected summary" in str(stored["Pakistan story 2"][3])

@@ -54,7 +54,8 @@ CHANGED_SHARE = 0.10
 
 
 class CountingParsePool(ParsePool):
-    """A ParsePool that records the URL of every document handed to it."""
+    """A ParsePool that records the URL of every document handed to it (whole, or to be
+    parsed only in its changed entries)."""
 
     def __init__(self, *args: Any, log: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,6 +64,14 @@ class CountingParsePool(ParsePool):
     async def parse(self, body: bytes, url: str, content_type: str | None = None) -> Any:
         self.log.append(url)
         return await super().parse(body, url, content_type)
+
+    async def parse_since(
+        self, body: bytes, url: str, content_type: str | None = None, previous: Any = None
+    ) -> Any:
+        # The poller's path when it remembers entries: a changed feed still goes to the
+        # parser (which gives feedparser only its new entries); it counts as parsed.
+        self.log.append(url)
+        return await super().parse_since(body, url, content_type, previous)
 
 
 @dataclass

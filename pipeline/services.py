@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline.adapters.fetch import Fetcher
-from pipeline.adapters.parse import ParsePool
+from pipeline.adapters.parse import EntryHashes, ParsePool
 from pipeline.adapters.storage import PollWrite, Store
 from pipeline.core.errors import FeedError
 from pipeline.core.models import FeedOutcome, FeedState, Item, StoreCounts
@@ -237,23 +237,47 @@ class _Writer:
 
 
 class EntryMemory:
-    """What each feed's last stored document held, as entry fingerprints
-    (``items_from_feed_since``), for the polls of one process: a long-running worker then
-    normalises only the entries that changed. Bounded: the feeds polled least recently are
-    forgotten first (they are normalised in full next time, which is always correct)."""
+    """What each feed's last stored document held, for the polls of one process: its
+    entries' bytes (``EntryHashes``, so a parse worker gives feedparser only the entries that
+    changed) and the fingerprints of the entries normalised (``items_from_feed_since``, so
+    an entry parsed again is not normalised again when it did not change). Both are
+    remembered only once the poll's items are stored, and forgotten together when a write
+    fails. Bounded: the feeds polled least recently are forgotten first (they are parsed
+    and normalised in full next time, which is always correct)."""
 
     def __init__(self, max_feeds: int = 10_000) -> None:
         self.max_feeds = max_feeds
-        self._seen: OrderedDict[int, Mapping[int, int | None]] = OrderedDict()
+        # per feed: entry fingerprints, entry hashes, the feed language they were stored under
+        self._seen: OrderedDict[
+            int, tuple[Mapping[int, int | None], EntryHashes | None, str | None]
+        ] = OrderedDict()
         self._lock = threading.Lock()  # read in the writer thread, written in the loop's
 
     def recall(self, feed_id: int) -> Mapping[int, int | None]:
+        """The entry fingerprints for ``items_from_feed_since``."""
         with self._lock:
-            return self._seen.get(feed_id, {})
+            remembered = self._seen.get(feed_id)
+        return remembered[0] if remembered is not None else {}
 
-    def remember(self, feed_id: int, seen: Mapping[int, int | None]) -> None:
+    def recall_hashes(self, feed_id: int, language: str | None = None) -> EntryHashes | None:
+        """The entry hashes for ``parse_feed_since``; None when the feed's items were stored
+        under another configured language (an entry left unparsed is not normalised
+        again, so its item would keep the old one)."""
         with self._lock:
-            self._seen[feed_id] = seen
+            remembered = self._seen.get(feed_id)
+        if remembered is None or remembered[2] != language:
+            return None
+        return remembered[1]
+
+    def remember(
+        self,
+        feed_id: int,
+        seen: Mapping[int, int | None],
+        hashes: EntryHashes | None = None,
+        language: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._seen[feed_id] = (seen, hashes, language)
             self._seen.move_to_end(feed_id)
             while len(self._seen) > self.max_feeds:
                 self._seen.popitem(last=False)
@@ -376,10 +400,22 @@ class Poller:
                 ),
             )
 
+        memory = self.entries
+        hashes: EntryHashes | None = None
         try:
-            parsed = await self.parser.parse(
-                result.body, result.final_url, result.headers.get("content-type")
-            )
+            if memory is None:
+                parsed = await self.parser.parse(
+                    result.body, result.final_url, result.headers.get("content-type")
+                )
+            else:
+                # Only the entries whose bytes changed since the last stored poll are parsed.
+                partial = await self.parser.parse_since(
+                    result.body,
+                    result.final_url,
+                    result.headers.get("content-type"),
+                    memory.recall_hashes(state.id, state.language),
+                )
+                parsed, hashes = partial.feed, partial.hashes
         except FeedError as error:
             try:
                 outcome = FeedOutcome(error.outcome)
@@ -396,7 +432,6 @@ class Poller:
         record = decide(outcome, message, http_status=result.http_status)
         final_url = result.final_url
 
-        memory = self.entries
         noted: list[Mapping[int, int | None]] = []
 
         def prepare() -> PollWrite:
@@ -427,8 +462,11 @@ class Poller:
         try:
             report = await write(record, prepare)
         except BaseException:
-            memory.forget(state.id)  # nothing is known to be stored: normalise all next time
+            # Nothing is known to be stored: parse and normalise every entry next time.
+            memory.forget(state.id)
             raise
         if noted:
-            memory.remember(state.id, noted[-1])
+            memory.remember(state.id, noted[-1], hashes, state.language)
+        else:
+            memory.forget(state.id)
         return report

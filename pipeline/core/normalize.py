@@ -527,13 +527,8 @@ def item_from_entry(
             missing = False
             published = fetched if candidate > fetched + FUTURE_SLACK else candidate
 
-    guid_key = normalise_guid(entry.guid) or normalise_guid(link)
-    if not guid_key:
-        when = _as_utc(raw_date).isoformat() if raw_date is not None else ""
-        guid_key = _sha256(title, when)
-
     return Item(
-        guid_key=guid_key,
+        guid_key=normalise_guid(entry.guid) or _fallback_key(link, title, raw_date),
         link=link,
         title=title,
         summary_html=summary_html,
@@ -544,6 +539,26 @@ def item_from_entry(
         source=clean_text(entry.source, AUTHOR_MAX),
         content_hash=content_hash(title, summary_text),
         published_missing=missing,
+    )
+
+
+def _fallback_key(link: str, title: str, raw_date: datetime | None) -> str:
+    """The guid_key of an entry without a usable GUID: its canonical link, else a hash of its
+    title and date as the feed gave it."""
+    key = normalise_guid(link)
+    if not key:
+        when = _as_utc(raw_date).isoformat() if raw_date is not None else ""
+        key = _sha256(title, when)
+    return key
+
+
+def entry_guid_key(entry: ParsedEntry, feed_url: str) -> str:
+    """``item_from_entry(entry, feed_url, ...).guid_key`` without normalising the rest of
+    the entry (its summary above all): what a parse worker can afford for every entry."""
+    return normalise_guid(entry.guid) or _fallback_key(
+        canonical_url(entry.link, feed_url),
+        clean_text(entry.title, TITLE_MAX),
+        entry.published or entry.updated,
     )
 
 
@@ -600,8 +615,10 @@ def items_from_feed_since(
 
     Exactly ``items_from_feed``, minus items the store would find unchanged: when a changed
     entry shares its guid_key with a skipped one (a feed repeating a GUID, where the first
-    entry wins), every entry is normalised as ``items_from_feed`` does. ``previous`` must
-    come from this process (it holds ``hash()`` values)."""
+    entry wins), every entry is normalised as ``items_from_feed`` does. ``seen`` holds only
+    the entries whose items are stored: an entry that lost its GUID to an earlier one is
+    normalised again next time (the first one may be gone by then). ``previous`` must come
+    from this process (it holds ``hash()`` values)."""
     language = feed_language or parsed.language
     seen: dict[int, int | None] = {}
     skipped_keys: set[int] = set()
@@ -616,16 +633,37 @@ def items_from_feed_since(
             continue
         item = item_from_entry(entry, feed_url, language, fetched_at)
         if not (item.title or item.link or item.summary_text):
-            seen[fingerprint] = None
+            seen.setdefault(fingerprint, None)
             continue
+        if item.guid_key in taken:
+            continue  # the first entry with this guid_key is stored, not this one
+        taken.add(item.guid_key)
+        items.append(item)
         seen[fingerprint] = hash(item.guid_key)  # a collision only costs the fallback
-        if item.guid_key not in taken:
-            taken.add(item.guid_key)
-            items.append(item)
     if skipped_keys and not skipped_keys.isdisjoint(map(hash, taken)):
-        items = items_from_feed(parsed, feed_url, feed_language, fetched_at)
-        return IncrementalItems(items, seen, skipped=0)
+        return _every_item(parsed, feed_url, language, fetched_at)
     return IncrementalItems(items, seen, skipped=len(skipped_keys))
+
+
+def _every_item(
+    parsed: ParsedFeed, feed_url: str, language: str | None, fetched_at: datetime
+) -> IncrementalItems:
+    """``items_from_feed`` with the ``seen`` of ``items_from_feed_since``."""
+    seen: dict[int, int | None] = {}
+    items: list[Item] = []
+    taken: set[str] = set()
+    for entry in parsed.entries:
+        fingerprint = entry_fingerprint(entry, feed_url, language)
+        item = item_from_entry(entry, feed_url, language, fetched_at)
+        if not (item.title or item.link or item.summary_text):
+            seen.setdefault(fingerprint, None)
+            continue
+        if item.guid_key in taken:
+            continue
+        taken.add(item.guid_key)
+        items.append(item)
+        seen[fingerprint] = hash(item.guid_key)
+    return IncrementalItems(items, seen, skipped=0)
 
 
 __all__ = [
@@ -638,6 +676,7 @@ __all__ = [
     "content_hash",
     "detect_language",
     "entry_fingerprint",
+    "entry_guid_key",
     "html_to_text",
     "item_from_entry",
     "items_from_feed",

@@ -6,10 +6,12 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline import jobs
+from pipeline.adapters.parse import ParsePool, PartialParse
 from pipeline.bootstrap import App
 from pipeline.core import normalize
 from pipeline.core.models import FeedOutcome, Item, ParsedEntry
@@ -320,3 +322,172 @@ def test_an_aggregators_item_keeps_the_outlet_it_credits(app: App, feed_server: 
     sources = {i.title: i.source for i in app.store.list_items()}
     assert sources["IMF staff reach agreement with Pakistan"] == "Dawn"
     assert sources["Pakistan story 2"] == "News search"  # no <source>: the feed's own title
+
+
+# --- parsing only the entries that changed (parse_since) ---------------------------------------
+@pytest.fixture
+def partial_parses(monkeypatch: pytest.MonkeyPatch) -> list[PartialParse]:
+    """Every PartialParse the poller got back from its pool, in order."""
+    seen: list[PartialParse] = []
+    real = ParsePool.parse_since
+
+    async def recording(self: ParsePool, *args: Any) -> PartialParse:
+        result = await real(self, *args)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(ParsePool, "parse_since", recording)
+    return seen
+
+
+def stored_items(app: App) -> dict[str, tuple[object, ...]]:
+    return {
+        it.title: (it.id, it.link, it.published, it.summary_text, it.summary, it.language)
+        for it in app.store.list_items(limit=1000)
+    }
+
+
+def test_a_changed_feed_parses_only_its_changed_entries_and_updates_them_in_place(
+    app: App, feed_server: FeedServer, clock: FakeClock, partial_parses: list[PartialParse]
+) -> None:
+    feed_server.route("/f.xml", body=rss(*(entry(n) for n in range(1, 6))))
+    add_feeds(app, feed_server.url("/f.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    assert partial_parses[-1].skipped == 0 and len(partial_parses[-1].feed.entries) == 5
+
+    changed = entry(2).replace("Summary of story 2", "Corrected summary")
+    feed_server.route("/f.xml", body=rss(entry(6), entry(1), changed, *map(entry, (3, 4, 5))))
+    clock.advance(hours=1)
+    summary = jobs.poll_feeds(app)
+    assert (summary.new, summary.updated) == (1, 1)
+    parsed = partial_parses[-1]
+    assert parsed.skipped == 4
+    assert [e.title for e in parsed.feed.entries] == ["Pakistan story 6", "Pakistan story 2"]
+    stored = stored_items(app)
+    assert len(stored) == 6 and "Corrected summary" in str(stored["Pakistan story 2"][3])
+
+    # Nothing but the channel changed: no entry is parsed, the new title is stored.
+    feed_server.route(
+        "/f.xml",
+        body=rss(entry(6), entry(1), changed, *map(entry, (3, 4, 5)), title="Renamed feed"),
+    )
+    clock.advance(hours=1)
+    summary = jobs.poll_feeds(app)
+    assert (summary.new, summary.updated) == (0, 0)
+    assert (partial_parses[-1].skipped, partial_parses[-1].feed.entries) == (6, ())
+    assert partial_parses[-1].feed.title == "Renamed feed"
+
+
+def test_a_new_entry_repeating_a_stored_guid_does_not_replace_the_first_one(
+    app: App, feed_server: FeedServer, clock: FakeClock, partial_parses: list[PartialParse]
+) -> None:
+    feed_server.route("/f.xml", body=rss(entry(1), entry(2)))
+    add_feeds(app, feed_server.url("/f.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    before = stored_items(app)
+    # The feed repeats story-1's GUID on a new entry after it: the first one still wins.
+    repeat = entry(3, guid="story-1")
+    feed_server.route("/f.xml", body=rss(entry(1), repeat, entry(2)))
+    clock.advance(hours=1)
+    summary = jobs.poll_feeds(app)
+    assert (summary.new, summary.updated) == (0, 0)
+    assert partial_parses[-1].skipped == 0  # parsed whole
+    assert stored_items(app) == before
+
+
+def test_entry_memory_is_forgotten_when_the_write_fails(
+    app: App,
+    feed_server: FeedServer,
+    clock: FakeClock,
+    partial_parses: list[PartialParse],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feed_server.route("/f.xml", body=rss(entry(1), entry(2)))
+    add_feeds(app, feed_server.url("/f.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    [feed] = app.store.list_feeds()
+    assert app.entry_memory.recall_hashes(feed.id, feed.language) is not None
+
+    feed_server.route("/f.xml", body=rss(entry(3), entry(1), entry(2)))
+    clock.advance(hours=1)
+    real = app.store.write_polls
+
+    def failing(writes: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(app.store, "write_polls", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        jobs.poll_feeds(app, all_feeds=True)
+    assert partial_parses[-1].skipped == 2  # entry 3 was parsed, but never stored
+    assert app.entry_memory.recall_hashes(feed.id, feed.language) is None
+    assert app.entry_memory.recall(feed.id) == {}
+
+    monkeypatch.setattr(app.store, "write_polls", real)
+    clock.advance(hours=2)
+    summary = jobs.poll_feeds(app, all_feeds=True)
+    assert partial_parses[-1].skipped == 0  # everything parsed again
+    assert summary.new == 1
+    assert set(stored_items(app)) == {f"Pakistan story {n}" for n in (1, 2, 3)}
+
+
+def test_polls_that_parse_only_changed_entries_store_what_full_parses_store(
+    app: App,
+    feed_server: FeedServer,
+    clock: FakeClock,
+    tmp_path: Path,
+    partial_parses: list[PartialParse],
+) -> None:
+    """End to end over HTTP: one app remembers entries between polls, the other starts
+    each poll knowing nothing (a fresh process: every document parsed whole). Their
+    stores end up the same, poll after poll, through new, dropped, edited, reordered and
+    repeated entries and a renamed channel."""
+    versions = [
+        [entry(n) for n in range(1, 9)],
+        [entry(9), *(entry(n) for n in range(1, 8))],
+        [entry(9), entry(1), entry(2).replace("story 2<", "story 2 (updated)<"), entry(4)],
+        [entry(10, guid="story-4"), entry(9), entry(1), entry(4), entry(11, date=False)],
+        [entry(12), entry(11, date=False), entry(4), entry(9), entry(1)],
+    ]
+    feed_server.route("/f.xml", body=rss(*versions[0]))
+    add_feeds(app, feed_server.url("/f.xml"))
+    other_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    reference = make_app(other_url, tmp_path / "reference", clock)
+    try:
+        add_feeds(reference, feed_server.url("/f.xml"))
+        for number, version in enumerate(versions):
+            title = "Renamed" if number == 4 else "Test feed"
+            feed_server.route("/f.xml", body=rss(*version, title=title))
+            clock.advance(hours=1)
+            jobs.poll_feeds(app, all_feeds=True)
+            reference.__dict__.pop("entry_memory", None)  # a fresh process
+            jobs.poll_feeds(reference, all_feeds=True)
+            assert stored_items(app) == stored_items(reference), number
+            [ours], [theirs] = app.store.list_feeds(), reference.store.list_feeds()
+            assert ours.title == theirs.title
+    finally:
+        reference.close()
+    ours_skipped = [parse.skipped for parse in partial_parses[::2]]
+    assert ours_skipped[0] == 0 and sum(ours_skipped) > 10, ours_skipped
+    assert not any(parse.skipped for parse in partial_parses[1::2])
+
+
+def test_entry_hashes_without_fingerprints_still_store_every_new_entry(
+    app: App, feed_server: FeedServer, clock: FakeClock, partial_parses: list[PartialParse]
+) -> None:
+    feed_server.route("/f.xml", body=rss(entry(1), entry(2)))
+    add_feeds(app, feed_server.url("/f.xml"))
+    jobs.poll_feeds(app, all_feeds=True)
+    [feed] = app.store.list_feeds()
+    memory = app.entry_memory
+    hashes = memory.recall_hashes(feed.id, feed.language)
+    memory.remember(feed.id, {}, hashes, feed.language)  # the fingerprints are gone
+
+    changed = entry(2).replace("Summary of story 2", "Corrected summary")
+    feed_server.route("/f.xml", body=rss(entry(3), entry(1), changed))
+    clock.advance(hours=1)
+    summary = jobs.poll_feeds(app, all_feeds=True)
+    assert partial_parses[-1].skipped == 1
+    assert (summary.new, summary.updated) == (1, 1)
+    stored = stored_items(app)
+    assert set(stored) == {f"Pakistan story {n}" for n in (1, 2, 3)}
+    assert "Corrected summary" in str(stored["Pakistan story 2"][3])

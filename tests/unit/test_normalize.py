@@ -477,3 +477,19 @@ def test_empty_entries_are_remembered_without_an_item() -> None:
     seen = items_from_feed_since(document, FEED, None, FETCHED, {}).seen
     assert sorted(seen.values(), key=lambda v: v is not None)[0] is None
     assert items_from_feed_since(document, FEED, None, FETCHED, seen).items == []
+
+
+def test_an_entry_that_lost_its_guid_to_an_earlier_one_is_normalised_again_next_time() -> None:
+    # The impostor comes first and wins; once it is gone, the real entry must be stored again
+    # (its bytes did not change, but its item was never the one stored).
+    impostor = replace(numbered(1), title="Impostor")
+    first = feed_of(numbered(2), numbered(1))
+    seen = items_from_feed_since(first, FEED, None, FETCHED, {}).seen
+    second = feed_of(impostor, numbered(2), numbered(1))
+    since = items_from_feed_since(second, FEED, None, FETCHED, seen)
+    assert [item.title for item in since.items] == ["Impostor", "Story 2"]
+    assert len(since.seen) == 2  # the impostor and story 2; not story 1, which lost
+    third = feed_of(numbered(2), numbered(1))
+    after = items_from_feed_since(third, FEED, None, FETCHED, since.seen)
+    assert [item.title for item in after.items] == ["Story 1"]
+    assert after.skipped == 1

@@ -1517,6 +1517,32 @@ def _near_items(
 _NO_GAP = 1 << 30  # no two occurrences in one field
 
 
+def _near_pair(
+    sets: _ItemSets,
+    left: int,
+    right: int,
+    distance: int,
+    title_only: bool,
+    within: set[int] | None,
+) -> set[int]:
+    """The items (among ``within`` when given) where groups ``left`` NEAR/distance
+    ``right`` holds, from the recorded gaps alone: the scan records a pair's gap only for
+    items where both groups occurred (in the title, for ``title_gaps``), so the two
+    groups' items need no intersecting first."""
+    if distance < -1:
+        return set()  # even overlapping occurrences are -1 apart
+    pair = (left, right) if left <= right else (right, left)
+    gaps = (sets.title_gaps if title_only else sets.gaps).get(pair)
+    if not gaps:
+        return set()
+    if within is None:
+        return {index for index, gap in gaps.items() if gap <= distance}
+    if len(within) < len(gaps):
+        known = gaps.get
+        return {index for index in within if known(index, _NO_GAP) <= distance}
+    return {index for index, gap in gaps.items() if gap <= distance and index in within}
+
+
 def _set_eval(
     node: GroupTree, sets: _ItemSets, scope: str | None, within: set[int] | None = None
 ) -> set[int]:
@@ -1533,6 +1559,8 @@ def _set_eval(
         return _set_eval(node[1], sets, "title", within)
     if tag == _NEAR:
         _, left, right, distance = node
+        if left.__class__ is int and right.__class__ is int:
+            return _near_pair(sets, left, right, distance, scope is not None, within)
         sides = [_set_eval(left, sets, scope), _set_eval(right, sets, scope)]
         if within is not None:
             sides.append(within)

@@ -870,8 +870,9 @@ class WatchlistIndex(Generic[WatchlistId]):
             present.discard(None)
             titled.discard(None)
             if near_hits:
-                places = _item_places(field, body_at, near_hits, near)
-                _record_gaps(places, present, index, reach, partners, gaps, title_gaps)  # type: ignore[arg-type]
+                places = _item_places(field, body_at, near_hits, near, present)  # type: ignore[arg-type]
+                if len(places) > 1:
+                    _record_gaps(places, index, reach, partners, gaps, title_gaps)
             # each group's list gets the item, in C-level passes (None discarded)
             consume(map(_append, map(anywhere_of, present), repeat(index)))  # type: ignore[arg-type]
             consume(map(_append, map(in_title_of, titled), repeat(index)))  # type: ignore[arg-type]
@@ -1264,14 +1265,18 @@ def _item_places(
     body_at: int,
     hits: list[tuple[int, Any]],
     near: dict[int, tuple[_NearUse, ...]],
+    present: set[int],
 ) -> list[_Place]:
     """Where the spellings some NEAR uses occurred in one item, in word order, from its
-    hits of NEAR spellings (``raw_hits``) and the table of those spellings' keys."""
+    hits of NEAR spellings (``raw_hits``) and the table of those spellings' keys: only
+    those of groups a NEAR pairs with a group ``present`` in the item too."""
     places: list[_Place] = []
     count = field.folded.count
     for end_index, value in hits:
         start = end_index - value[1]  # the key's leading space
         for pid, size, gids, entry, partners in near[id(value)]:
+            if partners.isdisjoint(present):
+                continue  # no partner occurred: nothing to pair it with
             wanted = entry[3]  # the cased words of a case-sensitive term
             if wanted is not None and not case_ok(field, start, wanted, entry[2], entry[4]):
                 continue
@@ -1283,7 +1288,6 @@ def _item_places(
 
 def _record_gaps(
     places: list[_Place],
-    present: set[int],
     index: int,
     reach: int,
     partners: Mapping[int, set[int]],
@@ -1294,13 +1298,11 @@ def _record_gaps(
     pairs it with), the fewest words between two different occurrences of them in one
     field of item ``index`` (negative when they overlap), as ``_near_ok`` measures it,
     when at most ``reach`` (the largest NEAR distance): into ``gaps[pair][index]``, and
-    into ``title_gaps`` for the title alone. Only places of groups a partner of which is
-    ``present`` in the item too are paired, each with the places within ``reach`` words
-    after it."""
-    kept = [place for place in places if not place[5].isdisjoint(present)]
-    for at, (first, end, titled, pid, gids, _) in enumerate(kept, 1):
+    into ``title_gaps`` for the title alone. Each place (``_item_places``: only groups a
+    partner of which occurred) is paired with the places within ``reach`` words after it."""
+    for at, (first, end, titled, pid, gids, _) in enumerate(places, 1):
         limit = end + reach
-        for other_first, _, other_titled, other_pid, other_gids, _ in kept[at:]:
+        for other_first, _, other_titled, other_pid, other_gids, _ in places[at:]:
             if other_first > limit or other_titled is not titled:
                 break  # later places are further, or in the body past this title's end
             if other_first == first and other_pid == pid:

@@ -428,17 +428,9 @@ class Store:
                 owners.append(index)
         inserted = self._insert_items(conn, rows, owners, len(batches))
         if changes:
-            # SQLite at migration 0007: the changed items' old text leaves the FTS5 index
-            # and their new text enters it in one statement each (0005's trigger did it
-            # row by row). Deleting and adding the same words again is harmless, so every
-            # changed item is reindexed, its text changed or only its tags.
-            reindex = self.is_sqlite and _sqlite_indexes_updates(conn)
-            ids = json.dumps([change["b_id"] for change in changes]) if reindex else ""
-            if reindex:
-                conn.exec_driver_sql(_SQLITE_FTS_UNINDEX, (ids,))
+            # The changed items are marked archive_pending (in _UPDATE_ITEM): the archive
+            # index follows in archive_store.index_archive, after the writes (migration 0008).
             conn.execute(_UPDATE_ITEM, changes)
-            if reindex:
-                conn.exec_driver_sql(_SQLITE_FTS_REINDEX, (ids,))
         return [
             StoreCounts(
                 new=inserted[i],
@@ -492,14 +484,8 @@ class Store:
             for name, values in zip(_INSERT_COLUMNS, zip(*rows, strict=True), strict=True)
         ]
         if self.is_sqlite:
-            # The archive index (migration 0007): the rows this INSERT adds are those above
-            # the largest id before it (SQLite has one writer and gives a new row
-            # max(id) + 1), indexed in bulk afterwards, in this transaction.
-            last = sqlite_last_item_id(conn)
             # executemany of one INSERT: the sqlite3 module loops in C.
             result = conn.exec_driver_sql(_SQLITE_INSERT, list(zip(*columns, strict=True)))
-            if last is not None:
-                index_sqlite_archive(conn, last)
             if result.rowcount is None or result.rowcount < 0 or result.rowcount == len(rows):
                 for owner in owners:
                     inserted[owner] += 1
@@ -577,6 +563,7 @@ class Store:
                 themes=bindparam("b_themes"),
                 scores=bindparam("b_scores"),
                 evidence=bindparam("b_evidence"),
+                archive_pending=True,  # item_theme follows in archive_store.index_archive
             )
         )
         rows = []
@@ -735,6 +722,8 @@ _UPDATE_ITEM = (
             )
         }
     )
+    # the archive index (search, item_theme) follows in archive_store.index_archive
+    .values(archive_pending=True)
 )
 
 
@@ -793,6 +782,7 @@ _INSERT_COLUMNS = (
     "updated_at",
     "content_hash",
     *_TAG_COLUMNS,
+    "archive_pending",  # indexed for the archive by archive_store.index_archive
 )
 
 
@@ -815,6 +805,7 @@ def _insert_row(batch: _Batch, it: Item) -> tuple[Any, ...]:
         batch.fetched_at,
         it.content_hash,
         *(tags[name] for name in _TAG_COLUMNS),
+        True,
     )
 
 
@@ -844,66 +835,6 @@ _PG_INSERT = (
     )
     + ") ON CONFLICT DO NOTHING RETURNING feed_id"
 )
-
-# SQLite's archive index (migrations 0005 and 0007): a batch's new items go into the FTS5
-# table and item_theme in two statements after its INSERT, and its changed items are
-# reindexed around its UPDATE, instead of triggers per row (FTS5 writes a segment per
-# statement: a new item indexed by the trigger cost 2.5 times the engine CPU it costs now,
-# commit included, bench/archive_index.py). Only when the database is at 0007: before it
-# the triggers still do it.
-_SQLITE_BULK_ARCHIVE = (
-    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_fts')"
-    " AND NOT EXISTS (SELECT 1 FROM sqlite_master"
-    " WHERE type = 'trigger' AND name = 'item_archive_insert')"
-)
-_SQLITE_LAST_ID = "SELECT coalesce(max(id), 0) FROM item"
-_SQLITE_ARCHIVE_INSERTS = (
-    "INSERT INTO item_fts (rowid, title, summary_text)"
-    " SELECT id, title, summary_text FROM item WHERE id > ?",
-    "INSERT OR IGNORE INTO item_theme (item_id, theme, published_at)"
-    " SELECT item.id, t.value, item.published_at FROM item, json_each(CASE WHEN"
-    " json_type(item.themes) = 'array' THEN item.themes ELSE '[]' END) AS t WHERE item.id > ?",
-)
-
-
-def sqlite_last_item_id(conn: Connection) -> int | None:
-    """On a SQLite database at migration 0007 or later, the largest item id before an
-    insert, for ``index_sqlite_archive`` after it; None when there is nothing to index by
-    hand (0005's per-row trigger still does it, or the archive tables are absent)."""
-    if not conn.exec_driver_sql(_SQLITE_BULK_ARCHIVE).scalar_one():
-        return None
-    return int(conn.exec_driver_sql(_SQLITE_LAST_ID).scalar_one())
-
-
-# A batch's changed items (ids as a JSON array), before and after its UPDATE.
-_SQLITE_FTS_UNINDEX = (
-    "INSERT INTO item_fts (item_fts, rowid, title, summary_text)"
-    " SELECT 'delete', id, title, summary_text FROM item"
-    " WHERE id IN (SELECT value FROM json_each(?))"
-)
-_SQLITE_FTS_REINDEX = (
-    "INSERT INTO item_fts (rowid, title, summary_text)"
-    " SELECT id, title, summary_text FROM item WHERE id IN (SELECT value FROM json_each(?))"
-)
-_SQLITE_BULK_UPDATES = (
-    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_fts')"
-    " AND NOT EXISTS (SELECT 1 FROM sqlite_master"
-    " WHERE type = 'trigger' AND name = 'item_archive_text')"
-)
-
-
-def _sqlite_indexes_updates(conn: Connection) -> bool:
-    """Whether the store reindexes changed items itself (0007 dropped 0005's trigger)."""
-    return bool(conn.exec_driver_sql(_SQLITE_BULK_UPDATES).scalar_one())
-
-
-def index_sqlite_archive(conn: Connection, after_id: int) -> None:
-    """Put the items above ``after_id`` (just inserted, in this transaction) into the
-    archive's search index and item_theme: what 0005's insert trigger did row by row.
-    Anything that inserts items on SQLite other than the Store must call it too."""
-    for statement in _SQLITE_ARCHIVE_INSERTS:
-        conn.exec_driver_sql(statement, (after_id,))
-
 
 _JSON_NULL = json.dumps(None)
 

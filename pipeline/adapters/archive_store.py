@@ -502,11 +502,17 @@ def index_archive(
 
 
 def _index_sqlite(conn: Connection, size: int) -> int:
-    # A write first: the transaction takes SQLite's write lock (waiting for a writer, as
-    # busy_timeout lets it) before it reads which items are pending.
-    conn.exec_driver_sql(_SQLITE_UNINDEX, (size,))
+    # The write lock first (waiting for another writer as busy_timeout lets it), so the
+    # pending items read next are those this transaction indexes: the sqlite3 module would
+    # begin only at the first write, after the read.
+    driver = conn.connection.dbapi_connection
+    if driver is not None and not getattr(driver, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
     ids = [row[0] for row in conn.exec_driver_sql(_SQLITE_PENDING, (size,))]
     if ids:
+        # One statement per id: FTS5 finds a rowid given by `=`, but would scan the whole
+        # table for `rowid IN (...)`. A new item has no entry: nothing is deleted.
+        conn.exec_driver_sql(_SQLITE_UNINDEX, [(i,) for i in ids])
         param = (json.dumps(ids),)
         for statement in _SQLITE_INDEX:
             conn.exec_driver_sql(statement, param)
@@ -525,7 +531,7 @@ def _index_postgres(conn: Connection, size: int) -> int:
 # table with its own content since 0008, so an entry is deleted by rowid (a new item has
 # none: nothing to delete).
 _SQLITE_PENDING = "SELECT id FROM item WHERE archive_pending ORDER BY id LIMIT ?"
-_SQLITE_UNINDEX = f"DELETE FROM item_fts WHERE rowid IN ({_SQLITE_PENDING})"
+_SQLITE_UNINDEX = "DELETE FROM item_fts WHERE rowid = ?"
 _SQLITE_IDS = "(SELECT value FROM json_each(?))"
 _SQLITE_INDEX = (
     "INSERT INTO item_fts (rowid, title, summary_text)"

@@ -453,7 +453,7 @@ class Store:
             rows = conn.execute(_SQLITE_KNOWN, params)
         else:
             params = {"feed_ids": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}
-            rows = conn.execute(_PG_KNOWN, params)
+            rows = conn.exec_driver_sql(_PG_KNOWN, params)
         return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
     def _existing_links(self, conn: Connection, links: Sequence[str]) -> set[str]:
@@ -462,7 +462,7 @@ class Store:
         if self.is_sqlite:
             rows = conn.execute(_SQLITE_LINKS, {"links": json.dumps(links)})
         else:
-            rows = conn.execute(_PG_LINKS, {"links": list(links)})
+            rows = conn.exec_driver_sql(_PG_LINKS, {"links": list(links)})
         return {r[0] for r in rows}
 
     def _insert_items(
@@ -495,8 +495,15 @@ class Store:
             for row, owner in zip(rows, owners, strict=True):
                 inserted[owner] += (row[1], row[2]) in ours
             return inserted
-        # PostgreSQL: one INSERT ... SELECT FROM unnest(column arrays): a single statement
-        # and round trip whatever the number of rows, no per-row parameters.
+        # PostgreSQL: the rows are COPYed (binary) into item, in a savepoint: the fastest
+        # way in, client and server side. COPY knows no ON CONFLICT, so when a concurrent
+        # writer stored one of them first (a unique violation) the savepoint is rolled back
+        # and the rows go in by one INSERT ... SELECT FROM unnest(column arrays) ... ON
+        # CONFLICT DO NOTHING, which skips those.
+        if _pg_copy_items(conn, columns):
+            for owner in owners:
+                inserted[owner] += 1
+            return inserted
         params = {f"c{n}": values for n, values in enumerate(columns)}
         owner_of = {row[1]: owner for row, owner in zip(rows, owners, strict=True)}
         for (feed_id,) in conn.exec_driver_sql(_PG_INSERT, params):
@@ -756,13 +763,15 @@ _SQLITE_LINKS = text(
     "SELECT item.link FROM json_each(:links) AS k CROSS JOIN item"
     " WHERE item.link = k.value AND item.link <> ''"
 )
-# PostgreSQL takes them as arrays: one parameter each, whatever the number of keys.
-_PG_KNOWN = text(
+# PostgreSQL takes them as arrays: one parameter each, whatever the number of keys, bound
+# in binary (psycopg's %(name)b: the text form quotes every string with a regular expression).
+_PG_KNOWN = (
     "SELECT item.feed_id, item.guid_key, item.id, item.content_hash"
-    " FROM unnest(CAST(:feed_ids AS INTEGER[]), CAST(:keys AS TEXT[])) AS k(feed_id, guid_key)"
+    " FROM unnest(CAST(%(feed_ids)b AS INTEGER[]), CAST(%(keys)b AS TEXT[]))"
+    " AS k(feed_id, guid_key)"
     " JOIN item ON item.feed_id = k.feed_id AND item.guid_key = k.guid_key"
 )
-_PG_LINKS = text("SELECT link FROM item WHERE link <> '' AND link = ANY(CAST(:links AS TEXT[]))")
+_PG_LINKS = "SELECT link FROM item WHERE link <> '' AND link = ANY(CAST(%(links)b AS TEXT[]))"
 
 
 _INSERT_COLUMNS = (
@@ -825,6 +834,42 @@ _SQLITE_INSERT = (
     f"INSERT INTO item ({', '.join(_INSERT_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)}) ON CONFLICT DO NOTHING"
 )
+# COPY (binary) of new items on PostgreSQL, through the Core connection's psycopg
+# connection (SQLAlchemy has no COPY): binary COPY sends each value in its type's binary
+# form, encoded by psycopg's C dumpers (JSON columns as the JSON text the column type
+# binds: json's binary form is its text).
+_PG_COPY = f"COPY item ({', '.join(_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
+def _pg_copy_type(column_type: Any) -> str:
+    if isinstance(column_type, UTCDateTime):
+        return "timestamptz"
+    if isinstance(column_type, Boolean):
+        return "bool"
+    if isinstance(column_type, Integer):
+        return "int4"
+    return "text"  # Text, String(n) and JSON (already encoded)
+
+
+_PG_COPY_TYPES = [_pg_copy_type(item.c[name].type) for name in _INSERT_COLUMNS]
+
+
+def _pg_copy_items(conn: Connection, columns: list[list[Any]]) -> bool:
+    """COPY the rows (bound values, column by column) into item in a savepoint. False,
+    with nothing inserted, when one of them is stored already (a concurrent writer)."""
+    from psycopg import errors
+
+    driver: Any = conn.connection.driver_connection
+    try:
+        with conn.begin_nested(), driver.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
+            copy.set_types(_PG_COPY_TYPES)
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    except errors.UniqueViolation:
+        return False
+    return True
+
+
 # Binary parameters (psycopg's %(name)b): the text form of an array quotes every element
 # (a regular expression per string), which cost more client CPU than the server's insert.
 _PG_INSERT = (

@@ -22,7 +22,8 @@ CPU is the client process plus, on PostgreSQL, the backends serving the benchmar
 items per CPU-second is what a quiet machine could reach if the store were CPU-bound.
 
 Schemas, one database each, the paths alternating between them within each run:
-- "0007: index in the write" (the baseline path): the database at migration 0007, where
+- "0007: index in the write" (the baseline path): a SQLite database with 4 KB pages (before
+  storage.SQLITE_PAGE_SIZE), at migration 0007, where
   issue 5's archive index (an FTS5 table on SQLite, a stored generated tsvector column with
   a GIN index on PostgreSQL, and item_theme) is written in the ingest transaction (on
   SQLite by 0005's per-row insert and text triggers, put back for the baseline path as it
@@ -54,6 +55,7 @@ import psutil
 
 from bench import corpus, store_baseline
 from bench.common import database, median, postgres_available, spread, step, table
+from pipeline.adapters import storage
 from pipeline.adapters.archive_store import index_archive
 from pipeline.adapters.parse import parse_feed
 from pipeline.adapters.storage import FeedItems, Store
@@ -224,6 +226,12 @@ def _migrate_down(store: Store, revision: str) -> None:
 
 def _prepare(url: str, base: list[Item], sources: list[FeedSource], revision: str) -> Store:
     store = Store(url)
+    if revision != "head":  # the baseline's SQLite database as it was: 4 KB pages
+        page_size, storage.SQLITE_PAGE_SIZE = storage.SQLITE_PAGE_SIZE, 4096
+        try:
+            store.upgrade()  # creates the file
+        finally:
+            storage.SQLITE_PAGE_SIZE = page_size
     store.upgrade()
     store.sync_sources(sources, "cli", NOW)
     prefill = make_batches(range(1, 101), base)

@@ -595,10 +595,20 @@ class Store:
 # ~30% less CPU. The larger cache is set on the connections that write items only.
 SQLITE_WAL_AUTOCHECKPOINT = 8192  # pages
 SQLITE_WRITE_CACHE_KIB = 32768
+# New databases get 16 KB pages (SQLite's default is 4 KB): an item row is a few KB (its
+# HTML, text, tags and evidence), which with 4 KB pages goes to overflow pages, partly
+# empty; with 16 KB pages rows share pages whole. New items are stored about twice as fast
+# (bench/store.py: ~28,000-34,000/s against ~55,000-64,000/s, 2,000-item transactions,
+# 16,000 items onto 20,000) and the file is half the size (157 MB against 83 MB there); 32
+# and 64 KB gave no more. The pragma only acts before a database's first table exists: an
+# existing database keeps its page size unless rebuilt offline (journal_mode=DELETE, this
+# page_size, VACUUM, journal_mode=WAL).
+SQLITE_PAGE_SIZE = 16384
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # before WAL creates the file
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")

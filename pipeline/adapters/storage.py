@@ -805,8 +805,16 @@ _INSERT_COLUMNS = (
 )
 
 
+_UNTAGGED = (None,) * len(_TAG_COLUMNS)
+
+
 def _insert_row(batch: _Batch, it: Item) -> tuple[Any, ...]:
-    tags = _tag_values(batch.tags, it.guid_key)
+    result = batch.tags.get(it.guid_key) if batch.tags else None
+    if result is None:
+        tags: tuple[Any, ...] = _UNTAGGED
+    else:
+        values = _tag_values(batch.tags, it.guid_key)
+        tags = tuple(values[name] for name in _TAG_COLUMNS)
     return (
         item_uid(batch.feed_url, it),
         batch.feed_id,
@@ -823,7 +831,7 @@ def _insert_row(batch: _Batch, it: Item) -> tuple[Any, ...]:
         batch.fetched_at,
         batch.fetched_at,
         it.content_hash,
-        *(tags[name] for name in _TAG_COLUMNS),
+        *tags,
         True,
     )
 

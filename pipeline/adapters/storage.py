@@ -1,6 +1,9 @@
 """The store: the only module with SQL. SQLite (default, WAL) or PostgreSQL.
 
-The ingest path uses SQLAlchemy Core with one transaction per batch. Claims use
+The ingest path uses SQLAlchemy Core with one transaction per batch (on PostgreSQL new
+items go in by binary COPY through the Core connection's psycopg connection, see
+``_pg_copy_items``). It writes items only: the archive's search index follows in a step
+after the writes (``archive_store.index_archive``, migration 0008). Claims use
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite a single UPDATE ... RETURNING is atomic,
 and SQLite is for one worker only.
 """

@@ -49,6 +49,10 @@ schema is restored: PostgreSQL's generated column (a rewrite of ``item``) and it
 triggers, SQLite's external-content FTS5 table (rebuilt) and 0005's delete and theme
 triggers. SQLite older than 3.35 keeps the (then unused, NULL) column rather than rebuild
 ``item``; upgrading again reuses it.
+
+Caution for later migrations on SQLite: a batch ("move and copy") alteration of ``item``
+drops its triggers; create ``item_archive_delete`` again as this migration does
+(``_SQLITE_DELETE_TRIGGER``), or deleted items stay in the search index.
 """
 
 import importlib.util

@@ -111,7 +111,8 @@ def index_item_archive(app: App) -> int:
 
 
 def retag_items(app: App, since: datetime | None = None, batch: int = 1000) -> int:
-    """Tag stored items again with the current rules (after an editor changed them)."""
+    """Tag stored items again with the current rules (after an editor changed them), then
+    bring the archive's theme index up to date (``index_item_archive``)."""
     tagger = app.tagger
     items = app.store.items_fetched_since(since)
     done = 0
@@ -135,6 +136,7 @@ def retag_items(app: App, since: datetime | None = None, batch: int = 1000) -> i
             for stored in chunk
         ]
         done += app.store.set_tags(tagged)
+    index_item_archive(app)  # the theme pages follow the new tags
     log.info("retag finished: items=%d since=%s", done, since.isoformat() if since else "all")
     return done
 

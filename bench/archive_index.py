@@ -1,24 +1,27 @@
-"""What the archive's search index costs a new item, engine side only (issue 2, migration
-0007): the inserts of ``bench/store.py`` without the client, so the designs of the index can
-be compared by what the database itself does.
+"""What the archive's search index costs a new item, engine side only (issue 2, migrations
+0007 and 0008): the inserts of ``bench/store.py`` without the client, so the designs of the
+index can be compared by what the database itself does.
 
 A database migrated by Alembic and prefilled with 20,000 benchmark items (bench.store); then
 2,000-item transactions of new items (rows copied from the prefill with new keys), the
-variants alternating within each run:
+variants alternating within each run; µs per new item:
 
-- SQLite (sqlite3 directly, the store's pragmas): "per-row trigger" (0005's insert trigger,
-  as before 0007), "per batch" (0007: the store's two statements after the executemany,
-  ``storage.index_sqlite_archive``), "no index" (neither); wall and CPU of the executemany
-  plus indexing, and of the commit, per item.
+- SQLite (sqlite3 directly, the store's pragmas; the database's FTS5 table is 0008's, with
+  its own copy of the text, for every variant): "per-row trigger" (0005's insert trigger,
+  as before 0007), "per batch in the write" (0007's two statements after the executemany),
+  "write only" (0008: no index work in the write), and "0008 step" (the index step's
+  statements over the batch just written, ``archive_store.index_archive``, in its own
+  transaction after the write, commit included); wall and CPU of the executemany plus
+  indexing, and of the commit.
 - PostgreSQL (``INSERT ... SELECT`` from a staging table: the transaction's wall time and
-  the CPU of the backends serving the database, the insert's commit included): "as migrated"
-  (the stored generated tsvector column and its GIN index, fastupdate on, 4 MB pending
-  list), and the same table with ``fastupdate=off``; with a 64 MB pending list; an
-  expression GIN index instead of the stored column; the vector in a side table filled per
-  batch; no search index. Each variant is a copy of ``item`` (``LIKE item INCLUDING ALL``)
-  holding the same rows (triggers are not copied: 0005's item_theme trigger, one statement
-  per INSERT, is left out of every variant). Plus ``to_tsvector`` alone over the prefill's
-  texts.
+  the CPU of the backends serving the database, the commit included), each variant a copy
+  of ``item`` (``LIKE item INCLUDING ALL``, 0008's toast_tuple_target; triggers and foreign
+  keys are not copied): "0007: stored generated column + GIN" (the index in the write);
+  "0008: write only" (the plain column, its GIN index and the pending index: no index work
+  in the write); "0008 step: UPDATE column" (the step's UPDATE of the vector and the flag
+  over the batch just written, its own transaction); "side table by the step" (the vector
+  in a table of its own, filled after the write, plus clearing the flag); "no search
+  index". Plus ``to_tsvector`` alone over the prefill's texts.
 
     .venv/bin/python -m bench.archive_index [--runs 5] [--engine sqlite|postgres]
 """
@@ -26,6 +29,7 @@ variants alternating within each run:
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -33,12 +37,21 @@ from typing import Any
 
 from bench import store as store_bench
 from bench.common import database, postgres_available, spread, step, table
-from pipeline.adapters import storage
+from pipeline.adapters import archive_store, storage
 from pipeline.adapters.storage import Store
 
 BATCH = 2000
+PG_TOAST_TUPLE_TARGET = 8160  # migration 0008
 COLUMNS = ", ".join(storage._INSERT_COLUMNS)
 VECTOR = "to_tsvector('english'::regconfig, title || ' ' || summary_text)"
+# Migration 0007's per-batch index statements (the store's, in the write, before 0008).
+SQLITE_0007 = (
+    "INSERT INTO item_fts (rowid, title, summary_text)"
+    " SELECT id, title, summary_text FROM item WHERE id > ?",
+    "INSERT OR IGNORE INTO item_theme (item_id, theme, published_at)"
+    " SELECT item.id, t.value, item.published_at FROM item, json_each(CASE WHEN"
+    " json_type(item.themes) = 'array' THEN item.themes ELSE '[]' END) AS t WHERE item.id > ?",
+)
 
 
 def prefilled(url: str) -> Store:
@@ -59,16 +72,19 @@ def _copy_select(key: int) -> str:
     return (
         f"SELECT '{key}:' || uid, feed_id, guid_key || ':{key}',"
         f" CASE WHEN link = '' THEN '' ELSE link || '#{key}' END,"
-        + ", ".join(storage._INSERT_COLUMNS[4:])
+        + ", ".join(
+            "true" if name == "archive_pending" else name for name in storage._INSERT_COLUMNS[4:]
+        )
         + f" FROM stage ORDER BY id LIMIT {BATCH}"
     )
 
 
 def bench_sqlite(runs: int) -> list[list[object]]:
-    modes = ("per-row trigger", "per batch", "no index")
+    modes = ("per-row trigger", "per batch in the write", "write only", "0008 step")
     results: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in modes}
     with database("sqlite") as url:
         store = prefilled(url)
+        archive_store.index_archive(store)
         store.close()
         db = sqlite3.connect(url[len("sqlite:///") :], isolation_level=None)
         storage._sqlite_pragmas(db, None)
@@ -77,27 +93,46 @@ def bench_sqlite(runs: int) -> list[list[object]]:
         db.execute("ANALYZE")
         trigger = store_bench._sqlite_0005_triggers()["item_archive_insert"]
         key = 0
+
+        def timed(work: Callable[[], None]) -> tuple[float, float, float, float]:
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            db.execute("BEGIN")
+            work()
+            wall1, cpu1 = time.perf_counter(), time.process_time()
+            db.execute("COMMIT")
+            wall2, cpu2 = time.perf_counter(), time.process_time()
+            n = BATCH / 1e6
+            return (wall1 - wall0) / n, (cpu1 - cpu0) / n, (wall2 - wall1) / n, (cpu2 - cpu1) / n
+
         for rep in range(runs):
-            for mode in modes:
+            for mode in modes[:3]:
                 key += 1
                 db.execute("DROP TRIGGER IF EXISTS item_archive_insert")
                 if mode == "per-row trigger":
                     db.execute(trigger)
                 rows = db.execute(_copy_select(key)).fetchall()
-                wall0, cpu0 = time.perf_counter(), time.process_time()
-                db.execute("BEGIN")
-                last = db.execute(storage._SQLITE_LAST_ID).fetchone()[0]
-                db.executemany(storage._SQLITE_INSERT, rows)
-                if mode == "per batch":
-                    for statement in storage._SQLITE_ARCHIVE_INSERTS:
-                        db.execute(statement, (last,))
-                wall1, cpu1 = time.perf_counter(), time.process_time()
-                db.execute("COMMIT")
-                wall2, cpu2 = time.perf_counter(), time.process_time()
-                n = len(rows) / 1e6
-                results[mode].append(
-                    ((wall1 - wall0) / n, (cpu1 - cpu0) / n, (wall2 - wall1) / n, (cpu2 - cpu1) / n)
-                )
+                last = db.execute("SELECT coalesce(max(id), 0) FROM item").fetchone()[0]
+
+                def write(rows: list[Any] = rows, mode: str = mode, last: int = last) -> None:
+                    db.executemany(storage._SQLITE_INSERT, rows)
+                    if mode == "per batch in the write":
+                        for statement in SQLITE_0007:
+                            db.execute(statement, (last,))
+
+                results[mode].append(timed(write))
+                db.execute("DROP TRIGGER IF EXISTS item_archive_insert")
+                if mode != "write only":  # indexed already: not pending
+                    db.execute("UPDATE item SET archive_pending = NULL WHERE id > ?", (last,))
+                    continue
+
+                def index() -> None:
+                    ids = [r[0] for r in db.execute(archive_store._SQLITE_PENDING, (BATCH,))]
+                    db.executemany(archive_store._SQLITE_UNINDEX, [(i,) for i in ids])
+                    param = (json.dumps(ids),)
+                    for statement in archive_store._SQLITE_INDEX:
+                        db.execute(statement, param)
+
+                results["0008 step"].append(timed(index))
             step(f"archive index sqlite #{rep + 1}")
         db.close()
     rows_out: list[list[object]] = []
@@ -121,68 +156,92 @@ def bench_sqlite(runs: int) -> list[list[object]]:
 
 
 def bench_postgres(runs: int) -> list[list[object]]:
-    variants: dict[str, tuple[list[str], Callable[[str], list[str]]]] = {
-        "as migrated (stored column + GIN)": ([], lambda t: []),
-        "GIN fastupdate=off": (
-            ["ALTER INDEX {t}_search_vector_idx SET (fastupdate = off)"],
-            lambda t: [],
-        ),
-        "GIN pending list 64 MB": (
-            ["ALTER INDEX {t}_search_vector_idx SET (gin_pending_list_limit = 65536)"],
-            lambda t: [],
-        ),
-        "expression GIN index": (
+    target = f"ALTER TABLE {{t}} SET (toast_tuple_target = {PG_TOAST_TUPLE_TARGET})"
+    # name: (setup, statements after the write in its transaction, the step's statements)
+    variants: dict[str, tuple[list[str], list[str], list[str]]] = {
+        "0007: stored generated column + GIN": (
             [
+                "DROP INDEX {t}_id_idx",  # 0008's pending index
+                "ALTER TABLE {t} DROP COLUMN archive_pending",
                 "ALTER TABLE {t} DROP COLUMN search_vector",
-                f"CREATE INDEX ON {{t}} USING gin ({VECTOR})",
+                f"ALTER TABLE {{t}} ADD COLUMN search_vector tsvector"
+                f" GENERATED ALWAYS AS ({VECTOR}) STORED",
+                "CREATE INDEX ON {t} USING gin (search_vector)",
             ],
-            lambda t: [],
+            [],
+            [],
         ),
-        "side table filled per batch": (
+        "0008: write only, then the step's UPDATE": (
+            [target],
+            [],
             [
+                f"UPDATE {{t}} SET archive_pending = NULL, search_vector = {VECTOR}"
+                " WHERE archive_pending"
+            ],
+        ),
+        "side table filled by the step": (
+            [
+                target,
                 "ALTER TABLE {t} DROP COLUMN search_vector",
                 "CREATE TABLE {t}_sv (item_id integer PRIMARY KEY, v tsvector NOT NULL)",
                 "CREATE INDEX ON {t}_sv USING gin (v)",
                 f"INSERT INTO {{t}}_sv SELECT id, {VECTOR} FROM {{t}}",
             ],
-            lambda t: [f"INSERT INTO {t}_sv SELECT id, {VECTOR} FROM {t} WHERE id > %(last)s"],
+            [],
+            [
+                f"INSERT INTO {{t}}_sv SELECT id, {VECTOR} FROM {{t}} WHERE archive_pending",
+                "UPDATE {t} SET archive_pending = NULL WHERE archive_pending",
+            ],
         ),
-        "no search index": (["ALTER TABLE {t} DROP COLUMN search_vector"], lambda t: []),
+        "no search index": ([target, "ALTER TABLE {t} DROP COLUMN search_vector"], [], []),
     }
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    server: dict[str, list[float]] = {name: [] for name in variants}
+    write: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    index: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     tsvector_alone: list[float] = []
     with database("postgres") as url:
         store = prefilled(url)
+        archive_store.index_archive(store)
         raw = store.engine.raw_connection()
         try:
             conn: Any = raw.driver_connection
             conn.autocommit = True
             conn.execute(f"CREATE UNLOGGED TABLE stage AS SELECT id, {COLUMNS} FROM item")
             tables = {}
-            for n, (name, (setup, _)) in enumerate(variants.items()):
+            for n, (name, (setup, _, _)) in enumerate(variants.items()):
                 t = f"item_v{n}"
                 tables[name] = t
                 conn.execute(f"CREATE TABLE {t} (LIKE item INCLUDING ALL)")
-                conn.execute(f"INSERT INTO {t} ({COLUMNS}) SELECT {COLUMNS} FROM item")
                 for statement in setup:
                     conn.execute(statement.format(t=t))
+                columns = COLUMNS.replace(", archive_pending", "") if n == 0 else COLUMNS
+                conn.execute(f"INSERT INTO {t} ({columns}) SELECT {columns} FROM item")
             conn.execute("VACUUM ANALYZE")
+
+            def timed(statements: list[str]) -> tuple[float, float]:
+                cpu0 = store_bench.server_cpu(store)
+                started = time.perf_counter()
+                with conn.transaction():
+                    for statement in statements:
+                        conn.execute(statement)
+                return (
+                    (time.perf_counter() - started) / BATCH * 1e6,
+                    (store_bench.server_cpu(store) - cpu0) / BATCH * 1e6,
+                )
+
             key = 0
             for rep in range(runs):
-                for name, (_, after) in variants.items():
+                for n, (name, (_, after, step_statements)) in enumerate(variants.items()):
                     t = tables[name]
                     key += 1
-                    cpu0 = store_bench.server_cpu(store)
-                    with conn.transaction():
-                        started = time.perf_counter()
-                        last = conn.execute(f"SELECT coalesce(max(id), 0) FROM {t}").fetchone()[0]
-                        insert = f"INSERT INTO {t} ({COLUMNS}) {_copy_select(key)}"
-                        conn.execute(insert + " ON CONFLICT DO NOTHING")
-                        for statement in after(t):
-                            conn.execute(statement, {"last": last})
-                    results[name].append((time.perf_counter() - started) / BATCH * 1e6)
-                    server[name].append((store_bench.server_cpu(store) - cpu0) / BATCH * 1e6)
+                    select = _copy_select(key)
+                    columns = COLUMNS
+                    if n == 0:  # 0007 has no archive_pending
+                        columns = COLUMNS.replace(", archive_pending", "")
+                        select = select.replace(", true FROM stage", " FROM stage")
+                    insert = f"INSERT INTO {t} ({columns}) {select} ON CONFLICT DO NOTHING"
+                    write[name].append(timed([insert, *(s.format(t=t) for s in after)]))
+                    if step_statements:
+                        index[name].append(timed([s.format(t=t) for s in step_statements]))
                 started = time.perf_counter()
                 conn.execute(f"SELECT sum(length({VECTOR})) FROM stage").fetchone()
                 count = conn.execute("SELECT count(*) FROM stage").fetchone()[0]
@@ -191,10 +250,35 @@ def bench_postgres(runs: int) -> list[list[object]]:
         finally:
             raw.close()
             store.close()
-    rows_out: list[list[object]] = [
-        ["postgres", name, "", "", "", "", spread(values, "{:.0f}"), spread(server[name], "{:.0f}")]
-        for name, values in results.items()
-    ]
+    rows_out: list[list[object]] = []
+    for name in variants:
+        w = write[name]
+        rows_out.append(
+            [
+                "postgres",
+                name + (" (write)" if index[name] else ""),
+                "",
+                "",
+                "",
+                "",
+                spread([x[0] for x in w], "{:.0f}"),
+                spread([x[1] for x in w], "{:.0f}"),
+            ]
+        )
+        if index[name]:
+            i = index[name]
+            rows_out.append(
+                [
+                    "postgres",
+                    name + " (step)",
+                    "",
+                    "",
+                    "",
+                    "",
+                    spread([x[0] for x in i], "{:.0f}"),
+                    spread([x[1] for x in i], "{:.0f}"),
+                ]
+            )
     rows_out.append(
         [
             "postgres",

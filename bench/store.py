@@ -21,17 +21,23 @@ Paths, measured in the same run, alternating, on the same database:
 CPU is the client process plus, on PostgreSQL, the backends serving the benchmark database;
 items per CPU-second is what a quiet machine could reach if the store were CPU-bound.
 
-Schemas: "as migrated" has every migration, including issue 5's 0005, which maintains the
-archive's full-text search (an FTS5 table on SQLite; a stored tsvector column with a GIN
-index on PostgreSQL) and theme index on every item insert and update, and 0007, after which
-SQLite's store indexes each batch's new and changed items itself instead of 0005's per-row
-insert and text triggers (the baseline path runs with those triggers put back, as it was
-before); "no archive index" drops the triggers, the FTS5 table and the column after
-migrating, to show the store's own cost.
+Schemas, one database each, the paths alternating between them within each run:
+- "0007: index in the write" (the baseline path): a SQLite database with 4 KB pages (before
+  storage.SQLITE_PAGE_SIZE), at migration 0007, where
+  issue 5's archive index (an FTS5 table on SQLite, a stored generated tsvector column with
+  a GIN index on PostgreSQL, and item_theme) is written in the ingest transaction (on
+  SQLite by 0005's per-row insert and text triggers, put back for the baseline path as it
+  was before 0007);
+- "0008: index by the step" (per-feed and batched): every migration; the store writes
+  items only, marked ``archive_pending``, and ``archive_store.index_archive`` indexes them
+  after the writes. The step runs (timed, separately) after each path's scenario, as the
+  poll run does; its own throughput is reported (items indexed per wall second, CPU per
+  item), and "batched + step" is the store and the step together, so the index's cost is
+  shown, not hidden.
 
-Setup: a database migrated by Alembic, prefilled with 20,000 items of other feeds, then
-``ANALYZE`` (both engines) so the planners have statistics. Targets: 50,000 upserts/s on
-SQLite, 25,000 on PostgreSQL.
+Setup: each database migrated by Alembic, prefilled with 20,000 indexed items of other
+feeds (at head, then down to 0007 for the baseline's), then ``ANALYZE`` (both engines) so
+the planners have statistics. Targets: 50,000 upserts/s on SQLite, 25,000 on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ import psutil
 
 from bench import corpus, store_baseline
 from bench.common import database, median, postgres_available, spread, step, table
+from pipeline.adapters import storage
+from pipeline.adapters.archive_store import index_archive
 from pipeline.adapters.parse import parse_feed
 from pipeline.adapters.storage import FeedItems, Store
 from pipeline.core.models import FeedSource, Item, StoreCounts
@@ -167,24 +175,6 @@ def analyze(store: Store) -> None:
         conn.commit()
 
 
-# What issue 5's migration 0005 maintains on every item insert and update (the archive's
-# full-text search and theme index), dropped for the "without archive index" variant.
-ARCHIVE_INDEX = {
-    "sqlite": [
-        "DROP TRIGGER IF EXISTS item_archive_insert",
-        "DROP TRIGGER IF EXISTS item_archive_text",
-        "DROP TRIGGER IF EXISTS item_archive_themes",
-        "DROP TRIGGER IF EXISTS item_archive_delete",
-        "DROP TABLE IF EXISTS item_fts",  # so the store has nothing to index (migration 0007)
-    ],
-    "postgres": [
-        "DROP TRIGGER IF EXISTS item_theme_insert ON item",
-        "DROP TRIGGER IF EXISTS item_theme_update ON item",
-        "ALTER TABLE item DROP COLUMN IF EXISTS search_vector",
-    ],
-}
-
-
 # The baseline is the store as it was before migration 0007 too: on SQLite, 0005's insert
 # and text triggers indexed every new and changed item (0007 dropped them; the store
 # indexes per batch since). They are put back for the baseline path, outside the timing.
@@ -200,9 +190,9 @@ def _sqlite_0005_triggers() -> dict[str, str]:
     return dict(module._SQLITE_TRIGGERS)
 
 
-def baseline_schema(store: Store, path: str, archive_index: bool, on: bool) -> None:
+def baseline_schema(store: Store, path: str, on: bool) -> None:
     """0005's SQLite insert and text triggers, on for the baseline path, off after it."""
-    if path != "baseline" or not store.is_sqlite or not archive_index:
+    if path != "baseline" or not store.is_sqlite:
         return
     with store.engine.begin() as conn:
         for name, statement in _sqlite_0005_triggers().items():
@@ -211,49 +201,111 @@ def baseline_schema(store: Store, path: str, archive_index: bool, on: bool) -> N
                 conn.exec_driver_sql(statement)
 
 
-def bench_engine(
-    engine: str, feeds: int, runs: int, paths: Sequence[str], archive_index: bool = True
-) -> dict[str, Any]:
+def run_step(store: Store) -> tuple[float, float, int]:
+    """(wall s, CPU s of client and server, items indexed) of ``index_archive``."""
+    wall, cpu = time.perf_counter(), time.process_time() + server_cpu(store)
+    done = index_archive(store)
+    wall = time.perf_counter() - wall
+    return wall, time.process_time() + server_cpu(store) - cpu, done
+
+
+def _migrate_down(store: Store, revision: str) -> None:
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(resources.files("pipeline.adapters") / "migrations")
+    )
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def _prepare(url: str, base: list[Item], sources: list[FeedSource], revision: str) -> Store:
+    store = Store(url)
+    if revision != "head":  # the baseline's SQLite database as it was: 4 KB pages
+        page_size, storage.SQLITE_PAGE_SIZE = storage.SQLITE_PAGE_SIZE, 4096
+        try:
+            store.upgrade()  # creates the file
+        finally:
+            storage.SQLITE_PAGE_SIZE = page_size
+    store.upgrade()
+    store.sync_sources(sources, "cli", NOW)
+    prefill = make_batches(range(1, 101), base)
+    for start in range(0, len(prefill), GROUP):
+        store.store_batches(prefill[start : start + GROUP], NOW)
+    index_archive(store)
+    if revision != "head":
+        _migrate_down(store, revision)
+    analyze(store)
+    return store
+
+
+STEP = "index step"
+COMBINED = "batched + step"
+
+
+def bench_engine(engine: str, feeds: int, runs: int, paths: Sequence[str]) -> dict[str, Any]:
+    """Paths alternate within each run: the baseline on a database at 0007, the others on
+    one at head (each followed by the index step)."""
     base = templates()
-    results: dict[str, dict[str, list[float]]] = {
-        path: {name: [] for name in (*(s[0] for s in SCENARIOS), "cpu_us")} for path in paths
-    }
-    with database(engine) as url:
-        store = Store(url)
-        store.upgrade()
-        if not archive_index:
-            with store.engine.begin() as conn:
-                for statement in ARCHIVE_INDEX[engine]:
-                    conn.exec_driver_sql(statement)
-        total_feeds = 100 + runs * len(paths) * feeds
-        sources = [FeedSource(url=feed_url(n), title=f"F{n}") for n in range(1, total_feeds + 1)]
-        store.sync_sources(sources, "cli", NOW)
-        prefill = make_batches(range(1, 101), base)
-        for start in range(0, len(prefill), GROUP):
-            store.store_batches(prefill[start : start + GROUP], NOW)
-        analyze(store)
-        variant = "" if archive_index else " (archive index dropped)"
-        step(f"store {engine}{variant}: prefilled {store.count_items()} items, ANALYZE done")
+    names = [*(s[0] for s in SCENARIOS), "cpu_us"]
+    keys = [*paths, STEP, COMBINED] if "batched" in paths else list(paths)
+    results: dict[str, dict[str, list[float]]] = {key: {n: [] for n in names} for key in keys}
+    results[STEP]["items"] = []
+    total_feeds = 100 + runs * len(paths) * feeds
+    sources = [FeedSource(url=feed_url(n), title=f"F{n}") for n in range(1, total_feeds + 1)]
+    with database(engine) as url_0007, database(engine) as url_head:
+        stores = {
+            "0007": _prepare(url_0007, base, sources, "0007") if "baseline" in paths else None,
+            "head": _prepare(url_head, base, sources, "head"),
+        }
+        step(f"store {engine}: prefilled 20,000 items per database, ANALYZE done")
         next_feed = 101
         for rep in range(runs):
             for path in paths:
+                store = stores["0007" if path == "baseline" else "head"]
+                assert store is not None
                 feed_ids = list(range(next_feed, next_feed + feeds))
                 next_feed += feeds
                 n = feeds * PER_FEED
                 line = []
-                cpu_total = 0.0
+                cpu_total = step_cpu = step_items = combined_cpu = 0.0
                 for scenario, version, changed_every, fresh_every in SCENARIOS:
                     batches = make_batches(feed_ids, base, version, changed_every, fresh_every)
-                    baseline_schema(store, path, archive_index, True)
+                    baseline_schema(store, path, True)
                     wall, cpu, counts = run_path(store, path, batches, NOW + timedelta(hours=rep))
-                    baseline_schema(store, path, archive_index, False)
+                    baseline_schema(store, path, False)
                     _check_counts(scenario, counts)
                     results[path][scenario].append(n / wall)
                     cpu_total += cpu
                     line.append(f"{scenario} {n / wall:,.0f}/s")
+                    if path == "baseline":
+                        continue
+                    s_wall, s_cpu, done = run_step(store)
+                    expected = sum(c.new + c.updated for c in counts)
+                    if done != expected:
+                        raise AssertionError(f"{scenario}: step indexed {done} of {expected}")
+                    if path == "batched":
+                        if done:
+                            results[STEP][scenario].append(done / s_wall)
+                        results[COMBINED][scenario].append(n / (wall + s_wall))
+                        step_cpu += s_cpu
+                        step_items += done
+                        combined_cpu += cpu + s_cpu
+                        line.append(f"step {done} in {s_wall * 1e3:,.0f} ms")
                 results[path]["cpu_us"].append(cpu_total / (len(SCENARIOS) * n) * 1e6)
-                step(f"store {engine}{variant} #{rep + 1} {path}: " + ", ".join(line))
-        store.close()
+                if path == "batched":
+                    results[STEP]["cpu_us"].append(step_cpu / max(step_items, 1) * 1e6)
+                    results[STEP]["items"].append(step_items)
+                    results[COMBINED]["cpu_us"].append(combined_cpu / (len(SCENARIOS) * n) * 1e6)
+                step(f"store {engine} #{rep + 1} {path}: " + ", ".join(line))
+        for store in stores.values():
+            if store is not None:
+                store.close()
     return results
 
 
@@ -271,12 +323,14 @@ def _check_counts(scenario: str, counts: list[StoreCounts]) -> None:
         raise AssertionError(f"poll mix: {counts[:2]}")
 
 
+SCHEMA = {"baseline": "0007: index in the write", STEP: "0008", COMBINED: "0008"}
+
+
 def run(
     feeds: int = 40,
     runs: int = 3,
     engines: Sequence[str] = ("sqlite", "postgres"),
     paths: Sequence[str] = ("baseline", "per-feed", "batched"),
-    archive_variant: bool = True,
 ) -> dict[str, Any]:
     step(f"store: {feeds} feeds × {PER_FEED} items per scenario, {runs} runs, paths {paths}")
     out: dict[str, Any] = {}
@@ -285,30 +339,27 @@ def run(
         if engine == "postgres" and not postgres_available():
             step("store: PostgreSQL not reachable; skipped")
             continue
-        variants = [("as migrated", True, paths)]
-        if archive_variant:
-            kept = tuple(p for p in paths if p != "per-feed")
-            variants.append(("no archive index", False, kept))
-        for schema, archive_index, variant_paths in variants:
-            results = bench_engine(engine, feeds, runs, variant_paths, archive_index)
-            out[f"{engine}, {schema}"] = results
-            baseline = results.get("baseline")
-            for path in variant_paths:
-                r = results[path]
-                cells: list[object] = [engine, schema, path]
-                for scenario in (s[0] for s in SCENARIOS):
-                    ratio = ""
-                    if baseline and path != "baseline":
-                        ratio = f" ×{median(r[scenario]) / median(baseline[scenario]):.1f}"
-                    cells.append(spread(r[scenario], "{:,.0f}") + ratio)
-                cells.append(spread(r["cpu_us"], "{:.1f}"))
-                cells.append(f"{1e6 / median(r['cpu_us']):,.0f}")
-                met = [s[0] for s in SCENARIOS if median(r[s[0]]) >= TARGETS[engine]]
-                cells.append(", ".join(met) or "none")
-                rows.append(cells)
+        results = bench_engine(engine, feeds, runs, paths)
+        out[engine] = results
+        baseline = results.get("baseline")
+        for path, r in results.items():
+            cells: list[object] = [engine, SCHEMA.get(path, "0008: index by the step"), path]
+            for scenario in (s[0] for s in SCENARIOS):
+                if not r[scenario]:
+                    cells.append("(nothing to index)")
+                    continue
+                ratio = ""
+                if baseline and path not in ("baseline", STEP):
+                    ratio = f" ×{median(r[scenario]) / median(baseline[scenario]):.1f}"
+                cells.append(spread(r[scenario], "{:,.0f}") + ratio)
+            cells.append(spread(r["cpu_us"], "{:.1f}"))
+            cells.append(f"{1e6 / median(r['cpu_us']):,.0f}")
+            met = [s[0] for s in SCENARIOS if r[s[0]] and median(r[s[0]]) >= TARGETS[engine]]
+            cells.append("" if path == STEP else ", ".join(met) or "none")
+            rows.append(cells)
     summary = table(
         f"Store: item upserts/s (wall), {PER_FEED}-item feed batches, "
-        f"batched = {GROUP} feeds per transaction",
+        f"batched = {GROUP} feeds per transaction; index step: items indexed/s",
         [
             "engine",
             "schema",
@@ -317,7 +368,7 @@ def run(
             "unchanged/s",
             "poll mix/s",
             "update 10%/s",
-            "CPU µs/item (client + server)",
+            "CPU µs/item (client + server; step: per item indexed)",
             "items per CPU-second",
             f"target met (SQLite {TARGETS['sqlite']:,}/s, PG {TARGETS['postgres']:,}/s)",
         ],

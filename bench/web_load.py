@@ -10,9 +10,9 @@ What it does, per engine (PostgreSQL on 127.0.0.1:5432 when reachable, and SQLit
    drawn from the words of the bundled demo feeds, so word frequencies look like news) and
    one public daily edition per day, each built by the real digest builder
    (``build_digest`` / ``digest_as_dict``) from that day's items. Items go in with COPY
-   (PostgreSQL) or one executemany (SQLite) followed by the store's per-batch archive
-   index (``index_sqlite_archive``, migration 0007), so the archive index of migrations
-   0005 and 0007 is maintained as it would be in production;
+   (PostgreSQL) or one executemany (SQLite), marked ``archive_pending`` as the store marks
+   them, then indexed by the archive's step (``archive_store.index_archive``, migration
+   0008), so the archive index is what it would be in production;
 2. starts gunicorn (``pipeline.web.wsgi:app``, gthread workers) on 127.0.0.1;
 3. runs ``wrk`` (Debian package; the asyncio/aiohttp client below when wrk is absent) with
    50 connections for a fixed time per scenario (``scenarios``): the issue's three
@@ -401,7 +401,7 @@ def seed(url: str, editions: int, items: int, processes: int = 2) -> dict[str, A
 
 
 def _insert_items(store: Any, rows: list[tuple[Any, ...]]) -> None:
-    from pipeline.adapters.storage import index_sqlite_archive, sqlite_last_item_id
+    from pipeline.adapters.archive_store import index_archive
 
     if store.is_sqlite:
         encoded = [
@@ -421,14 +421,12 @@ def _insert_items(store: Any, rows: list[tuple[Any, ...]]) -> None:
             for row in rows
         ]
         with store.engine.begin() as conn:
-            last = sqlite_last_item_id(conn)
             conn.exec_driver_sql(
-                f"INSERT INTO item ({', '.join(ITEM_COLUMNS)})"
-                f" VALUES ({', '.join('?' for _ in ITEM_COLUMNS)})",
+                f"INSERT INTO item ({', '.join(ITEM_COLUMNS)}, archive_pending)"
+                f" VALUES ({', '.join('?' for _ in ITEM_COLUMNS)}, 1)",
                 encoded,
             )
-            if last is not None:  # migration 0007: indexed per batch, as the store does
-                index_sqlite_archive(conn, last)
+        index_archive(store)  # the archive's step (migration 0008), as after a poll run
         return
     raw = store.engine.raw_connection()
     try:
@@ -441,6 +439,7 @@ def _insert_items(store: Any, rows: list[tuple[Any, ...]]) -> None:
         raw.commit()
     finally:
         raw.close()
+    index_archive(store)  # archive_pending defaults to true on PostgreSQL (migration 0008)
 
 
 def _sqlite_time(value: datetime) -> str:

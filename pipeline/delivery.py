@@ -259,7 +259,11 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     Readers due for the same period share its items, watchlist matches and stories (the
     period's items are clustered once, not per reader), and readers with the same themes
     their ranked entries (``ReaderDigests``); editions are written ``BUILD_CHUNK`` per
-    transaction."""
+    transaction. The archive's item index catches up first (``jobs.index_item_archive``),
+    so the public editions built here are searchable with every item they show."""
+    from pipeline.jobs import index_item_archive
+
+    index_item_archive(app)
     now = now or app.clock()
     people = SubscriberStore(app.store)
     ledger = DeliveryStore(app.store)

@@ -116,6 +116,7 @@ def deliver_demo_digests(app: App) -> tuple[Path, int]:
     if outbox.exists():
         for old in outbox.glob("*.eml"):
             old.unlink()  # the demo's own earlier emails
+    jobs.index_item_archive(app)  # the archive's search (poll_feeds did it too)
     items = app.store.items_between(_EPOCH, app.clock())
     since = min(i.published for i in items)
     until = max(i.published for i in items) + timedelta(seconds=1)

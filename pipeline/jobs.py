@@ -8,14 +8,17 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from pipeline.adapters.archive_store import index_archive
 from pipeline.adapters.event_store import EventStore, PurgeCounts
 from pipeline.bootstrap import App
+from pipeline.core.errors import StorageError
 from pipeline.core.tagger import TagInput
 from pipeline.services import FeedPollReport, Poller, PollSummary
 
 __all__ = [
     "FeedPollReport",
     "PollSummary",
+    "index_item_archive",
     "poll_feeds",
     "purge_webhook_events",
     "retag_items",
@@ -57,6 +60,8 @@ def poll_feeds(
     """Poll the feeds that are due (or all, or the given URLs) once, and record every outcome.
 
     Feeds are leased first, so a second worker running the same job polls other feeds.
+    At the end the archive's item index catches up with what was stored
+    (``index_item_archive``), whether or not this run polled anything.
     """
     settings = app.settings
     feeds = app.store.claim_feeds(
@@ -69,6 +74,7 @@ def poll_feeds(
     if on_start:
         on_start(len(feeds))
     if not feeds:
+        index_item_archive(app)
         return PollSummary()
 
     async def run() -> PollSummary:
@@ -89,11 +95,24 @@ def poll_feeds(
 
     summary = run_event_loop(run())
     log.info("poll finished: %s", summary.line())
+    index_item_archive(app)
     return summary
 
 
+def index_item_archive(app: App) -> int:
+    """Index the items stored or changed since the last run for the archive's search and
+    theme pages (``archive_store.index_archive``, migration 0008). A failure is logged, not
+    raised: the writes it follows are done, and the next run indexes what this one did not."""
+    try:
+        return index_archive(app.store)
+    except StorageError as error:
+        log.warning("archive index failed (the next run catches up): %s", error)
+        return 0
+
+
 def retag_items(app: App, since: datetime | None = None, batch: int = 1000) -> int:
-    """Tag stored items again with the current rules (after an editor changed them)."""
+    """Tag stored items again with the current rules (after an editor changed them), then
+    bring the archive's theme index up to date (``index_item_archive``)."""
     tagger = app.tagger
     items = app.store.items_fetched_since(since)
     done = 0
@@ -117,6 +136,7 @@ def retag_items(app: App, since: datetime | None = None, batch: int = 1000) -> i
             for stored in chunk
         ]
         done += app.store.set_tags(tagged)
+    index_item_archive(app)  # the theme pages follow the new tags
     log.info("retag finished: items=%d since=%s", done, since.isoformat() if since else "all")
     return done
 

@@ -1,15 +1,17 @@
 """What the web archive and the editor dashboard read: public editions (by theme), item
 search, theme volumes, counts.
 
-The lookup tables and the search index come from migration 0005 and are kept in step with
-``item`` and ``edition`` by triggers in the database, except on SQLite since migration 0007,
-where the store indexes each batch's new and changed items itself in the batch's
-transaction (``storage.index_sqlite_archive``: one statement per batch instead of a
-trigger run per row):
+The lookup tables and the search index come from migration 0005. Public editions are
+indexed (``edition_theme``, ``edition_item``) by triggers in the database. Items are indexed
+(search, ``item_theme``) off the ingest path since migration 0008: the store marks the items
+it inserts or changes ``archive_pending``, and ``index_archive``, a batched, idempotent step
+run after every poll run, before digests and public editions are built and by ``qasid
+demo``, indexes them; deleted items leave the index by themselves. Until the step an item is
+not found (a changed one is found by its previous text):
 
 - search: PostgreSQL matches ``item.search_vector @@ plainto_tsquery('english', q)`` (a
-  stored generated tsvector column with a GIN index); SQLite matches the FTS5 table
-  ``item_fts`` (porter stemming). A query is plain words, all of which must appear
+  tsvector column filled by ``index_archive``, with a GIN index); SQLite matches the FTS5
+  table ``item_fts`` (porter stemming). A query is plain words, all of which must appear
   (stemmed); there is no query language.
 - results are newest first (published_at, then id), by plans whose cost is bounded
   whatever the word, common, rare or absent (``_search_postgres``, ``_search_sqlite``):
@@ -19,6 +21,8 @@ trigger run per row):
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,6 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     Column,
+    Connection,
     Integer,
     MetaData,
     String,
@@ -80,6 +85,11 @@ SQLITE_WINDOW = 100
 SQLITE_ORDER_SLACK = timedelta(hours=1)
 
 _WORD = re.compile(r"\w", re.UNICODE)
+
+# index_archive: items per transaction.
+ARCHIVE_INDEX_BATCH = 2000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,12 +227,14 @@ class ArchiveStore:
         ]
         return Page(summaries, page, len(found) > per_page)
 
-    def versions(self) -> tuple[int, int]:
-        """(newest item id, newest listed public edition id): what a cached public page was
-        rendered from. One cheap statement (two index probes)."""
+    def versions(self) -> tuple[int, int, int]:
+        """(newest item id, newest item not yet indexed or 0, newest listed public edition
+        id): what a cached public page was rendered from (a page rendered before
+        ``index_archive`` ran is not given again after it). One cheap statement (three
+        index probes)."""
         with self.store._begin() as conn:
             row = conn.execute(_VERSIONS).one()
-        return int(row[0] or 0), int(row[1] or 0)
+        return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
     def latest_editions(self, limit: int = 20) -> list[tuple[int, str, datetime, dict[str, Any]]]:
         """(id, subject, created_at, content) of the newest public editions (the feed)."""
@@ -461,6 +473,94 @@ class ArchiveStore:
             }
 
 
+def index_archive(
+    store: Store, *, limit: int | None = None, batch: int = ARCHIVE_INDEX_BATCH
+) -> int:
+    """Bring the archive's item index (search and ``item_theme``) up to date: every item
+    marked ``archive_pending`` (inserted or changed by the store, re-tagged) is indexed
+    again from its current row and unmarked, ``batch`` items per transaction, oldest first,
+    at most ``limit`` (all when None). Returns how many were indexed. Idempotent: a second
+    run finds nothing to do. Deleted items leave the index when they are deleted.
+
+    An item is (re)indexed whole: its old search entry and themes out, its current ones
+    in, so the result is what indexing it at write time gave (migration 0005). On
+    PostgreSQL the items are taken ``FOR UPDATE SKIP LOCKED``: two steps never index one
+    item at once, and an item a poll is writing (or that a poll stores after this run has
+    looked) stays marked for the next run; a run stops early rather than wait for it."""
+    done = 0
+    while limit is None or done < limit:
+        size = batch if limit is None else min(batch, limit - done)
+        with store._begin() as conn:
+            index = _index_sqlite if store.is_sqlite else _index_postgres
+            count = index(conn, size)
+        done += count
+        if count < size:
+            break
+    if done:
+        log.info("archive index: items=%d", done)
+    return done
+
+
+def _index_sqlite(conn: Connection, size: int) -> int:
+    # The write lock first (waiting for another writer as busy_timeout lets it), so the
+    # pending items read next are those this transaction indexes: the sqlite3 module would
+    # begin only at the first write, after the read.
+    driver = conn.connection.dbapi_connection
+    if driver is not None and not getattr(driver, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    ids = [row[0] for row in conn.exec_driver_sql(_SQLITE_PENDING, (size,))]
+    if ids:
+        # One statement per id: FTS5 finds a rowid given by `=`, but would scan the whole
+        # table for `rowid IN (...)`. A new item has no entry: nothing is deleted.
+        conn.exec_driver_sql(_SQLITE_UNINDEX, [(i,) for i in ids])
+        param = (json.dumps(ids),)
+        for statement in _SQLITE_INDEX:
+            conn.exec_driver_sql(statement, param)
+    return len(ids)
+
+
+def _index_postgres(conn: Connection, size: int) -> int:
+    ids = [row[0] for row in conn.exec_driver_sql(_PG_INDEX, {"size": size})]
+    if ids:
+        for statement in _PG_INDEX_THEMES:
+            conn.exec_driver_sql(statement, {"ids": ids})
+    return len(ids)
+
+
+# The step's statements. SQLite: the batch's ids as one JSON array; item_fts is an FTS5
+# table with its own content since 0008, so an entry is deleted by rowid (a new item has
+# none: nothing to delete).
+_SQLITE_PENDING = "SELECT id FROM item WHERE archive_pending ORDER BY id LIMIT ?"
+_SQLITE_UNINDEX = "DELETE FROM item_fts WHERE rowid = ?"
+_SQLITE_IDS = "(SELECT value FROM json_each(?))"
+_SQLITE_INDEX = (
+    "INSERT INTO item_fts (rowid, title, summary_text)"
+    f" SELECT id, title, summary_text FROM item WHERE id IN {_SQLITE_IDS}",
+    f"DELETE FROM item_theme WHERE item_id IN {_SQLITE_IDS}",
+    "INSERT OR IGNORE INTO item_theme (item_id, theme, published_at)"
+    " SELECT item.id, t.value, item.published_at FROM item, json_each(CASE WHEN"
+    " json_type(item.themes) = 'array' THEN item.themes ELSE '[]' END) AS t"
+    f" WHERE item.id IN {_SQLITE_IDS}",
+    f"UPDATE item SET archive_pending = NULL WHERE id IN {_SQLITE_IDS}",
+)
+# PostgreSQL: the vector as migration 0005's generated column computed it.
+_PG_INDEX = (
+    "WITH picked AS (SELECT id FROM item WHERE archive_pending ORDER BY id"
+    " LIMIT %(size)s FOR UPDATE SKIP LOCKED)"
+    " UPDATE item SET archive_pending = NULL,"
+    " search_vector = to_tsvector('english'::regconfig, title || ' ' || summary_text)"
+    " FROM picked WHERE item.id = picked.id RETURNING item.id"
+)
+_PG_INDEX_THEMES = (
+    "DELETE FROM item_theme WHERE item_id = ANY(%(ids)s)",
+    "INSERT INTO item_theme (item_id, theme, published_at)"
+    " SELECT DISTINCT i.id, t.theme, i.published_at FROM item AS i"
+    " CROSS JOIN LATERAL json_array_elements_text(CASE WHEN json_typeof(i.themes) = 'array'"
+    " THEN i.themes ELSE '[]'::json END) AS t(theme) WHERE i.id = ANY(%(ids)s)"
+    " ON CONFLICT DO NOTHING",
+)
+
+
 def _utc(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -469,7 +569,7 @@ def _utc(value: Any) -> datetime:
 
 
 _VERSIONS = text(
-    "SELECT (SELECT max(id) FROM item),"
+    "SELECT (SELECT max(id) FROM item), (SELECT max(id) FROM item WHERE archive_pending),"
     " (SELECT id FROM edition WHERE kind = 'public' AND item_count > 0"
     " ORDER BY period_end DESC, id DESC LIMIT 1)"
 )
@@ -519,6 +619,7 @@ _SQLITE_SEARCH = text(
 _SQLITE_FETCHED_AT = text("SELECT fetched_at FROM item WHERE id = :id")
 
 __all__ = [
+    "ARCHIVE_INDEX_BATCH",
     "ArchiveStore",
     "EditionSummary",
     "Page",
@@ -527,6 +628,7 @@ __all__ = [
     "archive_metadata",
     "edition_item",
     "edition_theme",
+    "index_archive",
     "item_theme",
     "query_words",
 ]

@@ -97,10 +97,10 @@ feed = Table(
     Index("ix_feed_due", "enabled", "next_poll_at"),
 )
 
-# The archive's search index and item_theme (migrations 0005 and 0007, not described here)
-# follow item: on PostgreSQL by a generated tsvector column and triggers; on SQLite by
-# triggers for deletes and theme changes, and by the store for new and changed items
-# (storage.index_sqlite_archive), per batch.
+# The archive's search index and item_theme (migrations 0005 and 0008, not described here)
+# follow item through archive_pending: the store sets it on the items it inserts or changes,
+# and archive_store.index_archive, a step run after the writes, indexes those and clears it.
+# Deletes leave the index by themselves (a trigger, cascades).
 item = Table(
     "item",
     metadata,
@@ -127,6 +127,8 @@ item = Table(
     Column("themes", JSON),
     Column("scores", JSON),
     Column("evidence", JSON),
+    # true: the archive's entries (search, item_theme) are to be (re)built; NULL: up to date
+    Column("archive_pending", Boolean),
     Index("uq_item_feed_id_guid_key", "feed_id", "guid_key", unique=True),
     # one row per story URL across feeds; items without a safe link are exempt
     Index(
@@ -137,6 +139,12 @@ item = Table(
         postgresql_where=text("link <> ''"),
     ),
     Index("ix_item_published_at", "published_at"),
+    Index(
+        "ix_item_archive_pending",
+        "id",
+        sqlite_where=text("archive_pending"),
+        postgresql_where=text("archive_pending"),
+    ),
 )
 
 subscriber = Table(

@@ -1,6 +1,9 @@
 """The store: the only module with SQL. SQLite (default, WAL) or PostgreSQL.
 
-The ingest path uses SQLAlchemy Core with one transaction per batch. Claims use
+The ingest path uses SQLAlchemy Core with one transaction per batch (on PostgreSQL new
+items go in by binary COPY through the Core connection's psycopg connection, see
+``_pg_copy_items``). It writes items only: the archive's search index follows in a step
+after the writes (``archive_store.index_archive``, migration 0008). Claims use
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite a single UPDATE ... RETURNING is atomic,
 and SQLite is for one worker only.
 """
@@ -428,17 +431,9 @@ class Store:
                 owners.append(index)
         inserted = self._insert_items(conn, rows, owners, len(batches))
         if changes:
-            # SQLite at migration 0007: the changed items' old text leaves the FTS5 index
-            # and their new text enters it in one statement each (0005's trigger did it
-            # row by row). Deleting and adding the same words again is harmless, so every
-            # changed item is reindexed, its text changed or only its tags.
-            reindex = self.is_sqlite and _sqlite_indexes_updates(conn)
-            ids = json.dumps([change["b_id"] for change in changes]) if reindex else ""
-            if reindex:
-                conn.exec_driver_sql(_SQLITE_FTS_UNINDEX, (ids,))
+            # The changed items are marked archive_pending (in _UPDATE_ITEM): the archive
+            # index follows in archive_store.index_archive, after the writes (migration 0008).
             conn.execute(_UPDATE_ITEM, changes)
-            if reindex:
-                conn.exec_driver_sql(_SQLITE_FTS_REINDEX, (ids,))
         return [
             StoreCounts(
                 new=inserted[i],
@@ -461,7 +456,7 @@ class Store:
             rows = conn.execute(_SQLITE_KNOWN, params)
         else:
             params = {"feed_ids": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}
-            rows = conn.execute(_PG_KNOWN, params)
+            rows = conn.exec_driver_sql(_PG_KNOWN, params)
         return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
     def _existing_links(self, conn: Connection, links: Sequence[str]) -> set[str]:
@@ -470,7 +465,7 @@ class Store:
         if self.is_sqlite:
             rows = conn.execute(_SQLITE_LINKS, {"links": json.dumps(links)})
         else:
-            rows = conn.execute(_PG_LINKS, {"links": list(links)})
+            rows = conn.exec_driver_sql(_PG_LINKS, {"links": list(links)})
         return {r[0] for r in rows}
 
     def _insert_items(
@@ -492,14 +487,8 @@ class Store:
             for name, values in zip(_INSERT_COLUMNS, zip(*rows, strict=True), strict=True)
         ]
         if self.is_sqlite:
-            # The archive index (migration 0007): the rows this INSERT adds are those above
-            # the largest id before it (SQLite has one writer and gives a new row
-            # max(id) + 1), indexed in bulk afterwards, in this transaction.
-            last = sqlite_last_item_id(conn)
             # executemany of one INSERT: the sqlite3 module loops in C.
             result = conn.exec_driver_sql(_SQLITE_INSERT, list(zip(*columns, strict=True)))
-            if last is not None:
-                index_sqlite_archive(conn, last)
             if result.rowcount is None or result.rowcount < 0 or result.rowcount == len(rows):
                 for owner in owners:
                     inserted[owner] += 1
@@ -509,8 +498,15 @@ class Store:
             for row, owner in zip(rows, owners, strict=True):
                 inserted[owner] += (row[1], row[2]) in ours
             return inserted
-        # PostgreSQL: one INSERT ... SELECT FROM unnest(column arrays): a single statement
-        # and round trip whatever the number of rows, no per-row parameters.
+        # PostgreSQL: the rows are COPYed (binary) into item, in a savepoint: the fastest
+        # way in, client and server side. COPY knows no ON CONFLICT, so when a concurrent
+        # writer stored one of them first (a unique violation) the savepoint is rolled back
+        # and the rows go in by one INSERT ... SELECT FROM unnest(column arrays) ... ON
+        # CONFLICT DO NOTHING, which skips those.
+        if _pg_copy_items(conn, columns):
+            for owner in owners:
+                inserted[owner] += 1
+            return inserted
         params = {f"c{n}": values for n, values in enumerate(columns)}
         owner_of = {row[1]: owner for row, owner in zip(rows, owners, strict=True)}
         for (feed_id,) in conn.exec_driver_sql(_PG_INSERT, params):
@@ -577,6 +573,7 @@ class Store:
                 themes=bindparam("b_themes"),
                 scores=bindparam("b_scores"),
                 evidence=bindparam("b_evidence"),
+                archive_pending=True,  # item_theme follows in archive_store.index_archive
             )
         )
         rows = []
@@ -601,10 +598,20 @@ class Store:
 # ~30% less CPU. The larger cache is set on the connections that write items only.
 SQLITE_WAL_AUTOCHECKPOINT = 8192  # pages
 SQLITE_WRITE_CACHE_KIB = 32768
+# New databases get 16 KB pages (SQLite's default is 4 KB): an item row is a few KB (its
+# HTML, text, tags and evidence), which with 4 KB pages goes to overflow pages, partly
+# empty; with 16 KB pages rows share pages whole. New items are stored about twice as fast
+# (bench/store.py: ~28,000-34,000/s against ~55,000-64,000/s, 2,000-item transactions,
+# 16,000 items onto 20,000) and the file is half the size (157 MB against 83 MB there); 32
+# and 64 KB gave no more. The pragma only acts before a database's first table exists: an
+# existing database keeps its page size unless rebuilt offline (journal_mode=DELETE, this
+# page_size, VACUUM, journal_mode=WAL).
+SQLITE_PAGE_SIZE = 16384
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # before WAL creates the file
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -735,6 +742,8 @@ _UPDATE_ITEM = (
             )
         }
     )
+    # the archive index (search, item_theme) follows in archive_store.index_archive
+    .values(archive_pending=True)
 )
 
 
@@ -767,13 +776,15 @@ _SQLITE_LINKS = text(
     "SELECT item.link FROM json_each(:links) AS k CROSS JOIN item"
     " WHERE item.link = k.value AND item.link <> ''"
 )
-# PostgreSQL takes them as arrays: one parameter each, whatever the number of keys.
-_PG_KNOWN = text(
+# PostgreSQL takes them as arrays: one parameter each, whatever the number of keys, bound
+# in binary (psycopg's %(name)b: the text form quotes every string with a regular expression).
+_PG_KNOWN = (
     "SELECT item.feed_id, item.guid_key, item.id, item.content_hash"
-    " FROM unnest(CAST(:feed_ids AS INTEGER[]), CAST(:keys AS TEXT[])) AS k(feed_id, guid_key)"
+    " FROM unnest(CAST(%(feed_ids)b AS INTEGER[]), CAST(%(keys)b AS TEXT[]))"
+    " AS k(feed_id, guid_key)"
     " JOIN item ON item.feed_id = k.feed_id AND item.guid_key = k.guid_key"
 )
-_PG_LINKS = text("SELECT link FROM item WHERE link <> '' AND link = ANY(CAST(:links AS TEXT[]))")
+_PG_LINKS = "SELECT link FROM item WHERE link <> '' AND link = ANY(CAST(%(links)b AS TEXT[]))"
 
 
 _INSERT_COLUMNS = (
@@ -793,11 +804,20 @@ _INSERT_COLUMNS = (
     "updated_at",
     "content_hash",
     *_TAG_COLUMNS,
+    "archive_pending",  # indexed for the archive by archive_store.index_archive
 )
 
 
+_UNTAGGED = (None,) * len(_TAG_COLUMNS)
+
+
 def _insert_row(batch: _Batch, it: Item) -> tuple[Any, ...]:
-    tags = _tag_values(batch.tags, it.guid_key)
+    result = batch.tags.get(it.guid_key) if batch.tags else None
+    if result is None:
+        tags: tuple[Any, ...] = _UNTAGGED
+    else:
+        values = _tag_values(batch.tags, it.guid_key)
+        tags = tuple(values[name] for name in _TAG_COLUMNS)
     return (
         item_uid(batch.feed_url, it),
         batch.feed_id,
@@ -814,7 +834,8 @@ def _insert_row(batch: _Batch, it: Item) -> tuple[Any, ...]:
         batch.fetched_at,
         batch.fetched_at,
         it.content_hash,
-        *(tags[name] for name in _TAG_COLUMNS),
+        *tags,
+        True,
     )
 
 
@@ -834,6 +855,42 @@ _SQLITE_INSERT = (
     f"INSERT INTO item ({', '.join(_INSERT_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)}) ON CONFLICT DO NOTHING"
 )
+# COPY (binary) of new items on PostgreSQL, through the Core connection's psycopg
+# connection (SQLAlchemy has no COPY): binary COPY sends each value in its type's binary
+# form, encoded by psycopg's C dumpers (JSON columns as the JSON text the column type
+# binds: json's binary form is its text).
+_PG_COPY = f"COPY item ({', '.join(_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
+def _pg_copy_type(column_type: Any) -> str:
+    if isinstance(column_type, UTCDateTime):
+        return "timestamptz"
+    if isinstance(column_type, Boolean):
+        return "bool"
+    if isinstance(column_type, Integer):
+        return "int4"
+    return "text"  # Text, String(n) and JSON (already encoded)
+
+
+_PG_COPY_TYPES = [_pg_copy_type(item.c[name].type) for name in _INSERT_COLUMNS]
+
+
+def _pg_copy_items(conn: Connection, columns: list[list[Any]]) -> bool:
+    """COPY the rows (bound values, column by column) into item in a savepoint. False,
+    with nothing inserted, when one of them is stored already (a concurrent writer)."""
+    from psycopg import errors
+
+    driver: Any = conn.connection.driver_connection
+    try:
+        with conn.begin_nested(), driver.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
+            copy.set_types(_PG_COPY_TYPES)
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    except errors.UniqueViolation:
+        return False
+    return True
+
+
 # Binary parameters (psycopg's %(name)b): the text form of an array quotes every element
 # (a regular expression per string), which cost more client CPU than the server's insert.
 _PG_INSERT = (
@@ -844,66 +901,6 @@ _PG_INSERT = (
     )
     + ") ON CONFLICT DO NOTHING RETURNING feed_id"
 )
-
-# SQLite's archive index (migrations 0005 and 0007): a batch's new items go into the FTS5
-# table and item_theme in two statements after its INSERT, and its changed items are
-# reindexed around its UPDATE, instead of triggers per row (FTS5 writes a segment per
-# statement: a new item indexed by the trigger cost 2.5 times the engine CPU it costs now,
-# commit included, bench/archive_index.py). Only when the database is at 0007: before it
-# the triggers still do it.
-_SQLITE_BULK_ARCHIVE = (
-    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_fts')"
-    " AND NOT EXISTS (SELECT 1 FROM sqlite_master"
-    " WHERE type = 'trigger' AND name = 'item_archive_insert')"
-)
-_SQLITE_LAST_ID = "SELECT coalesce(max(id), 0) FROM item"
-_SQLITE_ARCHIVE_INSERTS = (
-    "INSERT INTO item_fts (rowid, title, summary_text)"
-    " SELECT id, title, summary_text FROM item WHERE id > ?",
-    "INSERT OR IGNORE INTO item_theme (item_id, theme, published_at)"
-    " SELECT item.id, t.value, item.published_at FROM item, json_each(CASE WHEN"
-    " json_type(item.themes) = 'array' THEN item.themes ELSE '[]' END) AS t WHERE item.id > ?",
-)
-
-
-def sqlite_last_item_id(conn: Connection) -> int | None:
-    """On a SQLite database at migration 0007 or later, the largest item id before an
-    insert, for ``index_sqlite_archive`` after it; None when there is nothing to index by
-    hand (0005's per-row trigger still does it, or the archive tables are absent)."""
-    if not conn.exec_driver_sql(_SQLITE_BULK_ARCHIVE).scalar_one():
-        return None
-    return int(conn.exec_driver_sql(_SQLITE_LAST_ID).scalar_one())
-
-
-# A batch's changed items (ids as a JSON array), before and after its UPDATE.
-_SQLITE_FTS_UNINDEX = (
-    "INSERT INTO item_fts (item_fts, rowid, title, summary_text)"
-    " SELECT 'delete', id, title, summary_text FROM item"
-    " WHERE id IN (SELECT value FROM json_each(?))"
-)
-_SQLITE_FTS_REINDEX = (
-    "INSERT INTO item_fts (rowid, title, summary_text)"
-    " SELECT id, title, summary_text FROM item WHERE id IN (SELECT value FROM json_each(?))"
-)
-_SQLITE_BULK_UPDATES = (
-    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_fts')"
-    " AND NOT EXISTS (SELECT 1 FROM sqlite_master"
-    " WHERE type = 'trigger' AND name = 'item_archive_text')"
-)
-
-
-def _sqlite_indexes_updates(conn: Connection) -> bool:
-    """Whether the store reindexes changed items itself (0007 dropped 0005's trigger)."""
-    return bool(conn.exec_driver_sql(_SQLITE_BULK_UPDATES).scalar_one())
-
-
-def index_sqlite_archive(conn: Connection, after_id: int) -> None:
-    """Put the items above ``after_id`` (just inserted, in this transaction) into the
-    archive's search index and item_theme: what 0005's insert trigger did row by row.
-    Anything that inserts items on SQLite other than the Store must call it too."""
-    for statement in _SQLITE_ARCHIVE_INSERTS:
-        conn.exec_driver_sql(statement, (after_id,))
-
 
 _JSON_NULL = json.dumps(None)
 

@@ -498,7 +498,7 @@ class PublicPages:
         self.flask = flask
         self.wsgi_app = wsgi_app
         self.cache = PageCache()
-        self._version: tuple[float, tuple[int, int]] | None = None
+        self._version: tuple[float, tuple[int, int, int]] | None = None
 
     def version(self, path: str) -> Hashable:
         if path.startswith("/editions/"):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import inspect
 
-from pipeline.adapters.storage import Store
+from pipeline.adapters.storage import Store, _Batch
 from pipeline.core.errors import StorageError
-from pipeline.core.models import FeedOutcome, FeedSource, Item
+from pipeline.core.models import FeedOutcome, FeedSource, Item, StoreCounts
 from pipeline.core.schedule import BackoffPolicy, decide_after_poll
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -29,6 +29,15 @@ def make_item(n: int, *, link: bool = True, content: str = "v1", **changes: obje
         content_hash=f"{n}-{content}",
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@dataclass
+class Tags:
+    relevant: bool = True
+    us_link: bool = False
+    themes: list[str] = field(default_factory=lambda: ["economy", "china"])
+    scores: dict[str, float] = field(default_factory=lambda: {"economy": 0.5})
+    evidence: dict[str, list[str]] = field(default_factory=lambda: {"economy": ["imf"]})
 
 
 def add(store: Store, url: str = "https://a.example/feed") -> int:
@@ -224,3 +233,101 @@ def test_hostile_strings_survive_normalisation_and_store_on_both_engines(
     assert "\x00" not in stored.title
     assert len(stored.title) <= TITLE_MAX
     stored.title.encode("utf-8")  # no lone surrogates
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_new_items_are_stored_as_the_column_types_bind_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch, copy: bool
+) -> None:
+    """The insert path (PostgreSQL: binary COPY, or its INSERT ... ON CONFLICT fallback;
+    SQLite: one executemany) stores what SQLAlchemy's own insert of the same values stores:
+    JSON null for untagged items, lists and dicts for tagged ones, aware times, booleans."""
+    from sqlalchemy import select
+
+    from pipeline.adapters import storage
+    from pipeline.adapters.schema import item
+
+    if not copy:
+        monkeypatch.setattr(storage, "_pg_copy_items", lambda conn, columns: False)
+
+    first, second = add(store, "https://a.example/feed"), add(store, "https://b.example/feed")
+    items = [make_item(1), make_item(2, link=False, published_missing=True)]
+    store.store_items(first, "https://a.example/feed", items, NOW, {"guid-2": Tags()})
+    expected = []
+    for it, tags in ((items[0], None), (items[1], Tags())):
+        expected.append(
+            {
+                "uid": f"ref-{it.guid_key}",  # unique too; compared apart
+                "feed_id": second,
+                "guid_key": it.guid_key,
+                "link": it.link + "#ref" if it.link else "",  # the link is unique
+                "title": it.title,
+                "summary_html": it.summary_html,
+                "summary_text": it.summary_text,
+                "author": it.author,
+                "source_name": it.source,
+                "language": it.language,
+                "published_at": it.published,
+                "published_missing": it.published_missing,
+                "fetched_at": NOW,
+                "updated_at": NOW,
+                "content_hash": it.content_hash,
+                "relevant": tags.relevant if tags else None,
+                "us_link": tags.us_link if tags else None,
+                "themes": tags.themes if tags else None,
+                "scores": tags.scores if tags else None,
+                "evidence": tags.evidence if tags else None,
+                "archive_pending": True,
+            }
+        )
+    with store.engine.begin() as conn:
+        conn.execute(item.insert(), expected)
+    columns = [c for c in item.c if c.name not in ("id", "uid", "feed_id", "link")]
+    raw = [c.label(c.name) for c in columns]
+    with store.engine.begin() as conn:
+        rows = conn.execute(select(item.c.feed_id, *raw).order_by(item.c.id)).all()
+        links = conn.execute(select(item.c.link).order_by(item.c.id)).scalars().all()
+        uids = conn.execute(select(item.c.uid).order_by(item.c.id)).scalars().all()
+        # JSON null (not SQL NULL) where untagged, as SQLAlchemy's JSON type binds None
+        nulls = conn.execute(
+            select(item.c.feed_id).where(item.c.themes.is_(None)).order_by(item.c.id)
+        ).all()
+    stored = [tuple(r[1:]) for r in rows if r[0] == first]
+    reference = [tuple(r[1:]) for r in rows if r[0] == second]
+    assert stored == reference
+    assert links == [items[0].link, "", items[0].link + "#ref", ""]
+    assert uids[:2] == [storage.item_uid("https://a.example/feed", it) for it in items]
+    assert nulls == []
+
+
+@pytest.mark.postgres
+def test_a_concurrent_writer_storing_the_same_items_first_is_not_an_error(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: the COPY of new items meets rows another transaction stored after this
+    one looked (it waits for it, then fails on the unique index): the savepoint is rolled
+    back and the rows go in again by INSERT ... ON CONFLICT DO NOTHING, which skips them."""
+    store = Store(postgres_url)
+    store.upgrade()
+    try:
+        a, b = add(store, "https://a.example/feed"), add(store, "https://b.example/feed")
+        items = [make_item(n) for n in range(5)]
+        result: list[object] = []
+        with store.engine.begin() as conn:
+            batch = _Batch(a, "https://a.example/feed", items[:3], NOW, None)
+            store._store_batches(conn, [batch])  # not committed yet
+            other = threading.Thread(
+                target=lambda: result.append(
+                    store.store_items(b, "https://b.example/feed", items, NOW)
+                )
+            )
+            other.start()
+            other.join(timeout=1)
+            assert other.is_alive()  # its COPY waits for this transaction
+        other.join(timeout=30)
+        (counts,) = result
+        assert isinstance(counts, StoreCounts)
+        assert (counts.new, counts.duplicates) == (2, 3)
+        assert store.count_items() == 5
+    finally:
+        store.close()

@@ -25,6 +25,7 @@ from pipeline.core.models import FeedSource, Item
 from pipeline.core.subscribers import Frequency, SubscriberStatus
 from pipeline.delivery import to_candidate
 from pipeline.editorial import load_theme_infos
+from pipeline.jobs import index_item_archive
 from pipeline.web import svg
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # the FakeClock's time
@@ -95,10 +96,13 @@ def store_items(
     tags: Tags | None = None,
     feed_title: str = "Outlet A",
     feed_url: str = "https://a.example/feed",
+    index: bool = True,
 ) -> list[StoredItem]:
     feed_id, _ = core.store.add_feed(FeedSource(url=feed_url, title=feed_title), "cli", NOW)
     by_key = {it.guid_key: tags or Tags() for it in items}
     core.store.store_items(feed_id, feed_url, items, NOW, by_key)
+    if index:
+        index_item_archive(core)  # as the poll run does after its writes
     keys = {it.title for it in items}
     return [i for i in core.store.list_items(limit=10_000) if i.title in keys]
 
@@ -539,6 +543,13 @@ def test_cached_pages_follow_new_editions_and_items(
     assert len(feedparser.parse(client.get("/archive.atom").data).entries) == 1
     search = client.get("/archive?q=gwadar").get_data(as_text=True)
     assert f"/editions/{edition_id}#item-" in search  # now links to its edition
+    # Stored, not indexed yet: the page rendered meanwhile is not given after the step.
+    store_items(
+        web_core, [make_item(2, "Gwadar airport")], feed_url="https://b.example/f", index=False
+    )
+    assert b"Gwadar airport" not in client.get("/archive?q=gwadar").data
+    assert index_item_archive(web_core) == 1
+    assert b"Gwadar airport" in client.get("/archive?q=gwadar").data
 
 
 def test_pages_are_served_from_the_cache(

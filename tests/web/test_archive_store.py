@@ -1,5 +1,6 @@
 """The archive's reads and migration 0005 on SQLite and PostgreSQL (every test runs on both):
-search, the theme and edition lookup tables the database keeps in step, weekly volumes."""
+search, the theme and edition lookup tables, weekly volumes. Items are indexed by the step
+``index_archive`` after they are stored (migration 0008), as the poll run does."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pipeline.adapters.archive_store import (
     edition_item,
     edition_theme,
     fts5_match,
+    index_archive,
     item_theme,
     query_words,
 )
@@ -61,6 +63,7 @@ def add_feed(store: Store, url: str = "https://a.example/feed") -> int:
 def put(store: Store, items: list[Item], tags: dict[str, Tags] | None = None) -> None:
     feed_id = add_feed(store)
     store.store_items(feed_id, "https://a.example/feed", items, NOW, tags or {})
+    index_archive(store)
 
 
 def uids(store: Store) -> dict[str, str]:
@@ -181,9 +184,17 @@ def test_search_pages(store: Store) -> None:
 def test_search_follows_changed_and_deleted_items(store: Store) -> None:
     feed_id = add_feed(store)
     store.store_items(feed_id, "https://a.example/feed", [make_item(1, "Budget talks")], NOW)
+    archive = ArchiveStore(store)
+    assert archive.search("budget").rows == []  # stored, not indexed yet
+    assert index_archive(store) == 1
+    assert [h.title for h in archive.search("budget").rows] == ["Budget talks"]
     changed = make_item(1, "Monsoon floods", content_hash="changed")
     store.store_items(feed_id, "https://a.example/feed", [changed], NOW)
-    archive = ArchiveStore(store)
+    # until the step, the item (its current row) is found by its previous words only
+    assert [h.title for h in archive.search("budget").rows] == ["Monsoon floods"]
+    assert archive.search("floods").rows == []
+    assert index_archive(store) == 1
+    assert index_archive(store) == 0
     assert archive.search("budget").rows == []
     assert [h.title for h in archive.search("floods").rows] == ["Monsoon floods"]
     assert store.remove_feed("https://a.example/feed")
@@ -208,6 +219,7 @@ def test_search_pages_are_exact_when_storage_order_follows_time(
         text = "common words" if n % 3 else "rare"
         it = make_item(n, f"Story {n}", text, published=published)
         store.store_items(feed_id, "https://a.example/feed", [it], published + timedelta(minutes=5))
+        index_archive(store, batch=7)
     expected = _expected(store, "common")
     archive = ArchiveStore(store)
     got = [h.uid for p in range(1, 8) for h in archive.search("common", page=p, per_page=4).rows]
@@ -233,6 +245,7 @@ def test_search_pages_are_exact_when_old_items_are_stored_late(
             for n in range(10)
         ]
         store.store_items(feed_id, "https://a.example/feed", items, NOW)
+    assert index_archive(store, batch=3) == 40
     expected = _expected(store, "common")
     archive = ArchiveStore(store)
     first = archive.search("common", page=1, per_page=3)
@@ -323,6 +336,8 @@ def test_item_themes_follow_tagging(store: Store) -> None:
     two = next(i for i in store.list_items() if i.title == "Two")
     store.set_tags([(one.row_id, Tags(themes=["india"])), (two.row_id, Tags(themes=["china"]))])
     archive = ArchiveStore(store)
+    assert [i.title for i in archive.theme_items("economy")] == ["One"]  # until the step
+    assert index_archive(store) == 2
     assert [i.title for i in archive.theme_items("india")] == ["One"]
     assert [i.title for i in archive.theme_items("china")] == ["Two"]
     assert archive.theme_items("economy") == []
@@ -458,8 +473,9 @@ def test_later_migrations_keep_the_archive_in_step(
     if sqlite_version == "rebuild":
         monkeypatch.setattr(store.engine.dialect, "server_version_info", (3, 31, 1))
     triggers = _item_triggers(store)
-    # 0007 dropped the insert and text triggers (the store indexes each batch); 0005 has them.
-    assert triggers == {"item_archive_delete", "item_archive_themes"}
+    # 0007 dropped the insert and text triggers, 0008 the theme trigger (index_archive does
+    # it); 0005 has them all.
+    assert triggers == {"item_archive_delete"}
     put(store, [make_item(1, "Floods in Sindh")], {"guid-1": Tags(themes=["climate"])})
     with store.engine.begin() as conn:
         conn.execute(
@@ -479,7 +495,11 @@ def test_later_migrations_keep_the_archive_in_step(
         )
 
     _migrate(store, "0005")
-    assert _item_triggers(store) == triggers | {"item_archive_insert", "item_archive_text"}
+    assert _item_triggers(store) == triggers | {
+        "item_archive_insert",
+        "item_archive_text",
+        "item_archive_themes",
+    }
     assert "source_name" not in {c["name"] for c in inspect(store.engine).get_columns("item")}
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM delivery")).scalar() == 1

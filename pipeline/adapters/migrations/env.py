@@ -14,10 +14,11 @@ connection = config.attributes.get("connection")
 
 # What migrations create that pipeline/adapters/schema.py does not describe, so that
 # autogenerate and `alembic check` do not offer to drop it. All of it is migration 0005's
-# archive search, kept in step with `item` and `edition` by the database (triggers):
-# the lookup tables (read by pipeline/adapters/archive_store.py), the archive-list index,
-# PostgreSQL's stored tsvector column and its GIN index, and SQLite's FTS5 table with the
-# shadow tables FTS5 makes for it (item_fts_data, _idx, _docsize, _config, _content).
+# archive search (items indexed by archive_store.index_archive since 0008, editions by
+# triggers): the lookup tables (read by pipeline/adapters/archive_store.py), the
+# archive-list index, PostgreSQL's tsvector column and its GIN index, and SQLite's FTS5
+# table with the shadow tables FTS5 makes for it (item_fts_data, _idx, _docsize, _config,
+# _content).
 MIGRATION_OWNED_TABLES = frozenset({"item_theme", "edition_theme", "edition_item", "item_fts"})
 MIGRATION_OWNED_INDEXES = frozenset({"ix_edition_public_listing", "ix_item_search"})
 MIGRATION_OWNED_COLUMNS = frozenset({("item", "search_vector")})

@@ -35,6 +35,8 @@ then re-parse texts, which is why 0005 stores the vector; a side table filled pe
 Downgrade: both triggers are created again (as 0005 made them). Items stored meanwhile
 were indexed by the store, so there is nothing to catch up.
 
+(Migration 0008 took the index out of the write altogether: ``archive_store.index_archive``.)
+
 Caution for later migrations on SQLite: a batch ("move and copy") alteration of ``item``
 drops its triggers; recreate 0005's with ``create_sqlite_triggers`` and then drop
 ``item_archive_insert`` and ``item_archive_text`` again, or items are indexed twice.

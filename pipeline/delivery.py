@@ -655,6 +655,7 @@ def compose_batch(
             summary.failed += 1
             continue
         out.append((email, row))
+    editorial.assembler.release()  # the batch's editions can go with it
     return out
 
 

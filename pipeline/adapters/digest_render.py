@@ -81,6 +81,9 @@ class DigestAssembler:
         self._stories: dict[_Key, tuple[Pieces, Pieces]] = {}
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._odd_text: dict[str, str] = {}
+        # per (content, zone) prepared together: its blocks and story keys, reused by
+        # ``digest`` (held until ``release`` or the next ``prepare``)
+        self._prepared: dict[tuple[int, str], tuple[Mapping[str, Any], Any, Any]] = {}
         self.probes = 0  # renders of probe digests (for benchmarks and tests)
 
     # -- the public side ---------------------------------------------------------------------
@@ -90,7 +93,12 @@ class DigestAssembler:
     ) -> RenderedEmail:
         """The email ``renderer.digest(content, recipient, heading)`` would give."""
         zone = recipient.timezone
-        blocks = _blocks(content)
+        known = self._prepared.get((id(content), zone))
+        if known is not None and known[0] is content:
+            blocks, story_keys = known[1], known[2]
+        else:
+            blocks = _blocks(content)
+            story_keys = [[_story_key(e, zone) for e in block[2]] for block in blocks]
         keys = [self._start_key(content, heading, zone)]
         keys += [block[0] for block in blocks]
         keys.append(_end_key(recipient))
@@ -98,7 +106,6 @@ class DigestAssembler:
         if any(pair not in self._transitions for pair in pairs):
             self._probe(content, recipient, heading, blocks, keys)
         stories = self._stories
-        story_keys = [[_story_key(e, zone) for e in block[2]] for block in blocks]
         missing = [
             e
             for block, block_keys in zip(blocks, story_keys, strict=True)
@@ -140,16 +147,17 @@ class DigestAssembler:
         cached (the digests themselves are assembled later). Returns stories rendered."""
         wanted: dict[str, dict[_Key, Mapping[str, Any]]] = {}
         period_end: dict[str, str] = {}
-        looked: set[tuple[int, str]] = set()  # readers of one digest share its content
+        prepared = self._prepared = {}  # readers of one digest share its content
         for content, zone in digests:
-            if (id(content), zone) in looked:
+            if (id(content), zone) in prepared:
                 continue
-            looked.add((id(content), zone))
             seen = wanted.setdefault(zone, {})
             period_end.setdefault(zone, str(content["period_end"]))
-            for block in _blocks(content):
-                for e in block[2]:
-                    key = _story_key(e, zone)
+            blocks = _blocks(content)
+            story_keys = [[_story_key(e, zone) for e in block[2]] for block in blocks]
+            prepared[(id(content), zone)] = (content, blocks, story_keys)
+            for block, block_keys in zip(blocks, story_keys, strict=True):
+                for e, key in zip(block[2], block_keys, strict=True):
                     if key not in self._stories and key not in seen:
                         seen[key] = e
         rendered = 0
@@ -158,6 +166,11 @@ class DigestAssembler:
                 self._render_stories(list(entries.values()), zone, period_end[zone])
                 rendered += len(entries)
         return rendered
+
+    def release(self) -> None:
+        """Forget what ``prepare`` kept of its digests (call when the batch is done: the
+        digests' contents can then be freed)."""
+        self._prepared = {}
 
     # -- probes ----------------------------------------------------------------------------
 

@@ -68,7 +68,9 @@ def safe_url(value: object) -> str:
 
 def one_line(value: str) -> str:
     """Header-safe: no CR, LF or other control characters, spaces collapsed."""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+    if not value.isprintable():  # checked whole in C first: most values are printable
+        value = "".join(ch if ch.isprintable() else " " for ch in value)
+    return " ".join(value.split())
 
 
 def _zone(context: Context) -> ZoneInfo:

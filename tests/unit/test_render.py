@@ -7,8 +7,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pipeline.adapters.render import EmailRenderer, Recipient, SiteInfo, build_environment, safe_url
+from pipeline.adapters.render import (
+    EmailRenderer,
+    Recipient,
+    SiteInfo,
+    build_environment,
+    one_line,
+    safe_url,
+)
 from pipeline.core.digest import (
     DigestCandidate,
     DigestRequest,
@@ -144,3 +153,11 @@ def test_every_html_template_is_autoescaped() -> None:
     assert all(n.endswith(".html") or n.endswith(".xml") for n in html_like)
     assert all(env.autoescape(n) if callable(env.autoescape) else env.autoescape for n in html_like)
     assert not any(n.endswith((".htm", ".jinja", ".j2")) for n in names)
+
+
+@given(st.text())
+def test_one_line_leaves_no_control_character_and_collapses_spaces(value: str) -> None:
+    # The fast path (a printable value) must give what the character-by-character one does.
+    slow = " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+    assert one_line(value) == slow
+    assert one_line(value).isprintable() or not one_line(value)

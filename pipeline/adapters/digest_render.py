@@ -81,7 +81,7 @@ class DigestAssembler:
         self._stories: dict[_Key, tuple[Pieces, Pieces]] = {}
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._odd_text: dict[str, str] = {}
-        # per (content, zone) prepared together: its blocks and story keys, reused by
+        # per (content, zone) prepared together: its blocks and rendered stories, used by
         # ``digest`` (held until ``release`` or the next ``prepare``)
         self._prepared: dict[tuple[int, str], tuple[Mapping[str, Any], Any, Any]] = {}
         self.probes = 0  # renders of probe digests (for benchmarks and tests)
@@ -93,27 +93,28 @@ class DigestAssembler:
     ) -> RenderedEmail:
         """The email ``renderer.digest(content, recipient, heading)`` would give."""
         zone = recipient.timezone
+        stories = self._stories
         known = self._prepared.get((id(content), zone))
-        if known is not None and known[0] is content:
-            blocks, story_keys = known[1], known[2]
+        if known is not None and known[0] is content:  # prepared: its stories are at hand
+            blocks, pieces = known[1], known[2]
         else:
             blocks = _blocks(content)
             story_keys = [[_story_key(e, zone) for e in block[2]] for block in blocks]
+            missing = [
+                e
+                for block, block_keys in zip(blocks, story_keys, strict=True)
+                for e, key in zip(block[2], block_keys, strict=True)
+                if key not in stories
+            ]
+            if missing:
+                self._render_stories(missing, zone, str(content["period_end"]))
+            pieces = [list(map(stories.__getitem__, block_keys)) for block_keys in story_keys]
         keys = [self._start_key(content, heading, zone)]
         keys += [block[0] for block in blocks]
         keys.append(_end_key(recipient))
         pairs = list(pairwise(keys))
         if any(pair not in self._transitions for pair in pairs):
             self._probe(content, recipient, heading, blocks, keys)
-        stories = self._stories
-        missing = [
-            e
-            for block, block_keys in zip(blocks, story_keys, strict=True)
-            for e, key in zip(block[2], block_keys, strict=True)
-            if key not in stories
-        ]
-        if missing:
-            self._render_stories(missing, zone, str(content["period_end"]))
         subject = one_line(str(content["subject"]))
         preheader = one_line(str(content.get("preheader", "")))
         html: list[str] = []
@@ -131,8 +132,7 @@ class DigestAssembler:
             _fill(text, trans_text, values_text)
             if index == len(blocks):
                 break
-            for e, key in zip(blocks[index][2], story_keys[index], strict=True):
-                story_html, story_text = stories[key]
+            for e, (story_html, story_text) in zip(blocks[index][2], pieces[index], strict=True):
                 if len(story_html) == 1:
                     html.append(story_html[0])
                     text.append(story_text[0])
@@ -165,6 +165,10 @@ class DigestAssembler:
             if entries:
                 self._render_stories(list(entries.values()), zone, period_end[zone])
                 rendered += len(entries)
+        # each digest's stories, as ``digest`` assembles them
+        get = self._stories.__getitem__
+        for at, (content, blocks, story_keys) in prepared.items():
+            prepared[at] = (content, blocks, [list(map(get, keys)) for keys in story_keys])
         return rendered
 
     def release(self) -> None:

@@ -1497,25 +1497,6 @@ def _narrow_general(
         out[qid] = sorted(result)
 
 
-def _near_items(
-    both: set[int], sets: _ItemSets, left: int, right: int, distance: int, title_only: bool
-) -> set[int]:
-    """Of ``both`` (items holding both sides), those where ``left`` NEAR/distance
-    ``right`` holds, as ``_near_ok`` decides it: the fewest words between two different
-    occurrences of them in one field (the title when ``title_only``), recorded by the
-    scan (``_record_gaps``), is at most ``distance``."""
-    if distance < -1:
-        return set()  # even overlapping occurrences are -1 apart
-    pair = (left, right) if left <= right else (right, left)
-    gaps = (sets.title_gaps if title_only else sets.gaps).get(pair)
-    if not gaps:
-        return set()
-    if len(gaps) < len(both):
-        return {index for index, gap in gaps.items() if gap <= distance and index in both}
-    known = gaps.get
-    return {index for index in both if known(index, _NO_GAP) <= distance}
-
-
 _NO_GAP = 1 << 30  # no two occurrences in one field
 
 
@@ -1559,18 +1540,9 @@ def _set_eval(
     tag = node[0]
     if tag == _TITLE:
         return _set_eval(node[1], sets, "title", within)
-    if tag == _NEAR:
+    if tag == _NEAR:  # its sides are single terms: groups (see _group_tree)
         _, left, right, distance = node
-        if left.__class__ is int and right.__class__ is int:
-            return _near_pair(sets, left, right, distance, scope is not None, within)
-        sides = [_set_eval(left, sets, scope), _set_eval(right, sets, scope)]
-        if within is not None:
-            sides.append(within)
-        sides.sort(key=len)
-        both = sides[0].intersection(*sides[1:])
-        if not both:
-            return both
-        return _near_items(both, sets, left, right, distance, scope is not None)
+        return _near_pair(sets, left, right, distance, scope is not None, within)
     if tag == _OR:
         return set().union(*[_set_eval(child, sets, scope, within) for child in node[1]])
     if tag == _NOT:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.adapters.schema import UTCDateTime, feed, item, metadata
+from pipeline.adapters.sqlite_checkpoint import WalCheckpointer
 from pipeline.core.errors import StorageError
 from pipeline.core.models import FeedSource, FeedState, Item, StoreCounts
 from pipeline.core.schedule import PollRecord
@@ -48,10 +50,13 @@ from pipeline.core.schedule import PollRecord
 log = logging.getLogger(__name__)
 
 
+UID_LENGTH = 20
+
+
 def item_uid(feed_url: str, it: Item) -> str:
     """The public id of an item: its story URL when it has one, else its feed and guid."""
     basis = it.link or f"{feed_url}\n{it.guid_key}"
-    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:20]
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:UID_LENGTH]
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class Store:
             self.engine: Engine = create_engine(url, echo=echo, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as error:
             raise StorageError(f"cannot open database {self.safe_url}: {error}") from error
+        self._checkpointer: WalCheckpointer | None = None
+        self._checkpointer_lock = threading.Lock()
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -102,7 +109,25 @@ class Store:
             return self.url
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self.engine.dispose()
+
+    def _wrote_items(self, counts: Sequence[StoreCounts]) -> None:
+        """After a commit of item batches: on a SQLite file, count the items towards the
+        next WAL checkpoint, which runs on the checkpointer's thread (sqlite_checkpoint)."""
+        database = self.engine.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return
+        written = sum(c.new + c.updated for c in counts)
+        if not written:
+            return
+        if self._checkpointer is None:
+            with self._checkpointer_lock:
+                if self._checkpointer is None:
+                    self._checkpointer = WalCheckpointer(database, SQLITE_CHECKPOINT_ITEMS)
+        self._checkpointer.wrote(written)
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -293,6 +318,7 @@ class Store:
         with self._begin() as conn:
             counts = self._store_batches(conn, batches)
             self._record_polls(conn, writes)
+        self._wrote_items(counts)
         return counts
 
     def _record_polls(self, conn: Connection, writes: Sequence[PollWrite]) -> None:
@@ -369,7 +395,9 @@ class Store:
         if not any(b.items for b in work):
             return [StoreCounts() for _ in work]
         with self._begin() as conn:
-            return self._store_batches(conn, work)
+            counts = self._store_batches(conn, work)
+        self._wrote_items(counts)
+        return counts
 
     def _store_batches(self, conn: Connection, batches: Sequence[_Batch]) -> list[StoreCounts]:
         if self.is_sqlite:
@@ -407,7 +435,7 @@ class Store:
         }
         elsewhere = self._existing_links(conn, sorted(fresh_links))
         seen_links: set[str] = set()  # stored earlier in this round: "elsewhere" for later feeds
-        rows: list[tuple[Any, ...]] = []  # values in _INSERT_COLUMNS order
+        fresh_items: list[tuple[_Batch, Item]] = []  # to insert, in order
         owners: list[int] = []
         changes: list[dict[str, Any]] = []
         fresh = [0] * len(batches)
@@ -427,9 +455,9 @@ class Store:
                         duplicates[index] += 1
                         continue
                     seen_links.add(it.link)
-                rows.append(_insert_row(batch, it))
+                fresh_items.append((batch, it))
                 owners.append(index)
-        inserted = self._insert_items(conn, rows, owners, len(batches))
+        inserted = self._insert_items(conn, fresh_items, owners, len(batches))
         if changes:
             # The changed items are marked archive_pending (in _UPDATE_ITEM): the archive
             # index follows in archive_store.index_archive, after the writes (migration 0008).
@@ -469,26 +497,23 @@ class Store:
         return {r[0] for r in rows}
 
     def _insert_items(
-        self, conn: Connection, rows: list[tuple[Any, ...]], owners: list[int], batches: int
+        self, conn: Connection, fresh: list[tuple[_Batch, Item]], owners: list[int], batches: int
     ) -> list[int]:
-        """Insert ``rows`` (values in _INSERT_COLUMNS order), skipping any that a concurrent
-        writer stored first (never failing on them). Returns how many were inserted per
-        batch (``owners`` maps row → batch).
+        """Insert the ``fresh`` items, skipping any that a concurrent writer stored first
+        (never failing on them). Returns how many were inserted per batch (``owners`` maps
+        each to its batch).
 
-        The values are converted column by column as the column types would bind them
-        one by one (UTCDateTime, JSON, Boolean) and handed to the driver in one call:
-        SQLAlchemy's per-row parameter processing cost more than SQLite's insert itself."""
+        Each row is built bound as the column types would bind it (``_RowBinder``) and all
+        go to the driver in one call: SQLAlchemy's per-row parameter processing cost more
+        than SQLite's insert itself."""
         inserted = [0] * batches
-        if not rows:
+        if not fresh:
             return inserted
-        dialect = conn.dialect
-        columns = [
-            _bind_column(list(values), item.c[name].type, dialect)
-            for name, values in zip(_INSERT_COLUMNS, zip(*rows, strict=True), strict=True)
-        ]
+        binder = _RowBinder(conn.dialect)
         if self.is_sqlite:
+            rows = [binder.row(batch, it) for batch, it in fresh]
             # executemany of one INSERT: the sqlite3 module loops in C.
-            result = conn.exec_driver_sql(_SQLITE_INSERT, list(zip(*columns, strict=True)))
+            result = conn.exec_driver_sql(_SQLITE_INSERT, rows)
             if result.rowcount is None or result.rowcount < 0 or result.rowcount == len(rows):
                 for owner in owners:
                     inserted[owner] += 1
@@ -503,11 +528,21 @@ class Store:
         # writer stored one of them first (a unique violation) the savepoint is rolled back
         # and the rows go in by one INSERT ... SELECT FROM unnest(column arrays) ... ON
         # CONFLICT DO NOTHING, which skips those.
-        if _pg_copy_items(conn, columns):
+        # The batch's feeds are locked as item's foreign key locked them for every row until
+        # migration 0009: a feed deleted meanwhile waits for this commit (then its delete
+        # trigger takes these items too), and one already gone refuses the batch.
+        feed_ids = sorted({batch.feed_id for batch, _ in fresh})
+        found = {row[0] for row in conn.exec_driver_sql(_PG_LOCK_FEEDS, {"ids": feed_ids})}
+        if len(found) < len(feed_ids):
+            missing = ", ".join(str(n) for n in feed_ids if n not in found)
+            raise StorageError(f"cannot store items of feed {missing}: no such feed (removed?)")
+        rows: list[tuple[Any, ...]] = []
+        if _pg_copy_items(conn, (binder.row(batch, it) for batch, it in fresh), rows):
             for owner in owners:
                 inserted[owner] += 1
             return inserted
-        params = {f"c{n}": values for n, values in enumerate(columns)}
+        rows = [binder.row(batch, it) for batch, it in fresh]
+        params = {f"c{n}": list(values) for n, values in enumerate(zip(*rows, strict=True))}
         owner_of = {row[1]: owner for row, owner in zip(rows, owners, strict=True)}
         for (feed_id,) in conn.exec_driver_sql(_PG_INSERT, params):
             inserted[owner_of[feed_id]] += 1
@@ -542,7 +577,10 @@ class Store:
 
     def get_item(self, uid: str) -> StoredItem | None:
         """One item by its public id (or a unique prefix of it, as git accepts)."""
-        query = self._items_query().where(item.c.uid.like(f"{uid}%")).limit(2)
+        if len(uid) == UID_LENGTH:  # a whole id: an index look-up on both engines
+            query = self._items_query().where(item.c.uid == uid).limit(2)
+        else:
+            query = self._items_query().where(item.c.uid.like(f"{uid}%")).limit(2)
         with self._begin() as conn:
             rows = conn.execute(query).all()
         return _stored_item(rows[0]._mapping) if len(rows) == 1 else None
@@ -597,6 +635,12 @@ class Store:
 # (32 MB), and pages written by several batches are copied once. Together a new item costs
 # ~30% less CPU. The larger cache is set on the connections that write items only.
 SQLITE_WAL_AUTOCHECKPOINT = 8192  # pages
+# The connections that write item batches leave the checkpoints to a thread of their own
+# (sqlite_checkpoint.WalCheckpointer), run every SQLITE_CHECKPOINT_ITEMS items written (a
+# 2,000-item batch writes ~16 MB of pages to the WAL: rows, and leaf pages of five indexes);
+# their own automatic checkpoint is kept as a backstop at four times the usual size.
+SQLITE_CHECKPOINT_ITEMS = 10_000
+SQLITE_WRITER_AUTOCHECKPOINT = 4 * SQLITE_WAL_AUTOCHECKPOINT
 SQLITE_WRITE_CACHE_KIB = 32768
 # New databases get 16 KB pages (SQLite's default is 4 KB): an item row is a few KB (its
 # HTML, text, tags and evidence), which with 4 KB pages goes to overflow pages, partly
@@ -621,10 +665,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_write_cache(conn: Connection) -> None:
-    """Give a connection that writes item batches the larger page cache (once)."""
+    """Give a connection that writes item batches the larger page cache and the backstop
+    checkpoint size (once): its checkpoints run on the store's checkpointer thread."""
     info = conn.connection.info
     if not info.get("qasid_write_cache"):
         conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_WRITE_CACHE_KIB}")
+        conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={SQLITE_WRITER_AUTOCHECKPOINT}")
         info["qasid_write_cache"] = True
 
 
@@ -784,6 +830,7 @@ _PG_KNOWN = (
     " AS k(feed_id, guid_key)"
     " JOIN item ON item.feed_id = k.feed_id AND item.guid_key = k.guid_key"
 )
+_PG_LOCK_FEEDS = "SELECT id FROM feed WHERE id = ANY(CAST(%(ids)b AS INTEGER[])) FOR KEY SHARE"
 _PG_LINKS = "SELECT link FROM item WHERE link <> '' AND link = ANY(CAST(%(links)b AS TEXT[]))"
 
 
@@ -808,35 +855,71 @@ _INSERT_COLUMNS = (
 )
 
 
-_UNTAGGED = (None,) * len(_TAG_COLUMNS)
+_JSON_NULL = json.dumps(None)
+_TIME_TYPE = UTCDateTime()
 
 
-def _insert_row(batch: _Batch, it: Item) -> tuple[Any, ...]:
-    result = batch.tags.get(it.guid_key) if batch.tags else None
-    if result is None:
-        tags: tuple[Any, ...] = _UNTAGGED
-    else:
-        values = _tag_values(batch.tags, it.guid_key)
-        tags = tuple(values[name] for name in _TAG_COLUMNS)
-    return (
-        item_uid(batch.feed_url, it),
-        batch.feed_id,
-        it.guid_key,
-        it.link,
-        it.title,
-        it.summary_html,
-        it.summary_text,
-        it.author,
-        it.source,
-        it.language,
-        it.published,
-        it.published_missing,
-        batch.fetched_at,
-        batch.fetched_at,
-        it.content_hash,
-        *tags,
-        True,
-    )
+class _RowBinder:
+    """New items' rows in _INSERT_COLUMNS order, each value bound as its column type binds
+    it one by one (UTCDateTime, JSON, Boolean; checked by the store tests against
+    SQLAlchemy's own insert, on both engines), built in one pass per item."""
+
+    # untagged: SQL NULL booleans and JSON null, as SQLAlchemy's JSON type binds None
+    _UNTAGGED = (None, None, _JSON_NULL, _JSON_NULL, _JSON_NULL)
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._sqlite = dialect.name == "sqlite"
+        self._times: dict[datetime, Any] = {}  # a batch's fetch times repeat, and many dates
+        self._true: Any = 1 if self._sqlite else True
+
+    def _time(self, value: datetime) -> Any:
+        bound = self._times.get(value)
+        if bound is None:
+            bound = _TIME_TYPE.process_bind_param(value, self._dialect)
+            if self._sqlite:
+                # SQLAlchemy's SQLite DATETIME storage format.
+                bound = bound.isoformat(" ", timespec="microseconds")
+            self._times[value] = bound
+        return bound
+
+    def row(self, batch: _Batch, it: Item) -> tuple[Any, ...]:
+        result = batch.tags.get(it.guid_key) if batch.tags else None
+        if result is None:
+            tags: tuple[Any, ...] = self._UNTAGGED
+        else:
+            values = _tag_values(batch.tags, it.guid_key)
+            relevant, us_link = values["relevant"], values["us_link"]
+            if self._sqlite:
+                relevant = None if relevant is None else int(relevant)
+                us_link = None if us_link is None else int(us_link)
+            tags = (
+                relevant,
+                us_link,
+                json.dumps(values["themes"]),
+                json.dumps(values["scores"]),
+                json.dumps(values["evidence"]),
+            )
+        fetched = self._time(batch.fetched_at)
+        return (
+            item_uid(batch.feed_url, it),
+            batch.feed_id,
+            it.guid_key,
+            it.link,
+            it.title,
+            it.summary_html,
+            it.summary_text,
+            it.author,
+            it.source,
+            it.language,
+            self._time(it.published),
+            int(it.published_missing) if self._sqlite else it.published_missing,
+            fetched,
+            fetched,
+            it.content_hash,
+            *tags,
+            self._true,
+        )
 
 
 def _pg_array_type(column_type: Any) -> str:
@@ -875,16 +958,21 @@ def _pg_copy_type(column_type: Any) -> str:
 _PG_COPY_TYPES = [_pg_copy_type(item.c[name].type) for name in _INSERT_COLUMNS]
 
 
-def _pg_copy_items(conn: Connection, columns: list[list[Any]]) -> bool:
-    """COPY the rows (bound values, column by column) into item in a savepoint. False,
-    with nothing inserted, when one of them is stored already (a concurrent writer)."""
+def _pg_copy_items(
+    conn: Connection, rows: Iterable[tuple[Any, ...]], written: list[tuple[Any, ...]]
+) -> bool:
+    """COPY the rows (bound values) into item in a savepoint, appending each to ``written``.
+    The rows are built as they are written, so the server inserts the first ones while the
+    client builds the next (the two cores overlap). False, with nothing inserted, when one
+    of them is stored already (a concurrent writer)."""
     from psycopg import errors
 
     driver: Any = conn.connection.driver_connection
     try:
         with conn.begin_nested(), driver.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
             copy.set_types(_PG_COPY_TYPES)
-            for row in zip(*columns, strict=True):
+            for row in rows:
+                written.append(row)
                 copy.write_row(row)
     except errors.UniqueViolation:
         return False
@@ -901,32 +989,6 @@ _PG_INSERT = (
     )
     + ") ON CONFLICT DO NOTHING RETURNING feed_id"
 )
-
-_JSON_NULL = json.dumps(None)
-
-
-def _bind_column(values: list[Any], column_type: Any, dialect: Dialect) -> list[Any]:
-    """A column's values as its type binds them one by one (checked by the store tests
-    against SQLAlchemy's own binding, on both engines)."""
-    if isinstance(column_type, UTCDateTime):
-        memo: dict[datetime, Any] = {}  # fetched_at and updated_at repeat in a batch
-        out = []
-        for value in values:
-            bound = memo.get(value)
-            if bound is None:
-                bound = column_type.process_bind_param(value, dialect)
-                if bound is not None and dialect.name == "sqlite":
-                    # SQLAlchemy's SQLite DATETIME storage format.
-                    bound = bound.isoformat(" ", timespec="microseconds")
-                memo[value] = bound
-            out.append(bound)
-        return out
-    if isinstance(column_type, JSON):
-        # SQLAlchemy's JSON type sends json.dumps(value), None included (as JSON null).
-        return [_JSON_NULL if value is None else json.dumps(value) for value in values]
-    if isinstance(column_type, Boolean) and dialect.name == "sqlite":
-        return [None if value is None else int(value) for value in values]
-    return values
 
 
 def _feed_state(row: Any) -> FeedState:

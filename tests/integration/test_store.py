@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -248,7 +249,7 @@ def test_new_items_are_stored_as_the_column_types_bind_them(
     from pipeline.adapters.schema import item
 
     if not copy:
-        monkeypatch.setattr(storage, "_pg_copy_items", lambda conn, columns: False)
+        monkeypatch.setattr(storage, "_pg_copy_items", lambda conn, rows, written: False)
 
     first, second = add(store, "https://a.example/feed"), add(store, "https://b.example/feed")
     items = [make_item(1), make_item(2, link=False, published_missing=True)]
@@ -331,3 +332,140 @@ def test_a_concurrent_writer_storing_the_same_items_first_is_not_an_error(
         assert store.count_items() == 5
     finally:
         store.close()
+
+
+def test_items_of_a_removed_feed_are_refused_and_nothing_is_stored(store: Store) -> None:
+    """The feed reference is checked on both engines: SQLite's foreign key per row,
+    PostgreSQL's store once per batch (migration 0009), naming the feed."""
+    kept, gone = add(store, "https://a.example/feed"), add(store, "https://b.example/feed")
+    assert store.remove_feed("https://b.example/feed")
+    batches = [
+        (kept, "https://a.example/feed", [make_item(1)]),
+        (gone, "https://b.example/feed", [make_item(2)]),
+    ]
+    with pytest.raises(StorageError) as error:
+        store.store_batches(batches, NOW)
+    if not store.is_sqlite:
+        assert f"feed {gone}: no such feed" in str(error.value)
+    assert store.count_items() == 0
+
+
+def test_an_item_is_found_by_its_whole_id_or_a_unique_prefix(store: Store) -> None:
+    from pipeline.adapters.storage import UID_LENGTH, item_uid
+
+    feed_id = add(store)
+    items = [make_item(n) for n in range(3)]
+    store.store_items(feed_id, "https://a.example/feed", items, NOW)
+    for it in items:
+        uid = item_uid("https://a.example/feed", it)
+        assert len(uid) == UID_LENGTH
+        found = store.get_item(uid)
+        assert found is not None and found.title == it.title
+        assert store.get_item(uid[:12]) == found
+    assert store.get_item("0" * UID_LENGTH) is None
+    assert store.get_item("") is None  # every item shares the empty prefix
+
+
+@pytest.mark.postgres
+def test_a_feed_removed_while_its_items_are_stored_takes_them_along(postgres_url: str) -> None:
+    """PostgreSQL (0009): the batch locks its feeds as the foreign key did, so a removal
+    waits for the batch to commit and its delete trigger then removes those items too."""
+    store = Store(postgres_url)
+    store.upgrade()
+    try:
+        feed_id = add(store)
+        done: list[bool] = []
+        with store.engine.begin() as conn:
+            store._store_batches(conn, [_Batch(feed_id, "u", [make_item(1)], NOW, None)])
+            remover = threading.Thread(
+                target=lambda: done.append(store.remove_feed("https://a.example/feed"))
+            )
+            remover.start()
+            remover.join(timeout=1)
+            assert remover.is_alive()  # waits for the batch's lock on the feed
+        remover.join(timeout=30)
+        assert done == [True]
+        assert store.count_items() == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_migration_0009_round_trip_restores_the_foreign_key_and_unique_uid(
+    postgres_url: str,
+) -> None:
+    from tests.web.test_archive_store import _migrate
+
+    store = Store(postgres_url)
+    store.upgrade()
+    try:
+        feed_id = add(store)
+        store.store_items(feed_id, "u", [make_item(1), make_item(2)], NOW)
+
+        def shape() -> tuple[list[str], list[str], set[str]]:
+            schema = inspect(store.engine)
+            return (
+                [fk["name"] for fk in schema.get_foreign_keys("item")],
+                [u["name"] for u in schema.get_unique_constraints("item")],
+                {i["name"] for i in schema.get_indexes("item")},
+            )
+
+        foreign_keys, uniques, indexes = shape()
+        assert foreign_keys == [] and "uq_item_uid" not in uniques and "ix_item_uid" in indexes
+        _migrate(store, "0008")
+        foreign_keys, uniques, indexes = shape()
+        assert foreign_keys == ["fk_item_feed_id_feed"] and "uq_item_uid" in uniques
+        assert "ix_item_uid" not in indexes
+        _migrate(store, "head")
+        store.store_items(feed_id, "u", [make_item(3)], NOW)
+        assert store.count_items() == 3
+        assert store.remove_feed("https://a.example/feed")
+        assert store.count_items() == 0
+    finally:
+        store.close()
+
+
+def test_sqlite_checkpoints_run_on_the_checkpointer_thread(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection writing item batches leaves WAL checkpoints to the store's thread
+    (its own automatic checkpoint is a backstop, at four times the usual size); closing
+    the store stops the thread."""
+    from pipeline.adapters import storage
+
+    monkeypatch.setattr(storage, "SQLITE_CHECKPOINT_ITEMS", 4)
+    store = Store(sqlite_url)
+    store.upgrade()
+    feed_id = add(store)
+    store.store_items(feed_id, "u", [make_item(n) for n in range(3)], NOW)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None and checkpointer.checkpoints == 0  # 3 of 4 items
+    store.store_items(feed_id, "u", [make_item(n) for n in range(3, 6)], NOW)
+    assert checkpointer.wait_idle(timeout=30)
+    assert checkpointer.checkpoints == 1
+    with store.engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert pages in (storage.SQLITE_WRITER_AUTOCHECKPOINT, storage.SQLITE_WAL_AUTOCHECKPOINT)
+    thread = checkpointer._thread
+    store.close()
+    assert not thread.is_alive()
+    reopened = Store(sqlite_url)
+    assert reopened.count_items() == 6
+    reopened.close()
+
+
+def test_a_failing_checkpointer_never_stops_the_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint that fails is logged; the writer's backstop checkpoint still works."""
+    from pipeline.adapters.sqlite_checkpoint import WalCheckpointer
+
+    missing = tmp_path / "no-such-folder" / "x.db"
+    checkpointer = WalCheckpointer(str(missing), every_items=1)
+    checkpointer.wrote(5)
+    assert checkpointer.wait_idle(timeout=30)
+    checkpointer.wrote(5)  # after it stopped: still cheap and harmless
+    assert checkpointer.wait_idle(timeout=5)
+    checkpointer.close()
+    assert checkpointer.checkpoints == 0
+    assert f"WAL checkpointer for {missing} stopped" in caplog.text

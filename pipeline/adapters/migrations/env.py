@@ -22,6 +22,16 @@ connection = config.attributes.get("connection")
 MIGRATION_OWNED_TABLES = frozenset({"item_theme", "edition_theme", "edition_item", "item_fts"})
 MIGRATION_OWNED_INDEXES = frozenset({"ix_edition_public_listing", "ix_item_search"})
 MIGRATION_OWNED_COLUMNS = frozenset({("item", "search_vector")})
+# Migration 0009 on PostgreSQL: item's feed reference checked once per batch by the store
+# (the foreign key gives way to a delete trigger on feed) and uid's unique b-tree replaced
+# by a hash index. schema.py describes SQLite's (and 0001's) form of both.
+POSTGRES_MIGRATION_OWNED = frozenset(
+    {
+        ("foreign_key_constraint", "fk_item_feed_id_feed"),
+        ("unique_constraint", "uq_item_uid"),
+        ("index", "ix_item_uid"),
+    }
+)
 
 
 def include_object(
@@ -37,12 +47,22 @@ def include_object(
     return True
 
 
+def include_postgres_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """``include_object``, and on PostgreSQL 0009's objects left out too."""
+    if (type_, name) in POSTGRES_MIGRATION_OWNED:
+        return False
+    return include_object(obj, name, type_, reflected, compare_to)
+
+
 def _run(conn: Connection) -> None:
+    postgres = conn.dialect.name == "postgresql"
     context.configure(
         connection=conn,
         target_metadata=metadata,
         render_as_batch=conn.dialect.name == "sqlite",  # SQLite alters tables by copy
-        include_object=include_object,
+        include_object=include_postgres_object if postgres else include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -402,20 +402,26 @@ def test_migration_0009_round_trip_restores_the_foreign_key_and_unique_uid(
         feed_id = add(store)
         store.store_items(feed_id, "u", [make_item(1), make_item(2)], NOW)
 
-        def shape() -> tuple[list[str], list[str], set[str]]:
+        def shape() -> tuple[list[str], list[str], set[str], str]:
             schema = inspect(store.engine)
+            with store.engine.connect() as conn:
+                search = conn.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_item_search'"
+                ).scalar_one()
             return (
                 [fk["name"] for fk in schema.get_foreign_keys("item")],
                 [u["name"] for u in schema.get_unique_constraints("item")],
                 {i["name"] for i in schema.get_indexes("item")},
+                search,
             )
 
-        foreign_keys, uniques, indexes = shape()
+        foreign_keys, uniques, indexes, search = shape()
         assert foreign_keys == [] and "uq_item_uid" not in uniques and "ix_item_uid" in indexes
+        assert search.endswith("WHERE (search_vector IS NOT NULL)")
         _migrate(store, "0008")
-        foreign_keys, uniques, indexes = shape()
+        foreign_keys, uniques, indexes, search = shape()
         assert foreign_keys == ["fk_item_feed_id_feed"] and "uq_item_uid" in uniques
-        assert "ix_item_uid" not in indexes
+        assert "ix_item_uid" not in indexes and "WHERE" not in search
         _migrate(store, "head")
         store.store_items(feed_id, "u", [make_item(3)], NOW)
         assert store.count_items() == 3

@@ -475,3 +475,20 @@ def test_a_failing_checkpointer_never_stops_the_writes(
     checkpointer.close()
     assert checkpointer.checkpoints == 0
     assert f"WAL checkpointer for {missing} stopped" in caplog.text
+
+
+@pytest.mark.postgres
+def test_only_the_ingest_transaction_skips_waiting_for_the_wal_flush(postgres_url: str) -> None:
+    """PostgreSQL: a batch of items commits asynchronously (SET LOCAL); the connection's
+    next transaction (say the delivery ledger's) waits for the flush again."""
+    store = Store(postgres_url)
+    store.upgrade()
+    try:
+        feed_id = add(store)
+        with store.engine.begin() as conn:
+            store._store_batches(conn, [_Batch(feed_id, "u", [make_item(1)], NOW, None)])
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+        with store.engine.begin() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    finally:
+        store.close()

@@ -520,6 +520,7 @@ class Store:
         if not fresh:
             return inserted
         binder = _RowBinder(conn.dialect)
+        rows: list[tuple[Any, ...]] = []
         if self.is_sqlite:
             rows = [binder.row(batch, it) for batch, it in fresh]
             # executemany of one INSERT: the sqlite3 module loops in C.
@@ -533,12 +534,7 @@ class Store:
             for row, owner in zip(rows, owners, strict=True):
                 inserted[owner] += (row[1], row[2]) in ours
             return inserted
-        # PostgreSQL: the rows are COPYed (binary) into item, in a savepoint: the fastest
-        # way in, client and server side. COPY knows no ON CONFLICT, so when a concurrent
-        # writer stored one of them first (a unique violation) the savepoint is rolled back
-        # and the rows go in by one INSERT ... SELECT FROM unnest(column arrays) ... ON
-        # CONFLICT DO NOTHING, which skips those.
-        # The batch's feeds are locked as item's foreign key locked them for every row until
+        # PostgreSQL. The batch's feeds are locked as item's foreign key locked them for every row until
         # migration 0009: a feed deleted meanwhile waits for this commit (then its delete
         # trigger takes these items too), and one already gone refuses the batch.
         feed_ids = sorted({batch.feed_id for batch, _ in fresh})
@@ -546,7 +542,11 @@ class Store:
         if len(found) < len(feed_ids):
             missing = ", ".join(str(n) for n in feed_ids if n not in found)
             raise StorageError(f"cannot store items of feed {missing}: no such feed (removed?)")
-        rows: list[tuple[Any, ...]] = []
+        # The rows are COPYed (binary) into item, in a savepoint: the fastest way in, client
+        # and server side. COPY knows no ON CONFLICT, so when a concurrent writer stored one
+        # of them first (a unique violation) the savepoint is rolled back and the rows go in
+        # by one INSERT ... SELECT FROM unnest(column arrays) ... ON CONFLICT DO NOTHING,
+        # which skips those.
         if _pg_copy_items(conn, (binder.row(batch, it) for batch, it in fresh), rows):
             for owner in owners:
                 inserted[owner] += 1

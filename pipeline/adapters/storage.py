@@ -534,9 +534,9 @@ class Store:
             for row, owner in zip(rows, owners, strict=True):
                 inserted[owner] += (row[1], row[2]) in ours
             return inserted
-        # PostgreSQL. The batch's feeds are locked as item's foreign key locked them for every row until
-        # migration 0009: a feed deleted meanwhile waits for this commit (then its delete
-        # trigger takes these items too), and one already gone refuses the batch.
+        # PostgreSQL. The batch's feeds are locked as item's foreign key locked them for every
+        # row until migration 0009: a feed deleted meanwhile waits for this commit (then its
+        # delete trigger takes these items too), and one already gone refuses the batch.
         feed_ids = sorted({batch.feed_id for batch, _ in fresh})
         found = {row[0] for row in conn.exec_driver_sql(_PG_LOCK_FEEDS, {"ids": feed_ids})}
         if len(found) < len(feed_ids):

@@ -215,22 +215,34 @@ def cluster(
     def least_overlap(size: int) -> int:
         return math.ceil(threshold * size - slack)
 
-    def prefix(tokens: frozenset[str], k: int = 1) -> list[str]:
-        return sorted(tokens, key=rank.__getitem__)[: len(tokens) - least_overlap(len(tokens)) + k]
+    def prefix(tokens: frozenset[str] | list[str], k: int = 1) -> list[str]:
+        """The first |x| - ceil(t·|x|) + k tokens in rank order (``tokens`` given as a set,
+        or as a list already in rank order)."""
+        ordered = sorted(tokens, key=rank.__getitem__) if isinstance(tokens, frozenset) else tokens
+        return ordered[: len(ordered) - least_overlap(len(ordered)) + k]
 
     def probe_shared(tokens: list[str], postings: Mapping[str, set[int]], k: int) -> set[int]:
-        """The indexed clusters holding at least ``k`` (2 or 3) of ``tokens``."""
-        lists = [postings[token] for token in tokens if token in postings]
+        """The indexed clusters holding at least ``k`` (2 or 3) of ``tokens``, the prefix of
+        length |x| - o + k. The i-th common element is among the first |x| - o + i (o - i
+        common elements follow it), so a pair's first element is among the first
+        ``len(tokens) - k + 1`` and its second among the first ``len(tokens) - k + 2``."""
+        lists = [(n, postings[token]) for n, token in enumerate(tokens) if token in postings]
+        last_first, last_second = len(tokens) - k, len(tokens) - k + 1  # 0-based, inclusive
         found: set[int] = set()
-        for n, first in enumerate(lists):
-            for m in range(n + 1, len(lists)):
-                both = first & lists[m]
+        for a, (n, first) in enumerate(lists):
+            if n > last_first:
+                break
+            for b in range(a + 1, len(lists)):
+                m, second = lists[b]
+                if m > last_second:
+                    break
+                both = first & second
                 if not both:
                     continue
                 if k == 2:
                     found |= both
                     continue
-                for third in lists[m + 1 :]:
+                for _, third in lists[b + 1 :]:
                     found |= both & third
         return found
 
@@ -257,16 +269,22 @@ def cluster(
     by_body: dict[str, list[tuple[int, int, int]]] = {}
     by_link: dict[str, list[int]] = {}
     for candidate, sig in zip(candidates, signatures, strict=True):
-        title_prefix = prefix(sig.title) if sig.title else []
-        shared_prefixes = {k: prefix(sig.title, k) for k in (2, 3)} if sig.title else {}
+        title_order = sorted(sig.title, key=rank.__getitem__)
+        title_prefix = prefix(title_order)
+        shared_prefixes = {k: prefix(title_order, k) for k in (2, 3)} if sig.title else {}
         body_prefix = prefix(sig.body) if len(sig.body) >= 5 else []
         k = min(least_overlap(len(sig.title)), 3)
         if k >= 2:
+            # Only the headlines that do match: a cluster matching by its summary is found
+            # by the summary's own probe below (and one sharing the link by the link).
+            size = len(sig.title)
             possible = {
                 index
                 for index in probe_shared(shared_prefixes[k], by_title_shared[k], k)
-                if title_sizes[index] >= threshold * len(sig.title) - slack
-                and len(sig.title) >= threshold * title_sizes[index] - slack
+                if (other := title_sizes[index]) >= threshold * size - slack
+                and size >= threshold * other - slack
+                and (common := len(sig.title & reps[index].title)) / (size + other - common)
+                >= threshold
             }
         else:
             possible = set(probe(title_prefix, len(sig.title), by_title))

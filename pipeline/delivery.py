@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from pipeline.adapters import watchlist_cache
 from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow, JSONText
 from pipeline.adapters.digest_render import DigestAssembler
 from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, SiteInfo
@@ -118,6 +119,8 @@ class Editorial:
         self.themes: list[ThemeInfo] = load_theme_infos(root)
         watchlists = [(w.id, w.query, s.id) for s in subscribers for w in s.watchlists]
         self.queries: dict[int, str] = {wid: query for wid, query, _ in watchlists}
+        cache = app.settings.digest.watchlist_cache
+        self.index_cache = app.settings.path(cache) if cache.strip() else None
         self.owner: dict[int, int] = {wid: sid for wid, _, sid in watchlists}
         base = app.settings.web.base_url
         site = SiteInfo(
@@ -140,9 +143,13 @@ class Editorial:
 
     @cached_property
     def index(self) -> WatchlistIndex[int]:
-        """Every watchlist in one automaton; built only when a job needs to match."""
-        aliases = load_aliases(self.root / "config" / "aliases.toml")
-        return WatchlistIndex(self.queries.items(), aliases=aliases)
+        """Every watchlist in one automaton; made only when a job needs to match, from
+        the engine kept in var/ by the last job when there is one (watchlist_cache)."""
+        aliases_path = self.root / "config" / "aliases.toml"
+        aliases = load_aliases(aliases_path)
+        if self.index_cache is None:
+            return WatchlistIndex(self.queries.items(), aliases=aliases)
+        return watchlist_cache.load_index(self.index_cache, self.queries, aliases, aliases_path)
 
 
 def load_editorial(app: App, subscribers: Iterable[Subscriber]) -> Editorial:

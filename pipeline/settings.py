@@ -191,6 +191,8 @@ class DigestSettings(_Section):
     send_batch: int = Field(100, ge=1, le=1000)  # deliveries claimed per drain step
     send_lease_seconds: int = Field(600, ge=30)  # a sending row older than this is unknown
     unknown_resend_minutes: int = Field(60, ge=1)  # unresolved unknown rows are resent once
+    # the compiled watchlist engine kept between jobs (relative to the project); "" = none
+    watchlist_cache: str = "var/cache/watchlist-engine.pickle"
 
     @field_validator("public_timezone")
     @classmethod

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -141,12 +142,18 @@ def _error(query: str, offset: int, message: str, expected: str) -> QueryError:
     return QueryError(query, offset + 1, message, expected)
 
 
+# The end of a word in an ASCII query (``ends_word``): white space (str.isspace, which
+# the pattern's \s is for str), a quote, a bracket or a bar.
+_PLAIN_WORD_END = re.compile(r'[\s"()|]')
+
+
 def _lex(query: str) -> list[_Tok]:
     # Classify each character by its folded form so curly quotes, fullwidth brackets and
     # typographic minus signs work like their plain forms, while offsets stay those of the
     # text the user typed.
-    folded = [fold_surface(ch) for ch in query]
     n = len(query)
+    plain = query.isascii()  # most queries: every character is its own folded form
+    folded = list(query) if plain else [fold_surface(ch) for ch in query]
 
     def ends_word(i: int) -> bool:
         return query[i].isspace() or folded[i] in ('"', "(", ")", "|") or folded[i].isspace()
@@ -178,12 +185,20 @@ def _lex(query: str) -> list[_Tok]:
             tokens.append(_Tok("MINUS", i, i + 1, query[i]))
             i += 1
             continue
-        j = i
-        while j < n and not ends_word(j):
-            j += 1
+        if plain:  # what ends_word finds, in one search in C
+            found = _PLAIN_WORD_END.search(query, i)
+            j = found.start() if found else n
+        else:
+            j = i
+            while j < n and not ends_word(j):
+                j += 1
         chunk = query[i:j]
-        word = "".join(folded[i:j])
-        colon = next((k for k in range(i, j) if folded[k] == ":"), -1)
+        word = chunk if plain else "".join(folded[i:j])
+        if plain:
+            colon = chunk.find(":")
+            colon = colon + i if colon >= 0 else -1
+        else:
+            colon = next((k for k in range(i, j) if folded[k] == ":"), -1)
         if colon > i and "".join(folded[i:colon]).casefold() in _FIELD_PREFIXES:
             # The prefix may be followed directly by a phrase or group: cut it here.
             end = colon + 1
@@ -233,6 +248,13 @@ def _is_case_sensitive(surface: tuple[str, ...]) -> bool:
     """
     has_capital = False
     for word in surface:
+        if word.isascii():  # the letters are the cased characters: no per-character pass
+            if word.upper() == word.lower():
+                continue  # no letter: "16" in F-16
+            if len(word) > CASE_SENSITIVE_MAX_LETTERS or not word.isupper():
+                return False
+            has_capital = True
+            continue
         cased = [ch for ch in word if _is_cased(ch)]
         if not cased:
             continue  # "16" in F-16, or an Urdu word: no case either way

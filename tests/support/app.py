@@ -41,6 +41,7 @@ def environment_for_tests(database_url: str, tmp_path: Path, **fetch: object) ->
         "QASID_MAIL_POSTAL_ADDRESS": "1 Test Street, Lahore",
         "QASID_MAIL_FROM_ADDRESS": "qasid <digest@qasid.test>",
         "QASID_MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "QASID_DIGEST_WATCHLIST_CACHE": str(tmp_path / "watchlist-engine.pickle"),
         "QASID_WEB_SECRET_KEY": "test-secret",
     }
     env.update({f"QASID_FETCH_{key.upper()}": str(value) for key, value in fetch.items()})

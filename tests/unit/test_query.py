@@ -446,3 +446,76 @@ def test_evaluation_agrees_with_a_direct_reading_of_the_tree(text: str, words: l
     assert matches_text(q, "", body) == evaluate(q, hits)
     if evaluate(q, hits):
         assert explain(q, hits)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                '"',
+                "(",
+                ")",
+                "|",
+                "-",
+                ":",
+                "*",
+                " ",
+                "\t",
+                "\x1f",
+                "OR",
+                "AND",
+                "NOT",
+                "NEAR/3",
+                "title:",
+                "intitle:",
+                "us",
+                "ISI",
+                "f-16",
+                "a:b",
+                "x",
+                "7",
+            ]
+        ),
+        max_size=14,
+    )
+)
+def test_an_ascii_query_is_lexed_as_the_character_by_character_path_lexes_it(
+    parts: list[str],
+) -> None:
+    """The lexer's ASCII fast path (one search per word, no per-character fold) gives the
+    tokens, or the error, that the general path gives: the same text with a non-ASCII
+    space after it (which folds to a space, so it only moves the end)."""
+    from pipeline.core.query import _lex
+
+    query = "".join(parts)
+
+    def lexed(text: str) -> object:
+        try:
+            return [(t.kind, t.start, t.end, t.text) for t in _lex(text)][:-1]  # EOF apart
+        except QueryError as error:
+            return str(error)
+
+    assert lexed(query) == lexed(query + "\u3000")
+
+
+@given(st.lists(st.text(alphabet="aZ9-.Ué", min_size=0, max_size=6), min_size=1, max_size=3))
+def test_case_sensitivity_of_ascii_words_follows_the_per_character_rule(
+    words: list[str],
+) -> None:
+    """The ASCII fast path of ``_is_case_sensitive`` decides as the rule does: capital
+    acronyms of up to CASE_SENSITIVE_MAX_LETTERS characters, every cased letter A-Z."""
+    from pipeline.core.query import CASE_SENSITIVE_MAX_LETTERS, _is_case_sensitive, _is_cased
+
+    def rule(surface: list[str]) -> bool:
+        capital = False
+        for word in surface:
+            cased = [ch for ch in word if _is_cased(ch)]
+            if not cased:
+                continue
+            if len(word) > CASE_SENSITIVE_MAX_LETTERS or not all("A" <= c <= "Z" for c in cased):
+                return False
+            capital = True
+        return capital
+
+    assert _is_case_sensitive(tuple(words)) == rule(words)

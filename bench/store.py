@@ -72,6 +72,7 @@ SCENARIOS = (
 )
 GROUP = 10  # feeds per store_batches call
 TARGETS = {"sqlite": 50_000, "postgres": 25_000}
+TARGET_COLUMN = f"target met (SQLite {TARGETS['sqlite']:,}/s, PG {TARGETS['postgres']:,}/s)"
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 
 Batch = tuple[int, str, list[Item]]
@@ -370,10 +371,14 @@ def run(
             "update 10%/s",
             "CPU µs/item (client + server; step: per item indexed)",
             "items per CPU-second",
-            f"target met (SQLite {TARGETS['sqlite']:,}/s, PG {TARGETS['postgres']:,}/s)",
+            TARGET_COLUMN,
         ],
         rows,
     )
+    return _report(out, summary)
+
+
+def _report(out: dict[str, Any], summary: str) -> dict[str, Any]:
     print(summary, flush=True)
     out["table"] = summary
     return out
@@ -438,13 +443,11 @@ def sustained(
             "new items/s (wall)",
             "CPU µs/item (client + server)",
             "items per CPU-second",
-            f"target met (SQLite {TARGETS['sqlite']:,}/s, PG {TARGETS['postgres']:,}/s)",
+            TARGET_COLUMN,
         ],
         rows,
     )
-    print(summary, flush=True)
-    out["table"] = summary
-    return out
+    return _report(out, summary)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

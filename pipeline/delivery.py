@@ -47,7 +47,7 @@ from pipeline.core.digest import (
     single_entry,
 )
 from pipeline.core.due import Period, due_period
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, QueryError
 from pipeline.core.mail import Mailer, OutgoingEmail, SendOutcome, SendResult, parse_address
 from pipeline.core.subscribers import Frequency, Subscriber, SubscriberStatus
 from pipeline.core.watchlists import WatchlistIndex
@@ -146,13 +146,33 @@ class Editorial:
         """Every watchlist in one automaton; made only when a job needs to match, from
         the engine kept in var/ by the last job when there is one (watchlist_cache)."""
         aliases_path = self.root / "config" / "aliases.toml"
-        aliases = load_aliases(aliases_path)
         if self.index_cache is None:
-            return WatchlistIndex(self.queries.items(), aliases=aliases)
-        return watchlist_cache.load_index(self.index_cache, self.queries, aliases, aliases_path)
+            return WatchlistIndex(self.queries.items(), aliases=self.aliases)
+        return watchlist_cache.load_index(
+            self.index_cache, self.queries, self.aliases, aliases_path
+        )
+
+    @cached_property
+    def aliases(self) -> dict[str, Any]:
+        return dict(load_aliases(self.root / "config" / "aliases.toml"))
+
+    def match_watchlists(self, watchlists: Mapping[int, str], title: str, body: str) -> set[int]:
+        """Which of a few ``watchlists`` (id → query) one item matches, with the job's
+        aliases. A query that no longer parses matches nothing (it is shown to its owner
+        when they edit it)."""
+        if not watchlists:
+            return set()
+        try:
+            index: WatchlistIndex[int] = WatchlistIndex(watchlists.items(), aliases=self.aliases)
+        except (QueryError, ValueError) as error:
+            log.warning("an instant watchlist does not parse: %s", error)
+            return set()
+        return set(index.match(title, body))
 
 
 def load_editorial(app: App, subscribers: Iterable[Subscriber]) -> Editorial:
+    """The job's editorial set-up; ``subscribers`` are the readers whose watchlists the
+    job matches against items (none for a job that only sends)."""
     return Editorial(app, subscribers)
 
 
@@ -554,12 +574,11 @@ def compose(
         item = app.store.get_item_by_row(row.alert_item_id or 0)
         if item is None:
             return None
-        matched = editorial.index.match(item.title, item.summary_text)
-        queries = [
-            editorial.queries[w.id]
-            for w in subscriber.watchlists
-            if w.instant and w.id in editorial.queries and w.id in matched
-        ]
+        # The reader's own instant watchlists (as re-read for this batch), matched alone:
+        # the job need not hold every reader's watchlists to send.
+        instant = {w.id: w.query for w in subscriber.watchlists if w.instant}
+        matched = editorial.match_watchlists(instant, item.title, item.summary_text)
+        queries = [instant[wid] for wid in instant if wid in matched]
         candidate = to_candidate(item, queries)
         entry = entry_as_dict(single_entry(candidate, subscriber.themes))
         heading = (
@@ -607,7 +626,7 @@ def drain_queue(
     people = SubscriberStore(app.store)
     worker = app.worker_name
     summary = DrainSummary()
-    editorial = load_editorial(app, people.all())
+    editorial = load_editorial(app, ())  # sending matches no watchlist of others
     handled = 0
     while limit is None or handled < limit:
         moment = now or app.clock()

@@ -203,7 +203,14 @@ def test_an_instant_watchlist_alerts_a_daily_reader(app: App) -> None:
     store_news(app, "Pakistan seeks F-16 spare parts in talks with Washington", hours_ago=0.5)
     subscribe(app, "f16@example.com", frequency="daily")
     add_watchlist(app, "f16@example.com", "F-16", instant=True)
+    add_watchlist(app, "f16@example.com", "sanctions", instant=True)  # not this item's
     assert delivery.queue_alerts(app) == 1
+    # The sending job holds no one's watchlists: the reader's own instant ones are matched
+    # when the alert is composed, and the one that matched heads it.
+    assert delivery.drain_queue(app, app.mailer()).sent == 1
+    [message] = outbox_messages(app)
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None and 'Watchlist: "F 16"' in body.get_content()  # as saved
 
 
 def test_sending_refuses_to_start_without_a_postal_address(app: App) -> None:

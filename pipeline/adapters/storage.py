@@ -3,7 +3,9 @@
 The ingest path uses SQLAlchemy Core with one transaction per batch (on PostgreSQL new
 items go in by binary COPY through the Core connection's psycopg connection, see
 ``_pg_copy_items``). It writes items only: the archive's search index follows in a step
-after the writes (``archive_store.index_archive``, migration 0008). Claims use
+after the writes (``archive_store.index_archive``, migration 0008). On SQLite the WAL is
+checkpointed by a thread of the store (``sqlite_checkpoint``), not by the writer's commits;
+on PostgreSQL item batches commit asynchronously and check their feeds once (0009). Claims use
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite a single UPDATE ... RETURNING is atomic,
 and SQLite is for one worker only.
 """

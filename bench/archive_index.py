@@ -252,31 +252,20 @@ def bench_postgres(runs: int) -> list[list[object]]:
             store.close()
     rows_out: list[list[object]] = []
     for name in variants:
-        w = write[name]
-        rows_out.append(
-            [
-                "postgres",
-                name + (" (write)" if index[name] else ""),
-                "",
-                "",
-                "",
-                "",
-                spread([x[0] for x in w], "{:.0f}"),
-                spread([x[1] for x in w], "{:.0f}"),
-            ]
-        )
+        parts = [(" (write)" if index[name] else "", write[name])]
         if index[name]:
-            i = index[name]
+            parts.append((" (step)", index[name]))
+        for suffix, runs in parts:
             rows_out.append(
                 [
                     "postgres",
-                    name + " (step)",
+                    name + suffix,
                     "",
                     "",
                     "",
                     "",
-                    spread([x[0] for x in i], "{:.0f}"),
-                    spread([x[1] for x in i], "{:.0f}"),
+                    spread([x[0] for x in runs], "{:.0f}"),
+                    spread([x[1] for x in runs], "{:.0f}"),
                 ]
             )
     rows_out.append(

@@ -411,8 +411,8 @@ class Store:
             # body hash) with its items, so a lost batch is a poll that did not happen and
             # the next poll fetches it again. Any later synchronous commit (the delivery
             # ledger's) makes everything before it durable, so nothing read from a lost
-            # batch can outlive it. Waiting for the WAL flush of a 2,000-item batch (~10 MB)
-            # was up to a fifth of its time (bench/store.py).
+            # batch can outlive it. Waiting for the WAL flush of a 2,000-item batch (8-17 MB
+            # measured) cost ~10% of the insert rate (bench/store.py: 20,492 -> 22,868/s).
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         counts: list[StoreCounts] = []
         start = 0
@@ -649,7 +649,7 @@ class Store:
 SQLITE_WAL_AUTOCHECKPOINT = 8192  # pages
 # The connections that write item batches leave the checkpoints to a thread of their own
 # (sqlite_checkpoint.WalCheckpointer), run every SQLITE_CHECKPOINT_ITEMS items written (a
-# 2,000-item batch writes ~16 MB of pages to the WAL: rows, and leaf pages of five indexes);
+# 2,000-item batch writes ~8 MB of pages to the WAL, rows and index leaves: measured 7.6-8.1);
 # their own automatic checkpoint is kept as a backstop at four times the usual size.
 SQLITE_CHECKPOINT_ITEMS = 10_000
 SQLITE_WRITER_AUTOCHECKPOINT = 4 * SQLITE_WAL_AUTOCHECKPOINT
@@ -934,16 +934,17 @@ class _RowBinder:
         )
 
 
-def _pg_array_type(column_type: Any) -> str:
+def _pg_type(column_type: Any) -> str:
+    """The PostgreSQL type a column's bound values have (JSON: the encoded text's type)."""
     if isinstance(column_type, UTCDateTime):
-        return "TIMESTAMPTZ[]"
+        return "timestamptz"
     if isinstance(column_type, JSON):
-        return "JSON[]"
+        return "json"
     if isinstance(column_type, Boolean):
-        return "BOOLEAN[]"
+        return "bool"
     if isinstance(column_type, Integer):
-        return "INTEGER[]"
-    return "TEXT[]"  # Text and String(n): the column's own type still checks the length
+        return "int4"
+    return "text"  # Text and String(n): the column's own type still checks the length
 
 
 _SQLITE_INSERT = (
@@ -957,17 +958,9 @@ _SQLITE_INSERT = (
 _PG_COPY = f"COPY item ({', '.join(_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 
-def _pg_copy_type(column_type: Any) -> str:
-    if isinstance(column_type, UTCDateTime):
-        return "timestamptz"
-    if isinstance(column_type, Boolean):
-        return "bool"
-    if isinstance(column_type, Integer):
-        return "int4"
-    return "text"  # Text, String(n) and JSON (already encoded)
-
-
-_PG_COPY_TYPES = [_pg_copy_type(item.c[name].type) for name in _INSERT_COLUMNS]
+_PG_COPY_TYPES = [
+    "text" if pg == "json" else pg for pg in (_pg_type(item.c[n].type) for n in _INSERT_COLUMNS)
+]
 
 
 def _pg_copy_items(
@@ -996,7 +989,7 @@ def _pg_copy_items(
 _PG_INSERT = (
     f"INSERT INTO item ({', '.join(_INSERT_COLUMNS)}) SELECT * FROM unnest("
     + ", ".join(
-        f"CAST(%(c{n})b AS {_pg_array_type(item.c[name].type)})"
+        f"CAST(%(c{n})b AS {_pg_type(item.c[name].type)}[])"
         for n, name in enumerate(_INSERT_COLUMNS)
     )
     + ") ON CONFLICT DO NOTHING RETURNING feed_id"

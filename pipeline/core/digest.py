@@ -215,10 +215,8 @@ def cluster(
     def least_overlap(size: int) -> int:
         return math.ceil(threshold * size - slack)
 
-    def prefix(tokens: frozenset[str] | list[str], k: int = 1) -> list[str]:
-        """The first |x| - ceil(t·|x|) + k tokens in rank order (``tokens`` given as a set,
-        or as a list already in rank order)."""
-        ordered = sorted(tokens, key=rank.__getitem__) if isinstance(tokens, frozenset) else tokens
+    def prefix(ordered: list[str], k: int = 1) -> list[str]:
+        """The first |x| - ceil(t·|x|) + k of a set's tokens, given in rank order."""
         return ordered[: len(ordered) - least_overlap(len(ordered)) + k]
 
     def probe_shared(tokens: list[str], postings: Mapping[str, set[int]], k: int) -> set[int]:
@@ -272,7 +270,7 @@ def cluster(
         title_order = sorted(sig.title, key=rank.__getitem__)
         title_prefix = prefix(title_order)
         shared_prefixes = {k: prefix(title_order, k) for k in (2, 3)} if sig.title else {}
-        body_prefix = prefix(sig.body) if len(sig.body) >= 5 else []
+        body_prefix = prefix(sorted(sig.body, key=rank.__getitem__)) if len(sig.body) >= 5 else []
         k = min(least_overlap(len(sig.title)), 3)
         if k >= 2:
             # Only the headlines that do match: a cluster matching by its summary is found

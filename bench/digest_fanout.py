@@ -17,7 +17,8 @@ Measured in a fresh process per engine (so VmHWM is that run's peak), on a migra
 database seeded beforehand:
 
 1. **build**: ``delivery.build_due_digests`` (select, rank, cluster, store each edition and
-   queue its delivery row);
+   queue its delivery row), on every core (``[digest] build_workers`` = 0: forked helpers;
+   CPU time counts theirs, peak memory adds what a helper held of its own);
 2. **render**: what ``drain_queue`` does before handing emails to the mailer: claim every
    queued row (1,000 at a time), read the batch's editions and readers, and ``compose``
    each email (pieces rendered once per run: ``DigestAssembler``);
@@ -197,8 +198,9 @@ def warm_watchlist_cache(app: Any) -> float:
 
 
 def cpu_seconds() -> float:
+    """This process's CPU time and that of its ended children (the build's helpers)."""
     usage = os.times()
-    return usage.user + usage.system
+    return usage.user + usage.system + usage.children_user + usage.children_system
 
 
 def vm_hwm_mib() -> float:
@@ -221,6 +223,7 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     summary = delivery.build_due_digests(app, NOW)
     out["build"] = (time.perf_counter() - wall, cpu_seconds() - cpu)
     out["built"], out["empty"] = summary.built, summary.empty
+    out["processes"], out["helper MiB"] = summary.processes, summary.helper_private_mib
 
     ledger = DeliveryStore(app.store)
     people = SubscriberStore(app.store)
@@ -257,7 +260,8 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
         round(sizes[int(len(sizes) * q)] / 1024) for q in (0.5, 0.99) if sizes
     ] + [round(sizes[-1] / 1024) if sizes else 0]
     out["probes"] = editorial.assembler.probes
-    out["peak MiB"] = vm_hwm_mib()
+    # This process's peak, plus what a build helper held of its own (pages it copied).
+    out["peak MiB"] = vm_hwm_mib() + out["helper MiB"]
 
     class Naive:  # the full path in place of the assembler
         def __init__(self, renderer: Any) -> None:

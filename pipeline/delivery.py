@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from pipeline.adapters import watchlist_cache
+from pipeline.adapters import forked, watchlist_cache
 from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow, JSONText
 from pipeline.adapters.digest_render import DigestAssembler
 from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, SiteInfo
@@ -67,11 +67,14 @@ class BuildSummary:
     empty: int = 0  # periods with nothing to say (recorded, not sent)
     existing: int = 0  # already built (another worker, or an earlier run)
     public: int = 0
+    processes: int = 1  # that built the personal digests (``[digest] build_workers``)
+    helper_private_mib: float = 0.0  # the most memory of its own a forked helper held
 
     def line(self) -> str:
+        on = f" on {self.processes} processes" if self.processes > 1 else ""
         return (
-            f"digests: {self.built} built, {self.empty} empty, {self.existing} already built; "
-            f"{self.public} public editions"
+            f"digests: {self.built} built, {self.empty} empty, {self.existing} already built"
+            f"{on}; {self.public} public editions"
         )
 
 
@@ -151,6 +154,11 @@ class Editorial:
         return watchlist_cache.load_index(
             self.index_cache, self.queries, self.aliases, aliases_path
         )
+
+    def drop_index(self) -> None:
+        """Forget the watchlist engine (made again if used): its pages need not be shared
+        with build helpers that only read matches made already."""
+        self.__dict__.pop("index", None)
 
     @cached_property
     def aliases(self) -> dict[str, Any]:
@@ -240,6 +248,14 @@ class _Periods:
             found = self._data[(start, end)] = _PeriodData(items, planner)
         return found
 
+    def load(self, period: Period, watched: bool) -> None:
+        """Read and compute what the period's digests need (``digest`` then reads nothing:
+        a forked build helper can run it). ``watched``: some reader has watchlists."""
+        data = self.data(period.start, period.end)
+        self.data(period.start - (period.end - period.start), period.start)
+        if watched:
+            data.match(self.editorial)
+
     def digest(self, subscriber: Subscriber, period: Period) -> Digest:
         data = self.data(period.start, period.end)
         span = period.end - period.start
@@ -264,20 +280,27 @@ class _PeriodData:
         self.planner = planner
         self._by_watchlist: Mapping[int, Sequence[str]] | None = None
 
-    def watch_hits(self, editorial: Editorial, subscriber: Subscriber) -> dict[str, list[str]]:
-        """item id → the subscriber's watchlist queries it matched (as ``_watch_hits``),
-        from one batch match of every watchlist over the period's items."""
-        if not subscriber.watchlists:
-            return {}
+    def match(self, editorial: Editorial) -> Mapping[int, Sequence[str]]:
+        """Watchlist id → the period's item ids it matches: every watchlist in one batch."""
         if self._by_watchlist is None:
             self._by_watchlist = editorial.index.items_by_watchlist(
                 (item.id, item.title, item.summary_text) for item in self.items
             )
+        return self._by_watchlist
+
+    def watch_hits(self, editorial: Editorial, subscriber: Subscriber) -> dict[str, list[str]]:
+        """item id → the subscriber's watchlist queries it matched (as ``_watch_hits``)."""
+        if not subscriber.watchlists:
+            return {}
+        by_watchlist = self.match(editorial)
         out: dict[str, list[str]] = {}
         for watch in subscriber.watchlists:
-            for item_id in self._by_watchlist.get(watch.id, ()):
+            for item_id in by_watchlist.get(watch.id, ()):
                 out.setdefault(item_id, []).append(editorial.queries[watch.id])
         return out
+
+
+_Due = tuple[Subscriber, str, Period]  # a reader, the digest's frequency, its period
 
 
 def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
@@ -285,9 +308,12 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
 
     Readers due for the same period share its items, watchlist matches and stories (the
     period's items are clustered once, not per reader), and readers with the same themes
-    their ranked entries (``ReaderDigests``); editions are written ``BUILD_CHUNK`` per
-    transaction. The archive's item index catches up first (``jobs.index_item_archive``),
-    so the public editions built here are searchable with every item they show."""
+    their ranked entries (``ReaderDigests``). Once that is loaded, the digests are built
+    ``BUILD_CHUNK`` readers a task on every core (``[digest] build_workers``: forked helpers
+    hand their chunks back, ``forked.run_tasks``), and each chunk's editions are written
+    here in one transaction. The archive's item index catches up first
+    (``jobs.index_item_archive``), so the public editions built here are searchable with
+    every item they show."""
     from pipeline.jobs import index_item_archive
 
     index_item_archive(app)
@@ -297,41 +323,55 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     active = [s for s in people.all() if s.status is SubscriberStatus.ACTIVE]
     editorial = load_editorial(app, active)
     last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
+    due: list[_Due] = []
+    for subscriber in active:
+        frequency = _digest_frequency(subscriber)
+        period = due_period(
+            now,
+            subscriber.hour,
+            ZoneInfo(subscriber.timezone),
+            frequency,
+            last[frequency].get(subscriber.id),
+        )
+        if period is not None:
+            due.append((subscriber, frequency, period))
     periods = _Periods(app, editorial)
+    watched: dict[Period, bool] = {}
+    for subscriber, _, period in due:
+        watched[period] = watched.get(period, False) or bool(subscriber.watchlists)
+    for period, any_watchlists in watched.items():
+        periods.load(period, any_watchlists)
     # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
     # stories, so their encodings are spliced instead of encoding each digest whole.
     encoder = DigestJSON()
     summary = BuildSummary()
-    for start in range(0, len(active), BUILD_CHUNK):
-        # A chunk's digests and edition rows are acyclic and die with it (see drain_queue).
+    chunks = [due[start : start + BUILD_CHUNK] for start in range(0, len(due), BUILD_CHUNK)]
+
+    def build(task: int) -> list[dict[str, Any]]:
+        # A chunk's digests are acyclic and die with it (see drain_queue).
         with gc_paused():
-            _build_chunk(
-                active[start : start + BUILD_CHUNK], now, last, periods, encoder, ledger, summary
-            )
+            return _chunk_editions(chunks[task], now, periods, encoder)
+
+    def write(_: int, pending: list[dict[str, Any]]) -> None:
+        with gc_paused():
+            _write_editions(ledger, pending, summary)
+
+    workers = app.settings.digest.build_workers or forked.available_cores()
+    if len(chunks) > 1 and workers > 1:
+        editorial.drop_index()  # matched already; helpers need not share its pages
+    run = forked.run_tasks(len(chunks), build, write, workers)
+    summary.processes, summary.helper_private_mib = run.processes, run.helper_private_mib
     summary.public = build_public_editions(app, now, editorial, periods.items_in)
     log.info("digest build finished: %s", summary.line())
     return summary
 
 
-def _build_chunk(
-    readers: Sequence[Subscriber],
-    now: datetime,
-    last: Mapping[str, Mapping[int, datetime]],
-    periods: _Periods,
-    encoder: DigestJSON,
-    ledger: DeliveryStore,
-    summary: BuildSummary,
-) -> None:
-    """The due digests of some readers, written in one transaction."""
+def _chunk_editions(
+    due: Sequence[_Due], now: datetime, periods: _Periods, encoder: DigestJSON
+) -> list[dict[str, Any]]:
+    """The edition rows of some due readers (pure: everything was loaded beforehand)."""
     pending: list[dict[str, Any]] = []
-    for subscriber in readers:
-        frequency = _digest_frequency(subscriber)
-        zone = ZoneInfo(subscriber.timezone)
-        period = due_period(
-            now, subscriber.hour, zone, frequency, last[frequency].get(subscriber.id)
-        )
-        if period is None:
-            continue
+    for subscriber, frequency, period in due:
         digest = periods.digest(subscriber, period)
         pending.append(
             {
@@ -348,7 +388,7 @@ def _build_chunk(
                 "queue_delivery": not digest.empty,
             }
         )
-    _write_editions(ledger, pending, summary)
+    return pending
 
 
 def _write_editions(

@@ -193,6 +193,8 @@ class DigestSettings(_Section):
     unknown_resend_minutes: int = Field(60, ge=1)  # unresolved unknown rows are resent once
     # the compiled watchlist engine kept between jobs (relative to the project); "" = none
     watchlist_cache: str = "var/cache/watchlist-engine.pickle"
+    # processes that build personal digests (this one and forked helpers); 0 = one per core
+    build_workers: int = Field(0, ge=0, le=64)
 
     @field_validator("public_timezone")
     @classmethod

@@ -17,7 +17,7 @@ import heapq
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -523,8 +523,8 @@ def _item_themes(entry: DigestEntry, wanted: Sequence[str]) -> list[str]:
     return [t for t in wanted if t in entry.item.themes and entry.item.relevant]
 
 
-def _home(entry: DigestEntry, item_themes: Sequence[str], order: Sequence[str]) -> str:
-    return max(item_themes, key=lambda t: (entry.item.scores.get(t, 0.0), -order.index(t)))
+def _home(item: DigestCandidate, item_themes: Sequence[str], order: Sequence[str]) -> str:
+    return max(item_themes, key=lambda t: (item.scores.get(t, 0.0), -order.index(t)))
 
 
 def build_digest(
@@ -559,7 +559,7 @@ def build_digest(
         if entry.item.id in shown:
             continue
         if item_themes:
-            by_theme[_home(entry, item_themes, order)].append(entry)
+            by_theme[_home(entry.item, item_themes, order)].append(entry)
         else:
             watch_only.append(entry)
     return _assemble(top, by_theme, watch_only, counts, request, themes, wanted)
@@ -573,7 +573,10 @@ def _assemble(
     request: DigestRequest,
     themes: Sequence[ThemeInfo],
     wanted: Sequence[str],
+    watch_matched: int | None = None,
 ) -> Digest:
+    """The digest from its blocks' entries. ``watch_only``: the stories matched only by a
+    watchlist, best first (the head of them, when ``watch_matched`` says how many)."""
     order = [t.id for t in themes]
     period_word = _period_word(request.period_start, request.period_end)
     info = {t.id: t for t in themes}
@@ -615,7 +618,11 @@ def _assemble(
         watchlist_entries=tuple(watch_shown),
         item_ids=tuple(dict.fromkeys(shown_ids)),
         theme_counts=counts,
-        watchlist_line=_watchlist_line(len(watch_shown), len(watch_only), period_word),
+        watchlist_line=_watchlist_line(
+            len(watch_shown),
+            len(watch_only) if watch_matched is None else watch_matched,
+            period_word,
+        ),
     )
 
 
@@ -631,6 +638,11 @@ def _with_watchlists(candidate: DigestCandidate, watchlists: tuple[str, ...]) ->
 
 
 _StoryRow = tuple[_Row, tuple[str, ...], str]  # row, the themes it counts for, home section
+# A story a reader's hits changed: sort key, lead, its watchlists, other outlets, rank, the
+# chosen themes it counts for.
+_Fresh = tuple[
+    tuple[float, datetime, str], DigestCandidate, tuple[str, ...], tuple[str, ...], float, list[str]
+]
 _first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
 
@@ -738,7 +750,7 @@ class ReaderDigests:
             rows.sort(key=_first_field)
 
     def _total(
-        self, c: DigestCandidate, wanted: set[str], other_outlets: int, watched: bool
+        self, c: DigestCandidate, wanted: Collection[str], other_outlets: int, watched: bool
     ) -> float:
         """sum(rank_parts(c, wanted, start, end, other_outlets).values()), same order, for
         ``c`` with watchlists when ``watched``."""
@@ -864,10 +876,10 @@ class ReaderDigests:
 
     def _fresh(
         self, story: int, hits: Mapping[str, Sequence[str]], wanted: tuple[str, ...]
-    ) -> DigestEntry:
+    ) -> _Fresh:
         """The story with the reader's hits: its members in the choice's pool and the hits,
-        hits carrying their queries (as ``build_digest`` would rank and show them)."""
-        chosen = set(wanted)
+        hits carrying their queries (as ``build_digest`` would rank them). Its entry is
+        made only if it is shown (``_shown``): most of a reader's hits are not."""
         total = self._total
         members = self.stories.members[story]
         if len(members) == 1:  # most stories: the hit alone
@@ -876,6 +888,7 @@ class ReaderDigests:
             also: tuple[str, ...] = ()
             watchlists = tuple(dict.fromkeys(lead_lists))
         else:
+            chosen = set(wanted)
             keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, tuple[str, ...]]]
             keyed = []
             for c in members:
@@ -892,7 +905,13 @@ class ReaderDigests:
             outlets = [c.source for _, c, _ in keyed[1:] if c.source and c.source != lead.source]
             also = tuple(dict.fromkeys(outlets))
             watchlists = tuple(dict.fromkeys(q for _, _, listed in keyed for q in listed))
-        rank = round(total(lead, chosen, len(also), bool(lead_lists)), 3)
+        rank = round(total(lead, wanted, len(also), bool(lead_lists)), 3)
+        themes = [t for t in wanted if t in lead.themes] if lead.relevant else []
+        return ((-rank, lead.published, lead.id), lead, watchlists, also, rank, themes)
+
+    def _shown(self, fresh: _Fresh, wanted: Sequence[str]) -> DigestEntry:
+        """A fresh story's entry, as ``_story_entry`` makes it."""
+        _, lead, watchlists, also, rank, _ = fresh
         if watchlists != lead.watchlists:
             lead = _with_watchlists(lead, watchlists)
         return DigestEntry(
@@ -916,41 +935,41 @@ class ReaderDigests:
         counts = dict(base.counts)
         story_of = self.stories.story_of
         touched = {story_of[i] for i in hits if i in story_of}
-        fresh: list[DigestEntry] = []
+        fresh: list[_Fresh] = []
         for story in touched:
             for t in self._counted(story, chosen):  # the story without the hits
                 counts[t] -= 1
-            entry = self._fresh(story, hits, wanted)
-            for t in _item_themes(entry, wanted):
+            found = self._fresh(story, hits, wanted)
+            for t in found[5]:
                 counts[t] += 1
-            fresh.append(entry)
-        fresh.sort(key=_entry_order)
+            fresh.append(found)
+        fresh.sort(key=_first_field)
+        shown_entry = self._shown
 
         def take(
-            rows: Sequence[_Row], extra: Iterable[DigestEntry], count: int, skip: set[str]
+            rows: Sequence[_Row], extra: Iterable[_Fresh], count: int, skip: set[str]
         ) -> list[DigestEntry]:
             """The first ``count`` of the theme choice's rows (less the touched stories)
-            merged with fresh entries, in rank order; past the rows kept, nothing is
+            merged with fresh stories, in rank order; past the rows kept, nothing is
             known: a reader who needs more is built from complete lists."""
 
-            # Both are in rank order: merged in one pass, a row before an entry of an
+            # Both are in rank order: merged in one pass, a row before a fresh story of an
             # equal key (and the end of the known rows before both).
-            added = [e for e in extra if e.item.id not in skip]
-            keys = [_entry_order(e) for e in added]
+            added = [f for f in extra if f[1].id not in skip]
             out: list[DigestEntry] = []
             a = 0
             for row in rows:
                 if row[1] in touched or row[2].id in skip:
                     continue
-                while a < len(added) and len(out) < count and keys[a] < row[0]:
-                    out.append(added[a])
+                while a < len(added) and len(out) < count and added[a][0] < row[0]:
+                    out.append(shown_entry(added[a], wanted))
                     a += 1
                 if len(out) == count:
                     return out
                 out.append(self._entry(base, row, wanted))
             last = rows[-1][0] if rows and not base.complete else None
-            while a < len(added) and len(out) < count and (last is None or keys[a] < last):
-                out.append(added[a])
+            while a < len(added) and len(out) < count and (last is None or added[a][0] < last):
+                out.append(shown_entry(added[a], wanted))
                 a += 1
             if last is not None and len(out) < count:
                 raise _Truncated
@@ -958,21 +977,23 @@ class ReaderDigests:
 
         top = tuple(take(base.rows, fresh, request.top_stories, set()))
         shown = {e.item.id for e in top}
-        fresh_home: dict[str, list[DigestEntry]] = {}
-        watch_only: list[DigestEntry] = []
-        for entry in fresh:
-            if entry.item.id in shown:
+        fresh_home: dict[str, list[_Fresh]] = {}
+        watch_only: list[_Fresh] = []
+        for found in fresh:
+            if found[1].id in shown:
                 continue
-            item_themes = _item_themes(entry, wanted)
-            if item_themes:
-                fresh_home.setdefault(_home(entry, item_themes, self.order), []).append(entry)
+            if found[5]:
+                fresh_home.setdefault(_home(found[1], found[5], self.order), []).append(found)
             else:
-                watch_only.append(entry)
+                watch_only.append(found)
         by_theme = {
             t: take(base.by_home[t], fresh_home.get(t, ()), request.max_per_section, shown)
             for t in wanted
         }
-        return _assemble(top, by_theme, watch_only, counts, request, self.themes, wanted)
+        watch_shown = [shown_entry(f, wanted) for f in watch_only[: request.max_watchlist_stories]]
+        return _assemble(
+            top, by_theme, watch_shown, counts, request, self.themes, wanted, len(watch_only)
+        )
 
     def _entry(self, base: _ThemeBase, row: _Row, wanted: Sequence[str]) -> DigestEntry:
         found = base.entries.get(row[1])

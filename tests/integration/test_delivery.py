@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -451,3 +452,66 @@ def test_a_paused_reader_who_asks_for_a_link_gets_one_and_nothing_else(app: App)
     assert message["Subject"].startswith("Your link to manage")
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "/manage/" in text and "%%" not in text
+
+
+def editions_by_reader(app: App) -> dict[int, tuple[str, object, int | None]]:
+    from sqlalchemy import select
+
+    from pipeline.adapters.schema import delivery as delivery_table
+    from pipeline.adapters.schema import edition
+
+    with app.store.engine.connect() as conn:
+        queued = dict(
+            conn.execute(select(delivery_table.c.edition_id, delivery_table.c.subscriber_id)).all()
+        )
+        rows = conn.execute(
+            select(
+                edition.c.id, edition.c.subscriber_id, edition.c.subject, edition.c.content
+            ).where(edition.c.kind == "personal")
+        ).all()
+    return {r.subscriber_id: (r.subject, r.content, queued.get(r.id)) for r in rows}
+
+
+def test_digests_built_on_several_processes_equal_those_built_in_one(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import delete
+
+    from pipeline.adapters.schema import delivery as delivery_table
+    from pipeline.adapters.schema import edition
+
+    store_news(
+        app,
+        "Chinese engineers return to Gwadar port project",
+        "Pakistan and India trade fire across the Line of Control",
+        "Karachi heatwave strains power grid as monsoon fails",
+        *NEWS,
+    )
+    choices = [["sanctions"], ["economy", "afghanistan"], ["china", "climate"], []]
+    for n in range(14):
+        email = f"r{n}@example.com"
+        zone = ("Asia/Karachi", "Asia/Karachi", "Europe/London")[n % 3]
+        subscribe(app, email, themes=choices[n % 4] or ["india"], hour=7, timezone=zone)
+        if n % 2:
+            add_watchlist(app, email, ("Gwadar", "IMF OR heatwave", '"Line of Control"')[n % 3])
+    monkeypatch.setattr(delivery, "BUILD_CHUNK", 2)  # 7 tasks for 3 processes
+
+    def build(
+        workers: int,
+    ) -> tuple[delivery.BuildSummary, dict[int, tuple[str, object, int | None]]]:
+        app.settings = app.settings.model_copy(
+            update={"digest": app.settings.digest.model_copy(update={"build_workers": workers})}
+        )
+        summary = delivery.build_due_digests(app)
+        built = editions_by_reader(app)
+        with app.store.engine.begin() as conn:  # forget them: the next build makes them again
+            conn.execute(delete(delivery_table))
+            conn.execute(delete(edition))
+        return summary, built
+
+    serial, alone = build(1)
+    parallel, shared = build(3)
+    assert (serial.processes, parallel.processes) == (1, 3)
+    assert parallel.built == serial.built > 0
+    assert shared == alone  # same subjects and contents, one delivery row each
+    assert any("watchlist: Gwadar" in json.dumps(content) for _, content, _ in alone.values())

@@ -1,0 +1,202 @@
+"""Pure work shared with forked copies of this process, results handed back to it.
+
+A digest build (issue 4, "Speed") is CPU-bound Python: one process uses one core. Once the
+job has read everything a task needs (the period's items, stories and watchlist matches),
+``run_tasks`` forks helpers that share that state copy-on-write and take tasks from a
+common counter; each task's result travels back through a pipe, and only this process
+consumes them (writes the database). A helper never touches a connection, a file or a
+thread of this process: tasks must be pure computations over what was loaded before.
+
+Nothing is lost when a helper fails: it stops at its first failing task, and every task
+it took but did not hand back is run here afterwards (where an error raises as it would
+without helpers). A helper killed from outside is handled the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+# What a helper sends: ("done", task, result) | ("failed", task, traceback text), then
+# ("memory", MiB of its own pages); the reader thread ends with ("end",).
+
+
+@dataclass
+class TaskRun:
+    """How ``run_tasks`` went: processes used, helpers that failed (their tasks were run
+    here), and the most memory of its own (pages not shared with this process) a helper
+    held at its end, in MiB (0 where /proc does not tell)."""
+
+    processes: int = 1
+    failed: int = 0
+    helper_private_mib: float = 0.0
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def run_tasks(
+    count: int,
+    work: Callable[[int], R],
+    consume: Callable[[int, R], None],
+    processes: int,
+) -> TaskRun:
+    """Run ``work(0) .. work(count - 1)`` across ``processes`` processes (this one included)
+    and call ``consume(task, result)`` here for each, in the order results arrive."""
+    helpers = min(processes, count) - 1
+    if helpers < 1 or not can_fork():
+        for index in range(count):
+            consume(index, work(index))
+        return TaskRun()
+    run = TaskRun(processes=helpers + 1)
+    context = multiprocessing.get_context("fork")
+    next_task = context.Value("l", 0)  # the shared counter; its lock orders takers
+
+    def take() -> int | None:
+        with next_task.get_lock():
+            task = int(next_task.value)
+            if task >= count:
+                return None
+            next_task.value = task + 1
+            return task
+
+    # Collections in a helper would walk (and so copy) every object it inherited.
+    gc.freeze()
+    started: list[tuple[Any, Connection]] = []
+    try:
+        for _ in range(helpers):
+            receiver, sender = context.Pipe(duplex=False)
+            _widen(receiver)
+            helper = context.Process(target=_helper, args=(take, work, sender), daemon=True)
+            helper.start()
+            sender.close()
+            started.append((helper, receiver))
+    finally:
+        gc.unfreeze()
+    arrived: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    reader = threading.Thread(target=_receive, args=([r for _, r in started], arrived), daemon=True)
+    reader.start()  # a helper blocks on a full pipe: read while this process works too
+    done: set[int] = set()
+    ended = False
+
+    def drain(block: bool) -> None:
+        """Consume what helpers handed back (waiting for one message when ``block``)."""
+        nonlocal ended
+        while not ended:
+            try:
+                message = arrived.get(block=block)
+            except queue.Empty:
+                return
+            if message[0] == "done":
+                consume(message[1], message[2])
+                done.add(message[1])
+            elif message[0] == "failed":
+                run.failed += 1
+                log.warning("a build helper failed at task %s:\n%s", message[1], message[2])
+            elif message[0] == "memory":
+                run.helper_private_mib = max(run.helper_private_mib, message[1])
+            else:  # "end": the reader saw every pipe close
+                ended = True
+            block = False
+
+    try:
+        while (task := take()) is not None:
+            consume(task, work(task))
+            done.add(task)
+            drain(block=False)
+        while not ended:
+            drain(block=True)
+    except BaseException:
+        # An error here ends the run: helpers stop now (nobody would read their results).
+        for helper, _ in started:
+            helper.terminate()
+        raise
+    finally:
+        reader.join(timeout=None if ended else 5)
+        for helper, receiver in started:
+            helper.join()
+            receiver.close()
+    for helper, _ in started:
+        if helper.exitcode != 0 and not run.failed:
+            log.warning("a build helper ended with exit code %s", helper.exitcode)
+    lost = [task for task in range(count) if task not in done]
+    if lost:
+        run.failed = max(run.failed, 1)
+        log.warning("running %d task(s) a helper did not finish in this process", len(lost))
+    for index in lost:
+        consume(index, work(index))
+    return run
+
+
+PIPE_BYTES = 1 << 20
+
+
+def _widen(pipe: Connection) -> None:
+    """A bigger pipe buffer (Linux): the reader thread takes a result of megabytes in a few
+    reads, each of which waits for the busy main thread to let go of the GIL (up to the
+    5 ms switch interval): with the default 64 KB, a helper waited a second per chunk."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or over pipe-max-size
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _helper(take: Callable[[], int | None], work: Callable[[int], Any], out: Connection) -> None:
+    """A forked helper's life: take tasks until none is left or one fails."""
+    try:
+        while (task := take()) is not None:
+            try:
+                result = work(task)
+            except BaseException:  # handed back: the parent runs the task again itself
+                out.send(("failed", task, traceback.format_exc()))
+                return
+            out.send(("done", task, result))
+        out.send(("memory", private_mib()))
+    finally:
+        out.close()
+
+
+def private_mib() -> float:
+    """This process's pages that no other process maps (Linux), in MiB; else 0."""
+    try:
+        with open("/proc/self/smaps_rollup") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+    except OSError:
+        return 0.0
+    kib = sum(int(fields.get(key, "0 kB").split()[0]) for key in ("Private_Clean", "Private_Dirty"))
+    return kib / 1024
+
+
+def _receive(pipes: list[Connection], arrived: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+    """Move helpers' messages to ``arrived`` until every pipe is closed; then "end"."""
+    open_pipes = list(pipes)
+    while open_pipes:
+        for pipe in wait(open_pipes):
+            assert isinstance(pipe, Connection)
+            try:
+                arrived.put(pipe.recv())
+            except (EOFError, OSError):
+                open_pipes.remove(pipe)
+    arrived.put(("end",))

@@ -1,0 +1,105 @@
+"""Work shared with forked helpers (``pipeline.adapters.forked``): real processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+
+from pipeline.adapters import forked
+
+pytestmark = pytest.mark.skipif(not forked.can_fork(), reason="needs fork")
+
+
+def slow_square(task: int) -> tuple[int, int]:
+    time.sleep(0.02)  # long enough that helpers take some of the tasks
+    return task * task, os.getpid()
+
+
+def collect(count: int, work, processes: int = 3) -> tuple[dict[int, object], forked.TaskRun]:  # type: ignore[no-untyped-def]
+    consumed: dict[int, object] = {}
+    here = os.getpid()
+
+    def consume(task: int, result: object) -> None:
+        assert os.getpid() == here  # results are handed back: only this process consumes
+        assert task not in consumed, f"task {task} consumed twice"
+        consumed[task] = result
+
+    return consumed, forked.run_tasks(count, work, consume, processes)
+
+
+def test_every_task_is_consumed_once_here_and_helpers_share_the_work() -> None:
+    consumed, run = collect(60, slow_square)
+    assert sorted(consumed) == list(range(60))
+    assert all(result[0] == task * task for task, result in consumed.items())  # type: ignore[index]
+    pids = {result[1] for result in consumed.values()}  # type: ignore[index]
+    assert os.getpid() in pids and len(pids) == 3
+    assert run.processes == 3 and run.failed == 0
+
+
+def test_one_process_runs_everything_here_without_forking() -> None:
+    consumed, run = collect(5, slow_square, processes=1)
+    assert {result[1] for result in consumed.values()} == {os.getpid()}  # type: ignore[index]
+    assert run.processes == 1
+
+
+def test_a_task_that_fails_in_a_helper_is_run_again_here(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parent = os.getpid()
+
+    def flaky(task: int) -> int:
+        time.sleep(0.01)
+        if os.getpid() != parent:
+            raise RuntimeError(f"helper cannot do task {task}")
+        return task
+
+    with caplog.at_level(logging.WARNING):
+        consumed, run = collect(20, flaky)
+    assert consumed == {task: task for task in range(20)}
+    assert run.failed >= 1
+    assert "helper cannot do task" in caplog.text  # the helper's traceback is logged
+
+
+def test_a_helper_killed_midway_loses_no_task() -> None:
+    parent = os.getpid()
+
+    def dies(task: int) -> int:
+        time.sleep(0.01)
+        if os.getpid() != parent and task >= 3:
+            os._exit(9)  # as if killed: no message, no clean-up
+        return task
+
+    consumed, run = collect(30, dies)
+    assert consumed == {task: task for task in range(30)}
+    assert run.failed >= 1
+
+
+def test_an_error_in_a_task_raises_here_as_without_helpers() -> None:
+    def broken(task: int) -> int:
+        if task == 7:
+            raise ValueError("task 7 is broken")
+        return task
+
+    with pytest.raises(ValueError, match="task 7 is broken"):
+        collect(12, broken)
+
+
+def test_a_helper_reports_the_memory_it_did_not_share() -> None:
+    def allocates(task: int) -> int:
+        if os.getpid() != parent:
+            block = bytearray(32 * 1024 * 1024)
+            block[::4096] = b"\x01" * len(block[::4096])  # touch every page
+            _kept.append(block)  # lives until the helper ends
+        time.sleep(0.05)
+        return task
+
+    parent = os.getpid()
+    _, run = collect(8, allocates, processes=2)
+    if os.path.exists("/proc/self/smaps_rollup"):
+        assert run.helper_private_mib >= 32
+
+
+_kept: list[bytearray] = []

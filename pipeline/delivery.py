@@ -68,7 +68,7 @@ class BuildSummary:
     existing: int = 0  # already built (another worker, or an earlier run)
     public: int = 0
     processes: int = 1  # that built the personal digests (``[digest] build_workers``)
-    helper_private_mib: float = 0.0  # the most memory of its own a forked helper held
+    helper_private_mib: float = 0.0  # the most memory of its own a forked child held
 
     def line(self) -> str:
         on = f" on {self.processes} processes" if self.processes > 1 else ""
@@ -154,11 +154,6 @@ class Editorial:
         return watchlist_cache.load_index(
             self.index_cache, self.queries, self.aliases, aliases_path
         )
-
-    def drop_index(self) -> None:
-        """Forget the watchlist engine (made again if used): its pages need not be shared
-        with build helpers that only read matches made already."""
-        self.__dict__.pop("index", None)
 
     @cached_property
     def aliases(self) -> dict[str, Any]:
@@ -248,13 +243,11 @@ class _Periods:
             found = self._data[(start, end)] = _PeriodData(items, planner)
         return found
 
-    def load(self, period: Period, watched: bool) -> None:
-        """Read and compute what the period's digests need (``digest`` then reads nothing:
-        a forked build helper can run it). ``watched``: some reader has watchlists."""
-        data = self.data(period.start, period.end)
-        self.data(period.start - (period.end - period.start), period.start)
-        if watched:
-            data.match(self.editorial)
+    def load(self, start: datetime, end: datetime) -> None:
+        """Read and compute what the period's digests need but watchlist matches (then
+        ``digest`` reads nothing: a forked build helper can run it)."""
+        self.data(start, end)
+        self.data(start - (end - start), start)
 
     def digest(self, subscriber: Subscriber, period: Period) -> Digest:
         data = self.data(period.start, period.end)
@@ -281,12 +274,14 @@ class _PeriodData:
         self._by_watchlist: Mapping[int, Sequence[str]] | None = None
 
     def match(self, editorial: Editorial) -> Mapping[int, Sequence[str]]:
-        """Watchlist id → the period's item ids it matches: every watchlist in one batch."""
+        """Watchlist id → the period's item ids it matches: every watchlist in one batch
+        (unless ``matched`` gave them)."""
         if self._by_watchlist is None:
-            self._by_watchlist = editorial.index.items_by_watchlist(
-                (item.id, item.title, item.summary_text) for item in self.items
-            )
+            self._by_watchlist = match_items(editorial, self.items)
         return self._by_watchlist
+
+    def matched(self, by_watchlist: Mapping[int, Sequence[str]]) -> None:
+        self._by_watchlist = by_watchlist
 
     def watch_hits(self, editorial: Editorial, subscriber: Subscriber) -> dict[str, list[str]]:
         """item id → the subscriber's watchlist queries it matched (as ``_watch_hits``)."""
@@ -298,6 +293,11 @@ class _PeriodData:
             for item_id in by_watchlist.get(watch.id, ()):
                 out.setdefault(item_id, []).append(editorial.queries[watch.id])
         return out
+
+
+def match_items(editorial: Editorial, items: Sequence[StoredItem]) -> Mapping[int, Sequence[str]]:
+    """Watchlist id → the ids of ``items`` it matches, every watchlist in one batch."""
+    return editorial.index.items_by_watchlist((i.id, i.title, i.summary_text) for i in items)
 
 
 _Due = tuple[Subscriber, str, Period]  # a reader, the digest's frequency, its period
@@ -320,7 +320,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     now = now or app.clock()
     people = SubscriberStore(app.store)
     ledger = DeliveryStore(app.store)
-    active = [s for s in people.all() if s.status is SubscriberStatus.ACTIVE]
+    active = people.active()
     editorial = load_editorial(app, active)
     last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
     due: list[_Due] = []
@@ -336,11 +336,22 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         if period is not None:
             due.append((subscriber, frequency, period))
     periods = _Periods(app, editorial)
-    watched: dict[Period, bool] = {}
+    watched: dict[tuple[datetime, datetime], bool] = {}
     for subscriber, _, period in due:
-        watched[period] = watched.get(period, False) or bool(subscriber.watchlists)
-    for period, any_watchlists in watched.items():
-        periods.load(period, any_watchlists)
+        span = (period.start, period.end)
+        watched[span] = watched.get(span, False) or bool(subscriber.watchlists)
+    to_match = [(span, periods.items_in(*span)) for span, lists in watched.items() if lists]
+    workers = app.settings.digest.build_workers or forked.available_cores()
+    # The watchlist engine (hundreds of MB for 500,000 watchlists) is loaded and run in a
+    # forked child while this process clusters the periods' stories; it never lives here.
+    matching = forked.ChildCall(
+        lambda: [match_items(editorial, items) for _, items in to_match],
+        fork=workers > 1 and bool(to_match),
+    )
+    for span in watched:
+        periods.load(*span)
+    for (span, _), by_watchlist in zip(to_match, matching.result(), strict=True):
+        periods.data(*span).matched(by_watchlist)
     # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
     # stories, so their encodings are spliced instead of encoding each digest whole.
     encoder = DigestJSON()
@@ -356,11 +367,9 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         with gc_paused():
             _write_editions(ledger, pending, summary)
 
-    workers = app.settings.digest.build_workers or forked.available_cores()
-    if len(chunks) > 1 and workers > 1:
-        editorial.drop_index()  # matched already; helpers need not share its pages
     run = forked.run_tasks(len(chunks), build, write, workers)
-    summary.processes, summary.helper_private_mib = run.processes, run.helper_private_mib
+    summary.processes = run.processes
+    summary.helper_private_mib = max(run.helper_private_mib, matching.private_mib)
     summary.public = build_public_editions(app, now, editorial, periods.items_in)
     log.info("digest build finished: %s", summary.line())
     return summary
@@ -493,7 +502,7 @@ def queue_alerts(app: App, now: datetime | None = None) -> int:
     settings = app.settings.digest
     people = SubscriberStore(app.store)
     ledger = DeliveryStore(app.store)
-    active = [s for s in people.all() if s.status is SubscriberStatus.ACTIVE]
+    active = people.active()
     wants_alerts = [
         s
         for s in active

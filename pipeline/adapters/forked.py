@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,74 @@ def _widen(pipe: Connection) -> None:
     5 ms switch interval): with the default 64 KB, a helper waited a second per chunk."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or over pipe-max-size
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+class ChildCall(Generic[R]):
+    """``work()`` run in a forked child while this process goes on; ``result()`` hands its
+    value back. When the child fails or is killed, ``result()`` runs ``work()`` here (an
+    error then raises here). Not forked when ``fork`` is False or impossible: ``result()``
+    runs it. ``private_mib``: the child's own memory at its end (its peak, for work that
+    only grows), once ``result()`` returned."""
+
+    def __init__(self, work: Callable[[], R], fork: bool = True) -> None:
+        self.work = work
+        self.private_mib = 0.0
+        self._messages: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._child: Any = None
+        if not (fork and can_fork()):
+            return
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        _widen(receiver)
+        gc.freeze()
+        try:
+            self._child = context.Process(target=_call, args=(work, sender), daemon=True)
+            self._child.start()
+        finally:
+            gc.unfreeze()
+        sender.close()
+        self._receiver = receiver
+        self._reader = threading.Thread(
+            target=_receive, args=([receiver], self._messages), daemon=True
+        )
+        self._reader.start()
+
+    def result(self) -> R:
+        if self._child is None:
+            return self.work()
+        self._reader.join()
+        self._child.join()
+        self._receiver.close()
+        value: Any = None
+        done = False
+        while True:
+            message = self._messages.get()
+            if message[0] == "done":
+                value, done = message[2], True
+            elif message[0] == "failed":
+                log.warning("a forked call failed:\n%s", message[2])
+            elif message[0] == "memory":
+                self.private_mib = message[1]
+            else:
+                break
+        if not done:
+            log.warning("a forked call ended with exit code %s: run here", self._child.exitcode)
+            return self.work()
+        return cast(R, value)
+
+
+def _call(work: Callable[[], Any], out: Connection) -> None:
+    try:
+        try:
+            result = work()
+        except BaseException:
+            out.send(("failed", 0, traceback.format_exc()))
+            return
+        memory = private_mib()  # before the result's pickled copy adds to it
+        out.send(("done", 0, result))
+        out.send(("memory", memory))
+    finally:
+        out.close()
 
 
 def _helper(take: Callable[[], int | None], work: Callable[[int], Any], out: Connection) -> None:

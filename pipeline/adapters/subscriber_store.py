@@ -105,6 +105,53 @@ class SubscriberStore:
     def all(self) -> list[Subscriber]:
         return self._load(None)
 
+    def active(self) -> list[Subscriber]:
+        """Active subscribers and their watchlists, as ``all`` gives them less the creation
+        times: what a digest build reads of 100,000 readers and 500,000 watchlists, without
+        parsing 600,000 timestamps (SQLite keeps them as text)."""
+        active = SubscriberStatus.ACTIVE.value
+        with self.store._begin() as conn:
+            rows = conn.execute(
+                select(
+                    subscriber.c.id,
+                    subscriber.c.email,
+                    subscriber.c.themes,
+                    subscriber.c.frequency,
+                    subscriber.c.hour,
+                    subscriber.c.timezone,
+                )
+                .where(subscriber.c.status == active)
+                .order_by(subscriber.c.id)
+            ).all()
+            lists: dict[int, list[Watchlist]] = defaultdict(list)
+            query = (
+                select(
+                    watchlist.c.subscriber_id,
+                    watchlist.c.id,
+                    watchlist.c.query,
+                    watchlist.c.instant,
+                )
+                .join(subscriber, subscriber.c.id == watchlist.c.subscriber_id)
+                .where(subscriber.c.status == active)
+                .order_by(watchlist.c.id)
+            )
+            for owner, wid, text, instant in conn.execute(query):
+                lists[owner].append(Watchlist(wid, text, bool(instant)))
+        status = SubscriberStatus.ACTIVE
+        return [
+            Subscriber(
+                id=sid,
+                email=email,
+                status=status,
+                themes=tuple(themes or ()),
+                frequency=Frequency(frequency),
+                hour=hour,
+                timezone=zone,
+                watchlists=tuple(lists[sid]),
+            )
+            for sid, email, themes, frequency, hour, zone in rows
+        ]
+
     def by_ids(self, ids: Sequence[int]) -> dict[int, Subscriber]:
         """Subscribers by id, read fresh (the send queue re-checks status just before sending)."""
         if not ids:

@@ -103,3 +103,34 @@ def test_a_helper_reports_the_memory_it_did_not_share() -> None:
 
 
 _kept: list[bytearray] = []
+
+
+def test_a_forked_call_hands_its_value_back_while_this_process_goes_on() -> None:
+    call = forked.ChildCall(lambda: (os.getpid(), {"big": list(range(200_000))}))
+    assert sum(range(1000)) == 499500  # this process is free meanwhile
+    pid, value = call.result()
+    assert pid != os.getpid() and value == {"big": list(range(200_000))}
+
+
+def test_a_forked_call_that_fails_or_dies_is_run_here() -> None:
+    parent = os.getpid()
+
+    def dies() -> int:
+        if os.getpid() != parent:
+            os._exit(3)
+        return os.getpid()
+
+    def fails() -> int:
+        if os.getpid() != parent:
+            raise RuntimeError("no")
+        return os.getpid()
+
+    assert forked.ChildCall(dies).result() == parent
+    assert forked.ChildCall(fails).result() == parent
+    with pytest.raises(ZeroDivisionError):
+        forked.ChildCall(lambda: 1 // 0).result()  # fails there, then here: raises here
+
+
+def test_a_forked_call_not_forked_runs_when_asked() -> None:
+    call = forked.ChildCall(os.getpid, fork=False)
+    assert call.result() == os.getpid()

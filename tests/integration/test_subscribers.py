@@ -105,6 +105,28 @@ def test_status_changes_are_stored(app: App) -> None:
     assert sub is not None and sub.status is SubscriberStatus.PAUSED
 
 
+def test_active_readers_are_all_active_subscribers_without_creation_times(app: App) -> None:
+    from dataclasses import replace
+
+    for n, zone in enumerate(("Asia/Karachi", "America/New_York", "Europe/London")):
+        subscribe(app, f"r{n}@example.com", themes=["india", "economy"][: n + 1], timezone=zone)
+        add_watchlist(app, f"r{n}@example.com", f"Gwadar OR reader{n}")
+    add_watchlist(app, "r1@example.com", "IMF", instant=True)
+    store = SubscriberStore(app.store)
+    store.set_status("r2@example.com", SubscriberStatus.PAUSED, app.clock())
+    expected = [
+        replace(
+            s,
+            created_at=None,
+            watchlists=tuple(replace(w, created_at=None) for w in s.watchlists),
+        )
+        for s in store.all()
+        if s.status is SubscriberStatus.ACTIVE
+    ]
+    assert [s.email for s in expected] == ["r0@example.com", "r1@example.com"]
+    assert store.active() == expected
+
+
 def test_backtest_counts_matches_per_week_with_examples(app: App) -> None:
     from dataclasses import replace
     from datetime import timedelta

@@ -342,16 +342,17 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         watched[span] = watched.get(span, False) or bool(subscriber.watchlists)
     to_match = [(span, periods.items_in(*span)) for span, lists in watched.items() if lists]
     workers = app.settings.digest.build_workers or forked.available_cores()
-    # The watchlist engine (hundreds of MB for 500,000 watchlists) is loaded and run in a
-    # forked child while this process clusters the periods' stories; it never lives here.
+    # The watchlist engine (1.2 GB for 500,000 watchlists) is loaded and run in a forked
+    # child, so it never lives in this process nor in the build helpers forked from it.
+    # Not beside the clustering below: the two at once passed 2 GB (bench.digest_fanout).
     matching = forked.ChildCall(
         lambda: [match_items(editorial, items) for _, items in to_match],
         fork=workers > 1 and bool(to_match),
     )
-    for span in watched:
-        periods.load(*span)
     for (span, _), by_watchlist in zip(to_match, matching.result(), strict=True):
         periods.data(*span).matched(by_watchlist)
+    for span in watched:
+        periods.load(*span)
     # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
     # stories, so their encodings are spliced instead of encoding each digest whole.
     encoder = DigestJSON()

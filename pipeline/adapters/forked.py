@@ -84,19 +84,7 @@ def run_tasks(
             next_task.value = task + 1
             return task
 
-    # Collections in a helper would walk (and so copy) every object it inherited.
-    gc.freeze()
-    started: list[tuple[Any, Connection]] = []
-    try:
-        for _ in range(helpers):
-            receiver, sender = context.Pipe(duplex=False)
-            _widen(receiver)
-            helper = context.Process(target=_helper, args=(take, work, sender), daemon=True)
-            helper.start()
-            sender.close()
-            started.append((helper, receiver))
-    finally:
-        gc.unfreeze()
+    started = [_fork(_helper, take, work) for _ in range(helpers)]
     arrived: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
     reader = threading.Thread(target=_receive, args=([r for _, r in started], arrived), daemon=True)
     reader.start()  # a helper blocks on a full pipe: read while this process works too
@@ -155,6 +143,22 @@ def run_tasks(
 PIPE_BYTES = 1 << 20
 
 
+def _fork(target: Callable[..., None], *args: Any) -> tuple[Any, Connection]:
+    """Start ``target(*args, pipe)`` in a forked child; return it and the pipe's read end."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    _widen(receiver)
+    # Collections in the child would walk (and so copy) every object it inherited.
+    gc.freeze()
+    try:
+        child = context.Process(target=target, args=(*args, sender), daemon=True)
+        child.start()
+    finally:
+        gc.unfreeze()
+    sender.close()
+    return child, receiver
+
+
 def _widen(pipe: Connection) -> None:
     """A bigger pipe buffer (Linux): the reader thread takes a result of megabytes in a few
     reads, each of which waits for the busy main thread to let go of the GIL (up to the
@@ -177,19 +181,9 @@ class ChildCall(Generic[R]):
         self._child: Any = None
         if not (fork and can_fork()):
             return
-        context = multiprocessing.get_context("fork")
-        receiver, sender = context.Pipe(duplex=False)
-        _widen(receiver)
-        gc.freeze()
-        try:
-            self._child = context.Process(target=_call, args=(work, sender), daemon=True)
-            self._child.start()
-        finally:
-            gc.unfreeze()
-        sender.close()
-        self._receiver = receiver
+        self._child, self._receiver = _fork(_call, work)
         self._reader = threading.Thread(
-            target=_receive, args=([receiver], self._messages), daemon=True
+            target=_receive, args=([self._receiver], self._messages), daemon=True
         )
         self._reader.start()
 

@@ -20,9 +20,11 @@ database seeded beforehand:
    queue its delivery row), on every core (``[digest] build_workers`` = 0: forked helpers;
    CPU time counts theirs; peak memory is the sampled peak of the job's and its helpers'
    summed PSS, which counts a page they share once);
-2. **render**: what ``drain_queue`` does before handing emails to the mailer: claim every
-   queued row (1,000 at a time), read the batch's editions and readers, and ``compose``
-   each email (pieces rendered once per run: ``DigestAssembler``);
+2. **render**: ``drain_queue`` to a mailer that accepts every email at once (the provider's
+   stand-in): claim the queued rows (1,000 a batch), read each batch's editions and readers,
+   ``compose`` each email (pieces rendered once per process: ``DigestAssembler``), on every
+   core (``[digest] send_workers`` = 0: forked helpers claim and compose batches and hand
+   the emails back), and record them sent in the ledger;
 3. **naive**: ``compose`` with the full path (``EmailRenderer.digest``: Jinja2 render and
    CSS inlining per email) on a sample of the same rows; the same emails are checked equal.
    Its time per email, times the number of emails, is the naive path's render.
@@ -34,6 +36,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -64,6 +67,7 @@ def settings_env(url: str, folder: Path) -> dict[str, str]:
         "QASID_DIGEST_WATCHLIST_CACHE": str(folder / "watchlist-engine.pickle"),
         "QASID_WEB_SECRET_KEY": "bench-secret",
         "QASID_WEB_BASE_URL": "https://qasid.example",
+        "QASID_DIGEST_SEND_BATCH": "1000",  # rows claimed and composed a batch
     }
 
 
@@ -253,9 +257,48 @@ def tree_pss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
+class AcceptingMailer:
+    """The provider's stand-in for the send path: accepts every email at once, keeps the
+    sizes and the first ``keep`` emails (the naive path renders those again)."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.sizes: list[int] = []
+        self.picked: list[Any] = []
+
+    def send(self, email: Any) -> Any:
+        return self.send_batch([email])[0]
+
+    def send_batch(self, emails: Any) -> list[Any]:
+        from pipeline.core.mail import SendOutcome, SendResult
+
+        for email in emails:
+            self.sizes.append(len(email.html))
+            if len(self.picked) < self.keep:
+                self.picked.append(email)
+        return [
+            SendResult(e.delivery_id, SendOutcome.SENT, f"bench-{e.delivery_id}") for e in emails
+        ]
+
+    def tags(self, fresh: dict[str, str]) -> dict[str, str]:
+        """The substitution tags of the sent emails (``%%{nonce}{name}%%``, the nonce random
+        per job) in place of ``fresh``: the naive path uses them, so its emails compare."""
+        sent = next(iter(self.picked[0].substitutions)) if self.picked else ""
+        nonce = re.sub(r"^%%([0-9a-f]+?)(reason|manage|unsubscribe|view)%%$", r"\1", sent)
+        return {name: f"%%{nonce}{name}%%" for name in fresh}
+
+    def close(self) -> None:
+        pass
+
+
 def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
+    from sqlalchemy import select
+
     from pipeline import delivery
-    from pipeline.adapters.delivery_store import DeliveryStore
+    from pipeline.adapters.delivery_store import DeliveryStore, _delivery_row
+    from pipeline.adapters.forked import available_cores
+    from pipeline.adapters.render import EmailRenderer
+    from pipeline.adapters.schema import delivery as delivery_table
     from pipeline.adapters.subscriber_store import SubscriberStore
     from pipeline.core.collector import gc_paused
 
@@ -271,39 +314,27 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
 
     ledger = DeliveryStore(app.store)
     people = SubscriberStore(app.store)
+    mailer = AcceptingMailer(naive_sample)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    editorial = delivery.load_editorial(app, ())  # as drain_queue does
-    rendered = 0
-    picked: list[tuple[Any, Any]] = []
-    sizes: list[int] = []  # characters of HTML per email
-    html_bytes = 0
-    summary = delivery.DrainSummary()
-    while True:
-        rows = ledger.claim(NOW, app.worker_name, 1000)
-        if not rows:
-            break
-        with gc_paused():  # as drain_queue does
-            composed = delivery.compose_batch(app, editorial, ledger, people, rows, summary)
-            for email, row in composed:
-                rendered += 1
-                html_bytes += len(email.html)
-                sizes.append(len(email.html))
-                if len(picked) < naive_sample:
-                    picked.append((row, email))
-            del composed
-    assert not (summary.failed or summary.suppressed), summary.line()
+    sent = delivery.drain_queue(app, mailer, now=NOW)
     out["render"] = (time.perf_counter() - wall, cpu_seconds() - cpu)
+    assert sent.sent == len(mailer.sizes) and not (sent.failed or sent.suppressed), sent.line()
+    out["send processes"] = app.settings.digest.send_workers or available_cores()
+    rendered, sizes, html_bytes = len(mailer.sizes), sorted(mailer.sizes), sum(mailer.sizes)
     # The naive path's inputs for the sampled rows, read after the timing.
+    with app.store.engine.connect() as conn:
+        ids = [int(email.delivery_id) for email in mailer.picked]
+        found = conn.execute(select(delivery_table).where(delivery_table.c.id.in_(ids)))
+        rows = {row.id: _delivery_row(row._mapping) for row in found}
+    picked = [(rows[int(email.delivery_id)], email) for email in mailer.picked]
     readers = people.by_ids(sorted({row.subscriber_id for row, _ in picked}))
     editions = ledger.get_editions(sorted({row.edition_id for row, _ in picked if row.edition_id}))
     sample = [(row, readers[row.subscriber_id], editions, email) for row, email in picked]
     out["rendered"] = rendered
     out["mean html KB"] = html_bytes / max(rendered, 1) / 1024
-    sizes.sort()
     out["html KB p50/p99/max"] = [
         round(sizes[int(len(sizes) * q)] / 1024) for q in (0.5, 0.99) if sizes
     ] + [round(sizes[-1] / 1024) if sizes else 0]
-    out["probes"] = editorial.assembler.probes
     # The whole job's peak (PSS of this process and its helpers, sampled), and an upper
     # bound: this process's own peak plus the most a helper held of its own at its end.
     out["peak MiB"] = memory.stop()
@@ -316,11 +347,12 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
         def prepare(self, _: Any) -> int:
             return 0
 
-    fast_editorial = editorial
     editorial = delivery.load_editorial(app, ())  # as drain_queue does
-    editorial.tags = fast_editorial.tags  # same tags: comparable emails
-    editorial.renderer = fast_editorial.renderer
-    editorial.assembler = Naive(fast_editorial.renderer)  # type: ignore[assignment]
+    editorial.tags = mailer.tags(editorial.tags)  # the tags the sent emails carry
+    editorial.renderer = EmailRenderer(
+        ROOT / "templates", editorial.renderer.site, frozenset(editorial.tags.values())
+    )
+    editorial.assembler = Naive(editorial.renderer)  # type: ignore[assignment]
     wall, cpu = time.perf_counter(), cpu_seconds()
     with gc_paused():  # the same collector setting as the fast path
         naive = [delivery.compose(app, editorial, r, s, e) for r, s, e, _ in sample]

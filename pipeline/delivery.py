@@ -15,6 +15,7 @@ these functions only load, call the core and store.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -670,32 +671,97 @@ def _alert_heading(candidate: DigestCandidate, themes: Sequence[ThemeInfo]) -> s
 def drain_queue(
     app: App, mailer: Mailer, now: datetime | None = None, limit: int | None = None
 ) -> DrainSummary:
-    """Send what is queued, batch by batch, until the queue is empty (or ``limit`` rows)."""
+    """Send what is queued, batch by batch, until the queue is empty (or ``limit`` rows).
+
+    Batches are claimed and composed on every core (``[digest] send_workers``: forked
+    helpers, each with database connections of its own); this process alone hands the
+    emails to ``mailer`` and records what it answered. A helper that fails or is killed
+    leaves its claimed rows in ``sending`` for the reaper, as a crashed job would.
+    """
     check_sending_settings(app)
-    ledger = DeliveryStore(app.store)
-    people = SubscriberStore(app.store)
-    worker = app.worker_name
     summary = DrainSummary()
     editorial = load_editorial(app, ())  # sending matches no watchlist of others
+    ledger = DeliveryStore(app.store)
+    processes = app.settings.digest.send_workers or forked.available_cores()
     handled = 0
-    while limit is None or handled < limit:
+    while not summary.fatal and (limit is None or handled < limit):
         moment = now or app.clock()
-        size = app.settings.digest.send_batch
+        due = ledger.count_due(moment)
         if limit is not None:
-            size = min(size, limit - handled)
-        rows = ledger.claim(moment, worker, size)
-        if not rows:
+            due = min(due, limit - handled)
+        if due <= 0:
             break
-        handled += len(rows)
+        claimed = _drain_round(app, editorial, mailer, moment, due, processes, summary)
+        if not claimed:  # another worker took them first
+            break
+        handled += claimed
+    log.info("drain finished: %s", summary.line())
+    return summary
+
+
+# A composed batch as a helper hands it back: rows claimed, the emails with their rows,
+# rows recorded as suppressed and as failed while composing.
+_Composed = tuple[int, list[tuple[OutgoingEmail, DeliveryRow]], int, int]
+
+
+def _drain_round(
+    app: App,
+    editorial: Editorial,
+    mailer: Mailer,
+    moment: datetime,
+    due: int,
+    processes: int,
+    summary: DrainSummary,
+) -> int:
+    """Claim, compose and send ``due`` rows in batches; returns how many were claimed."""
+    ledger = DeliveryStore(app.store)
+    people = SubscriberStore(app.store)
+    size = app.settings.digest.send_batch
+    batches = -(-due // size)
+    stop = multiprocessing.Value("b", 0, lock=False)  # set once the backend is fatal
+    claimed = 0
+
+    def compose_task(task: int) -> _Composed:
+        if stop.value:
+            return 0, [], 0, 0
+        rows = ledger.claim(moment, app.worker_name, min(size, due - task * size))
+        part = DrainSummary()
         # A batch's editions decode into hundreds of thousands of small dicts and lists (no
         # cycles): without the pause they would be promoted and walked by full collections
         # along with the job's story cache, half the cost of reading them.
-        with gc_paused():
-            _send_batch(app, editorial, ledger, people, mailer, rows, summary)
-        if summary.fatal:
-            break
-    log.info("drain finished: %s", summary.line())
-    return summary
+        try:
+            with gc_paused():
+                composed = compose_batch(app, editorial, ledger, people, rows, part)
+        except BaseException:  # nothing of the batch was sent: back to the queue
+            for row in rows:
+                ledger.mark_retry(
+                    row.id, app.worker_name, "not attempted: composing failed", moment
+                )
+            raise
+        return len(rows), composed, part.suppressed, part.failed
+
+    def send(_: int, result: _Composed) -> None:
+        nonlocal claimed
+        count, composed, suppressed, failed = result
+        claimed += count
+        summary.suppressed += suppressed
+        summary.failed += failed
+        if composed and summary.fatal:  # composed before the backend failed: not sent
+            for email, row in composed:
+                stopped = SendResult(
+                    email.delivery_id, SendOutcome.RETRY, error=f"not attempted: {summary.fatal}"
+                )
+                _record(app, ledger, people, row, email, stopped, summary)
+        elif composed:
+            _send_composed(app, ledger, people, mailer, composed, summary)
+            if summary.fatal:
+                stop.value = 1
+
+    def forget_connections() -> None:  # a helper opens its own
+        app.store.engine.dispose(close=False)
+
+    forked.run_tasks(batches, compose_task, send, processes, on_start=forget_connections)
+    return claimed
 
 
 def compose_batch(
@@ -736,18 +802,15 @@ def compose_batch(
     return out
 
 
-def _send_batch(
+def _send_composed(
     app: App,
-    editorial: Editorial,
     ledger: DeliveryStore,
     people: SubscriberStore,
     mailer: Mailer,
-    rows: Sequence[DeliveryRow],
+    composed: Sequence[tuple[OutgoingEmail, DeliveryRow]],
     summary: DrainSummary,
 ) -> None:
-    composed = compose_batch(app, editorial, ledger, people, rows, summary)
-    if not composed:
-        return
+    """Hand a composed batch to the mailer and record each answer."""
     emails = [email for email, _ in composed]
     by_id = {email.delivery_id: row for email, row in composed}
     worker = app.worker_name

@@ -195,6 +195,9 @@ class DigestSettings(_Section):
     watchlist_cache: str = "var/cache/watchlist-engine.pickle"
     # processes that build personal digests (this one and forked helpers); 0 = one per core
     build_workers: int = Field(0, ge=0, le=64)
+    # processes composing the emails of the send queue (this one and forked helpers; this
+    # one alone talks to the mail backend); 0 = one per core
+    send_workers: int = Field(0, ge=0, le=64)
 
     @field_validator("public_timezone")
     @classmethod

@@ -352,6 +352,14 @@ class DeliveryStore:
 
     # -- the drain ------------------------------------------------------------------------
 
+    def count_due(self, now: datetime) -> int:
+        """Queued rows that ``claim`` could take at ``now``."""
+        query = select(func.count()).where(
+            delivery.c.status == DeliveryStatus.QUEUED, delivery.c.not_before <= now
+        )
+        with self.store._begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def claim(self, now: datetime, worker: str, limit: int) -> list[DeliveryRow]:
         """Move up to ``limit`` due rows from queued to sending, owned by ``worker``."""
         candidates = (

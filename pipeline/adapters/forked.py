@@ -4,8 +4,9 @@ A digest build (issue 4, "Speed") is CPU-bound Python: one process uses one core
 job has read everything a task needs (the period's items, stories and watchlist matches),
 ``run_tasks`` forks helpers that share that state copy-on-write and take tasks from a
 common counter; each task's result travels back through a pipe, and only this process
-consumes them (writes the database). A helper never touches a connection, a file or a
-thread of this process: tasks must be pure computations over what was loaded before.
+consumes them. A helper never uses a connection, a file or a thread of this process: tasks
+are pure computations over what was loaded before, or (the send queue's) open connections
+of their own once ``on_start`` has made the helper forget the inherited ones.
 
 Nothing is lost when a helper fails: it stops at its first failing task, and every task
 it took but did not hand back is run here afterwards (where an error raises as it would
@@ -15,12 +16,14 @@ without helpers). A helper killed from outside is handled the same way.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import gc
 import logging
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 import traceback
 from collections.abc import Callable
@@ -64,9 +67,11 @@ def run_tasks(
     work: Callable[[int], R],
     consume: Callable[[int, R], None],
     processes: int,
+    on_start: Callable[[], None] | None = None,
 ) -> TaskRun:
     """Run ``work(0) .. work(count - 1)`` across ``processes`` processes (this one included)
-    and call ``consume(task, result)`` here for each, in the order results arrive."""
+    and call ``consume(task, result)`` here for each, in the order results arrive.
+    ``on_start`` runs first in each helper (e.g. to drop inherited database connections)."""
     helpers = min(processes, count) - 1
     if helpers < 1 or not can_fork():
         for index in range(count):
@@ -84,7 +89,7 @@ def run_tasks(
             next_task.value = task + 1
             return task
 
-    started = [_fork(_helper, take, work) for _ in range(helpers)]
+    started = [_fork(_helper, take, work, on_start) for _ in range(helpers)]
     arrived: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
     reader = threading.Thread(target=_receive, args=([r for _, r in started], arrived), daemon=True)
     reader.start()  # a helper blocks on a full pipe: read while this process works too
@@ -104,7 +109,7 @@ def run_tasks(
                 done.add(message[1])
             elif message[0] == "failed":
                 run.failed += 1
-                log.warning("a build helper failed at task %s:\n%s", message[1], message[2])
+                log.warning("a helper failed at task %s:\n%s", message[1], message[2])
             elif message[0] == "memory":
                 run.helper_private_mib = max(run.helper_private_mib, message[1])
             else:  # "end": the reader saw every pipe close
@@ -130,7 +135,7 @@ def run_tasks(
             receiver.close()
     for helper, _ in started:
         if helper.exitcode != 0 and not run.failed:
-            log.warning("a build helper ended with exit code %s", helper.exitcode)
+            log.warning("a helper ended with exit code %s", helper.exitcode)
     lost = [task for task in range(count) if task not in done]
     if lost:
         run.failed = max(run.failed, 1)
@@ -151,12 +156,28 @@ def _fork(target: Callable[..., None], *args: Any) -> tuple[Any, Connection]:
     # Collections in the child would walk (and so copy) every object it inherited.
     gc.freeze()
     try:
-        child = context.Process(target=target, args=(*args, sender), daemon=True)
+        child = context.Process(
+            target=_orphan_proof, args=(os.getpid(), target, *args, sender), daemon=True
+        )
         child.start()
     finally:
         gc.unfreeze()
     sender.close()
     return child, receiver
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _orphan_proof(parent: int, target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)`` in a child that dies with its parent (Linux): a helper whose
+    job was killed must not go on claiming rows for nobody (or block on a full pipe)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+    target(*args)
 
 
 def _widen(pipe: Connection) -> None:
@@ -225,9 +246,20 @@ def _call(work: Callable[[], Any], out: Connection) -> None:
         out.close()
 
 
-def _helper(take: Callable[[], int | None], work: Callable[[int], Any], out: Connection) -> None:
+def _helper(
+    take: Callable[[], int | None],
+    work: Callable[[int], Any],
+    on_start: Callable[[], None] | None,
+    out: Connection,
+) -> None:
     """A forked helper's life: take tasks until none is left or one fails."""
     try:
+        if on_start is not None:
+            try:
+                on_start()
+            except BaseException:  # no task taken: the others take them all
+                out.send(("failed", None, traceback.format_exc()))
+                return
         while (task := take()) is not None:
             try:
                 result = work(task)

@@ -124,6 +124,9 @@ class SendResult:
             raise ValueError("a fatal result means nothing was sent: its outcome is 'retry'")
 
 
+_FROZEN_MAPPINGS = ("headers", "custom_args", "substitutions")
+
+
 @dataclass(frozen=True, kw_only=True)
 class OutgoingEmail:
     """One finished email for one recipient, ready for any backend.
@@ -191,9 +194,8 @@ class OutgoingEmail:
             raise ValueError("custom_args: delivery_id is added by the mailer")
         _check_string_pairs("custom_args", self.custom_args, allow_empty_key=False)
         _check_string_pairs("substitutions", self.substitutions, allow_empty_key=False)
-        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
-        object.__setattr__(self, "custom_args", MappingProxyType(dict(self.custom_args)))
-        object.__setattr__(self, "substitutions", MappingProxyType(dict(self.substitutions)))
+        for name in _FROZEN_MAPPINGS:
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         if not self.message_id:
             object.__setattr__(
                 self, "message_id", message_id_for(self.delivery_id, sender.addr_spec)
@@ -204,6 +206,19 @@ class OutgoingEmail:
         if "<" not in list_id:
             list_id = f"<{list_id}>"
         object.__setattr__(self, "list_id", list_id)
+
+    # Emails cross processes (composed by the send queue's helpers, sent by the job), and
+    # a mapping proxy does not pickle: plain dicts travel, proxies again on arrival.
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        for name in _FROZEN_MAPPINGS:
+            state[name] = dict(state[name])
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name in _FROZEN_MAPPINGS:
+            state[name] = MappingProxyType(cast(dict[str, str], state[name]))
+        self.__dict__.update(state)
 
     @property
     def content_key(self) -> tuple[str, str | None, str, str, str]:

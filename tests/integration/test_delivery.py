@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -515,3 +517,103 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
     assert parallel.built == serial.built > 0
     assert shared == alone  # same subjects and contents, one delivery row each
     assert any("watchlist: Gwadar" in json.dumps(content) for _, content, _ in alone.values())
+
+
+def with_digest(app: App, **settings: object) -> None:
+    app.settings = app.settings.model_copy(
+        update={"digest": app.settings.digest.model_copy(update=settings)}
+    )
+
+
+def many_built(app: App, clock: FakeClock, readers: int) -> None:
+    """Readers with different themes, zones and watchlists, their digests built."""
+    store_news(app, "Chinese engineers return to Gwadar port project", *NEWS)
+    choices = [["sanctions"], ["economy", "afghanistan"], ["china", "sanctions"]]
+    for n in range(readers):
+        zone = ("Asia/Karachi", "Europe/London", "America/New_York")[n % 3]
+        subscribe(app, f"r{n}@example.com", themes=choices[n % 3], hour=7, timezone=zone)
+        if n % 2:
+            add_watchlist(app, f"r{n}@example.com", "Gwadar")
+    # everyone is due: London's and New York's 07:00 come later the same day
+    clock.advance(hours=13)
+    assert delivery.build_due_digests(app).built == readers
+
+
+def comparable(message: EmailMessage) -> tuple[object, ...]:
+    """An email's headers and parts, without its MIME boundary (random per message) and
+    its links' signing times (tokens made in another second differ there)."""
+
+    def timeless(text: str) -> str:
+        return re.sub(r"\.[\w-]{6}\.[\w-]{27}\b", ".<time and signature>", text)
+
+    headers = [(k, timeless(v)) for k, v in message.items() if k.lower() != "content-type"]
+    parts = [
+        (p.get_content_type(), timeless(p.get_content()))
+        for p in message.walk()
+        if not p.is_multipart()
+    ]
+    return tuple(headers), tuple(parts)
+
+
+def test_the_queue_composed_on_several_processes_sends_what_one_process_sends(
+    app: App, clock: FakeClock
+) -> None:
+    from sqlalchemy import update
+
+    from pipeline.adapters.schema import delivery as delivery_table
+
+    many_built(app, clock, 12)
+    outbox = app.settings.path(app.settings.mail.outbox_dir)
+    sent: dict[int, dict[str, object]] = {}
+    for workers in (1, 3):
+        with_digest(app, send_batch=2, send_workers=workers)  # 6 batches
+        summary = delivery.drain_queue(app, app.mailer())
+        assert (summary.sent, summary.failed, summary.unknown) == (12, 0, 0)
+        sent[workers] = {m["Message-ID"]: comparable(m) for m in outbox_messages(app)}
+        for path in outbox.glob("*.eml"):
+            path.unlink()
+        with app.store.engine.begin() as conn:  # the same rows queued again
+            conn.execute(update(delivery_table).values(status="queued", claimed_by=None))
+    assert len(sent[1]) == 12
+    assert sent[3] == sent[1]  # the same emails, one per reader
+
+
+def test_a_helper_that_fails_to_compose_leaves_its_batch_to_be_sent_once(
+    app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    many_built(app, clock, 12)
+    with_digest(app, send_batch=2, send_workers=3)
+    job = os.getpid()
+    compose_batch = delivery.compose_batch
+
+    def fails_in_helpers(*args: object, **kwargs: object) -> object:
+        if os.getpid() != job:
+            raise RuntimeError("a helper's compose went wrong")
+        return compose_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(delivery, "compose_batch", fails_in_helpers)
+    with caplog.at_level(logging.WARNING):
+        summary = delivery.drain_queue(app, app.mailer())
+    assert "a helper's compose went wrong" in caplog.text  # helpers did take batches
+    assert summary.sent == 12  # their claims went back to the queue: the job sent them
+    assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.SENT: 12}
+    recipients = [m["To"] for m in outbox_messages(app)]
+    assert sorted(recipients) == sorted(f"r{n}@example.com" for n in range(12))
+
+
+def test_a_fatal_backend_stops_helpers_and_leaves_the_rest_queued(
+    app: App, clock: FakeClock, sendgrid_stub: SendGridStub
+) -> None:
+    many_built(app, clock, 12)
+    with_digest(app, send_batch=2, send_workers=3)
+    sendgrid(app, sendgrid_stub)
+    app.settings = app.settings.model_copy(
+        update={"sendgrid": app.settings.sendgrid.model_copy(update={"api_key": "SG.wrong"})}
+    )
+    summary = delivery.drain_queue(app, app.mailer())
+    assert summary.fatal and summary.sent == 0
+    # composed batches that arrived after the failure were not attempted either
+    assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.QUEUED: 12}
+    assert sendgrid_stub.deliveries() == []

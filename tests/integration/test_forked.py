@@ -134,3 +134,69 @@ def test_a_forked_call_that_fails_or_dies_is_run_here() -> None:
 def test_a_forked_call_not_forked_runs_when_asked() -> None:
     call = forked.ChildCall(os.getpid, fork=False)
     assert call.result() == os.getpid()
+
+
+def test_on_start_runs_first_in_every_helper_and_not_here(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    started = tmp_path / "started"
+    started.mkdir()
+
+    def mark() -> None:
+        (started / str(os.getpid())).touch()
+
+    consumed: dict[int, object] = {}
+
+    def consume(task: int, result: object) -> None:
+        consumed[task] = result
+
+    run = forked.run_tasks(30, slow_square, consume, 3, on_start=mark)
+    marked = {int(p.name) for p in started.iterdir()}
+    workers = {result[1] for result in consumed.values()}  # type: ignore[index]
+    assert len(marked) == 2 and os.getpid() not in marked
+    assert workers - {os.getpid()} <= marked  # a helper worked only after its on_start
+    assert run.processes == 3 and sorted(consumed) == list(range(30))
+
+
+HELPER_OF_A_KILLED_JOB = """
+import os, sys, time
+from pipeline.adapters import forked
+
+def work(task):
+    if task == 1:
+        with open(sys.argv[1], "w") as out:
+            out.write(str(os.getpid()))
+    time.sleep(60)
+    return task
+
+forked.run_tasks(2, work, lambda task, result: None, 2)
+"""
+
+
+def test_a_helper_dies_with_its_killed_job(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "helper.pid"
+    job = subprocess.Popen([sys.executable, "-c", HELPER_OF_A_KILLED_JOB, str(pid_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the helper never started task 1"
+            time.sleep(0.02)
+        helper = int(pid_file.read_text())
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while alive(helper):  # an orphan would sleep on, then go on taking tasks
+            assert time.monotonic() < deadline, "the helper outlived its job"
+            time.sleep(0.02)
+    finally:
+        job.kill()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie has died
+    except FileNotFoundError:
+        return False

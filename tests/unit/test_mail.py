@@ -261,3 +261,15 @@ def test_a_fatal_result_is_always_a_retry() -> None:
         SendResult("1", SendOutcome.FAILED, fatal=True)
     results = [SendResult("1", SendOutcome.SENT), SendResult("2", SendOutcome.RETRY, fatal=True)]
     assert count_outcomes(results) == {"sent": 1, "retry": 1}
+
+
+def test_an_email_pickles_whole_and_stays_read_only() -> None:
+    import pickle
+    from types import MappingProxyType
+
+    email = make_email(custom_args={"edition_id": "7"}, substitutions={"-reason-": "You asked."})
+    again = pickle.loads(pickle.dumps(email))  # send helpers hand emails to the job
+    assert again == email and again.message_id == email.message_id
+    assert isinstance(again.substitutions, MappingProxyType)
+    with pytest.raises(TypeError):
+        again.custom_args["edition_id"] = "8"  # type: ignore[index]

@@ -414,23 +414,44 @@ class DeliveryStore:
         """Record many accepted sends in one transaction: (delivery id, provider id).
 
         Emails accepted in one request share the provider's message id: one UPDATE per
-        distinct id (rows ``IN`` chunks of 500), not one statement per row."""
+        shared id (rows ``IN`` chunks of 500); ids of one email each (the outbox's files,
+        an SMTP server's queue ids) go in one executemany, not one statement per row."""
         if not sent:
             return 0
         by_provider: dict[str | None, list[int]] = {}
         for delivery_id, provider in sent:
             by_provider.setdefault(provider, []).append(delivery_id)
+        owned = and_(
+            delivery.c.status == DeliveryStatus.SENDING,
+            delivery.c.claimed_by == worker,
+        )
         done = 0
         with self.store._begin() as conn:
+            alone = [
+                {"row_id": ids[0], "provider": provider}
+                for provider, ids in by_provider.items()
+                if len(ids) == 1
+            ]
+            if alone:
+                result = conn.execute(
+                    update(delivery)
+                    .where(delivery.c.id == bindparam("row_id"), owned)
+                    .values(
+                        status=DeliveryStatus.SENT,
+                        sent_at=now,
+                        provider_message_id=bindparam("provider"),
+                        last_error=None,
+                    ),
+                    alone,
+                )
+                done += int(result.rowcount or 0)
             for provider, ids in by_provider.items():
+                if len(ids) == 1:
+                    continue
                 for start in range(0, len(ids), 500):
                     result = conn.execute(
                         update(delivery)
-                        .where(
-                            delivery.c.id.in_(ids[start : start + 500]),
-                            delivery.c.status == DeliveryStatus.SENDING,
-                            delivery.c.claimed_by == worker,
-                        )
+                        .where(delivery.c.id.in_(ids[start : start + 500]), owned)
                         .values(
                             status=DeliveryStatus.SENT,
                             sent_at=now,

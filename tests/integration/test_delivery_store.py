@@ -6,8 +6,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from pipeline.adapters.delivery_store import DeliveryStatus, DeliveryStore
+from pipeline.adapters.schema import delivery as delivery_table
 from pipeline.adapters.storage import Store
 from pipeline.adapters.subscriber_store import SubscriberStore
 from pipeline.core.subscribers import Frequency, SubscriberStatus
@@ -102,6 +104,32 @@ def test_only_the_claiming_worker_records_the_outcome(store: Store) -> None:
     assert not ledger.mark_sent(row.id, "w2", "x", NOW)
     assert ledger.mark_sent(row.id, "w1", "msg-1", NOW)
     assert ledger.counts_by_status() == {DeliveryStatus.SENT: 1}
+
+
+def test_many_sends_are_recorded_with_their_own_or_a_shared_provider_id(store: Store) -> None:
+    ledger = DeliveryStore(store)
+    for n in range(6):
+        edition(ledger, subscriber(store, f"s{n}@example.com"))
+    assert ledger.count_due(NOW) == 6 and ledger.count_due(NOW - timedelta(days=1)) == 0
+    mine = ledger.claim(NOW, "w1", 5)
+    [theirs] = ledger.claim(NOW, "w2", 5)
+    a, b, c, d, e = (row.id for row in mine)
+    accepted = [(a, "file-a"), (b, "file-b"), (c, "request-1"), (d, "request-1"), (e, None)]
+    accepted.append((theirs.id, "file-x"))  # another worker's claim: not recorded here
+    assert ledger.mark_sent_many(accepted, "w1", NOW) == 5
+    assert ledger.count_due(NOW) == 0
+    with store.engine.connect() as conn:
+        table = delivery_table
+        rows = conn.execute(select(table.c.id, table.c.status, table.c.provider_message_id))
+        recorded = {row.id: (row.status, row.provider_message_id) for row in rows}
+    assert recorded == {
+        a: (DeliveryStatus.SENT, "file-a"),
+        b: (DeliveryStatus.SENT, "file-b"),
+        c: (DeliveryStatus.SENT, "request-1"),
+        d: (DeliveryStatus.SENT, "request-1"),
+        e: (DeliveryStatus.SENT, None),
+        theirs.id: (DeliveryStatus.SENDING, None),
+    }
 
 
 def test_retry_puts_the_row_back_after_not_before(store: Store) -> None:

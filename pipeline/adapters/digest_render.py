@@ -5,9 +5,11 @@ about 2.5 ms for a 30-story digest, 250 s for 100,000 readers. ``DigestAssembler
 returns the same email (HTML and text, byte for byte) from pieces that the same templates
 and the same CSS inliner produce once per run:
 
-- **stories**: one per distinct entry (title, link, source, time, snippet, other outlets)
-  and reader time zone (the time shown is local). The "Why:" line is per reader, so the
-  piece has a slot there; an entry without reasons has no "Why:" paragraph at all.
+- **stories**: one per distinct entry (title, link, source, time, snippet, other outlets),
+  for every time zone: the time is shown in the reader's zone, so the piece has a slot
+  there (filled from ``local_time``, once per time and zone). The "Why:" line is per
+  reader, so the piece has a slot there too; an entry without reasons has no "Why:"
+  paragraph at all.
 - **transitions**: what lies between two blocks of a digest (the head and the first block's
   opening; one block's closing and the next one's opening; the last closing and the
   footer), keyed by the two blocks, with slots for the subject, the preheader and a
@@ -37,7 +39,14 @@ from typing import Any
 
 from markupsafe import Markup
 
-from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, one_line
+from pipeline.adapters.render import (
+    EmailRenderer,
+    Placeholder,
+    Recipient,
+    RenderedEmail,
+    local_time_text,
+    one_line,
+)
 
 # Entry fields a story shows besides the reasons (the cache key). A test checks that the
 # story templates read no other field of ``e``.
@@ -79,6 +88,7 @@ class DigestAssembler:
         self._slot_prefix = f"qslot{nonce}"
         self._slots = re.compile(f"{self._slot_prefix}([a-z]+)Z")
         self._stories: dict[_Key, tuple[Pieces, Pieces]] = {}
+        self._times: dict[tuple[str, str], tuple[str, str]] = {}  # (time, zone): html, text
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._odd_text: dict[str, str] = {}
         # per (content, zone) prepared together: its blocks and rendered stories, used by
@@ -99,7 +109,7 @@ class DigestAssembler:
             blocks, pieces = known[1], known[2]
         else:
             blocks = _blocks(content)
-            story_keys = [[_story_key(e, zone) for e in block[2]] for block in blocks]
+            story_keys = [[_story_key(e) for e in block[2]] for block in blocks]
             missing = [
                 e
                 for block, block_keys in zip(blocks, story_keys, strict=True)
@@ -107,7 +117,7 @@ class DigestAssembler:
                 if key not in stories
             ]
             if missing:
-                self._render_stories(missing, zone, str(content["period_end"]))
+                self._render_stories(missing, str(content["period_end"]))
             pieces = [list(map(stories.__getitem__, block_keys)) for block_keys in story_keys]
         keys = [self._start_key(content, heading, zone)]
         keys += [block[0] for block in blocks]
@@ -122,6 +132,7 @@ class DigestAssembler:
         values_html = {"subject": self._html(subject), "preheader": self._html(preheader)}
         values_text = {"subject": subject, "preheader": preheader}
         transitions = self._transitions
+        times = self._times
         for index, pair in enumerate(pairs):
             trans_html, trans_text = transitions[pair]
             if index < len(blocks):
@@ -133,38 +144,43 @@ class DigestAssembler:
             if index == len(blocks):
                 break
             for e, (story_html, story_text) in zip(blocks[index][2], pieces[index], strict=True):
-                if len(story_html) == 1:
-                    html.append(story_html[0])
-                    text.append(story_text[0])
-                else:
+                when = times.get((e["published"], zone))
+                if when is None:
+                    when = self._time(e["published"], zone)
+                if len(story_html) == 3:  # the time's slot
+                    html += (story_html[0], when[0], story_html[2])
+                    text += (story_text[0], when[1], story_text[2])
+                else:  # the time's slot, then the reasons'
                     reasons = "; ".join(e["reasons"])
-                    html += (story_html[0], self._html(reasons), story_html[2])
-                    text += (story_text[0], reasons, story_text[2])
+                    html += (story_html[0], when[0], story_html[2], self._html(reasons))
+                    html.append(story_html[4])
+                    text += (story_text[0], when[1], story_text[2], reasons, story_text[4])
         return RenderedEmail(subject, preheader, "".join(html), "".join(text))
 
     def prepare(self, digests: Iterable[tuple[Mapping[str, Any], str]]) -> int:
         """Render, in few batches, the stories of many ``(content, time zone)`` not yet
         cached (the digests themselves are assembled later). Returns stories rendered."""
-        wanted: dict[str, dict[_Key, Mapping[str, Any]]] = {}
-        period_end: dict[str, str] = {}
+        wanted: dict[_Key, Mapping[str, Any]] = {}
+        period_end = ""
         prepared = self._prepared = {}  # readers of one digest share its content
+        by_content: dict[int, list[list[_Key]]] = {}  # the same for every time zone
         for content, zone in digests:
             if (id(content), zone) in prepared:
                 continue
-            seen = wanted.setdefault(zone, {})
-            period_end.setdefault(zone, str(content["period_end"]))
             blocks = _blocks(content)
-            story_keys = [[_story_key(e, zone) for e in block[2]] for block in blocks]
+            story_keys = by_content.get(id(content))
+            if story_keys is None:
+                story_keys = [[_story_key(e) for e in block[2]] for block in blocks]
+                by_content[id(content)] = story_keys
+                period_end = period_end or str(content["period_end"])
+                for block, block_keys in zip(blocks, story_keys, strict=True):
+                    for e, key in zip(block[2], block_keys, strict=True):
+                        if key not in self._stories and key not in wanted:
+                            wanted[key] = e
             prepared[(id(content), zone)] = (content, blocks, story_keys)
-            for block, block_keys in zip(blocks, story_keys, strict=True):
-                for e, key in zip(block[2], block_keys, strict=True):
-                    if key not in self._stories and key not in seen:
-                        seen[key] = e
-        rendered = 0
-        for zone, entries in wanted.items():
-            if entries:
-                self._render_stories(list(entries.values()), zone, period_end[zone])
-                rendered += len(entries)
+        if wanted:
+            self._render_stories(list(wanted.values()), period_end)
+        rendered = len(wanted)
         # each digest's stories, as ``digest`` assembles them
         get = self._stories.__getitem__
         for at, (content, blocks, story_keys) in prepared.items():
@@ -215,10 +231,9 @@ class DigestAssembler:
         for index, pair in enumerate(pairwise(keys)):
             self._transitions[pair] = (gaps_html[index], gaps_text[index])
 
-    def _render_stories(
-        self, entries: Sequence[Mapping[str, Any]], zone: str, period_end: str
-    ) -> None:
-        recipient = Recipient(reason="", manage_url="", unsubscribe_url="", timezone=zone)
+    def _render_stories(self, entries: Sequence[Mapping[str, Any]], period_end: str) -> None:
+        recipient = Recipient(reason="", manage_url="", unsubscribe_url="", timezone="UTC")
+        when = Placeholder(self._slot("published"))
         for start in range(0, len(entries), STORY_BATCH):
             chunk = entries[start : start + STORY_BATCH]
             found: list[list[Pieces]] = []
@@ -226,6 +241,7 @@ class DigestAssembler:
                 top: list[Mapping[str, Any]] = [{"cut": cut}]
                 for e in chunk:
                     shown = {name: e[name] for name in STORY_FIELDS}
+                    shown["published"] = when
                     shown["reasons"] = [self._slot("reasons")] if e.get("reasons") else []
                     top += (shown, {"cut": cut})
                 probe = {
@@ -241,7 +257,10 @@ class DigestAssembler:
                     raise RuntimeError("digest probe: story markers lost")
                 found.append([self._split_slots(part) for part in parts[1:-1]])
             for e, story_html, story_text in zip(chunk, *found, strict=True):
-                self._stories[_story_key(e, zone)] = (story_html, story_text)
+                slots = ("published", "reasons") if e.get("reasons") else ("published",)
+                if story_html[1::2] != slots or story_text[1::2] != slots:
+                    raise RuntimeError("digest probe: a story's slots moved (template changed?)")
+                self._stories[_story_key(e)] = (story_html, story_text)
         self.probes += 1
 
     def _render_probe(
@@ -251,6 +270,12 @@ class DigestAssembler:
         context = renderer.digest_context(probe, recipient, heading)
         output = renderer.env.get_template(f"email/digest.{kind}").render(context)
         return renderer.inliner.inline(output) if kind == "html" else output
+
+    def _time(self, published: str, zone: str) -> tuple[str, str]:
+        """The time as a story shows it in ``zone``: HTML and text."""
+        shown = local_time_text(published, zone)
+        found = self._times[(published, zone)] = (self._html(shown), shown)
+        return found
 
     def _split_slots(self, piece: str) -> Pieces:
         return tuple(self._slots.split(piece))
@@ -278,9 +303,8 @@ def _fill(out: list[str], pieces: Pieces, values: Mapping[str, str]) -> None:
         out.append(pieces[index + 1])
 
 
-def _story_key(e: Mapping[str, Any], zone: str) -> _Key:
+def _story_key(e: Mapping[str, Any]) -> _Key:
     return (
-        zone,
         bool(e.get("reasons")),
         e["id"],
         e["title"],

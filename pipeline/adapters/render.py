@@ -79,9 +79,22 @@ def _zone(context: Context) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+class Placeholder(str):
+    """A value that filters pass through untouched: the digest assembler renders a story
+    once for every time zone, with this in place of the time, and fills the time in later."""
+
+
 @pass_context
 def local_time(context: Context, value: str) -> str:
-    when = datetime.fromisoformat(value).astimezone(_zone(context))
+    if isinstance(value, Placeholder):
+        return value
+    return local_time_text(value, getattr(context.get("recipient"), "timezone", "") or "UTC")
+
+
+@lru_cache(maxsize=65_536)
+def local_time_text(value: str, zone: str) -> str:
+    """An ISO time as emails show it in ``zone``: "29 Nov 2026, 17:05 PKT"."""
+    when = datetime.fromisoformat(value).astimezone(ZoneInfo(zone))
     return f"{when.day} {when:%b %Y, %H:%M} {when.tzname()}"
 
 

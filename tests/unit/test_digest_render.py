@@ -179,6 +179,20 @@ def test_story_cache_is_shared_across_readers(renderer: EmailRenderer) -> None:
     assert assembler.probes == probes  # nothing rendered again
 
 
+def test_a_story_is_rendered_once_for_every_time_zone(renderer: EmailRenderer) -> None:
+    assembler = DigestAssembler(renderer)
+    content, _, heading = digests(5)[0]
+    in_one_zone = DigestAssembler(renderer).prepare([(content, ZONES[0])])
+    assert assembler.prepare((content, zone) for zone in ZONES) == in_one_zone > 0  # not ×3
+    shown = set()
+    for zone in ZONES:
+        recipient = Recipient("why", "https://q.example/m", "https://q.example/u", timezone=zone)
+        fast = assembler.digest(content, recipient, heading)
+        assert fast == renderer.digest(content, recipient, heading)
+        shown.add(re.findall(r"\d\d:\d\d [A-Z+0-9-]+", fast.text)[0])
+    assert len(shown) == len(ZONES)  # the same story, at each reader's local time
+
+
 def test_story_templates_read_only_the_keyed_fields() -> None:
     """The story cache key is STORY_FIELDS and whether there are reasons: a template that
     showed another field of an entry would need it in the key."""

@@ -200,3 +200,23 @@ def test_final_states_are_recorded_with_the_reason(store: Store, status: str) ->
     else:
         ledger.mark_suppressed(row.id, "w1", "unsubscribed")
     assert ledger.counts_by_status() == {status: 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"title": "Caf\\u00e9 \\ud83d\\ude00 <b>", "rank": 1.2345678901234567, "n": [1, 2.0]}',
+        '{"rank": NaN, "big": 123456789012345678901234567890}',  # orjson refuses these
+    ],
+)
+def test_editions_are_read_as_json_reads_them(text: str) -> None:
+    import json
+    import math
+
+    from pipeline.adapters.delivery_store import read_json
+
+    found, expected = read_json(text), json.loads(text)
+    if "NaN" in text:
+        assert math.isnan(found["rank"]) and found["big"] == expected["big"]
+    else:
+        assert found == expected and type(found["n"][1]) is float

@@ -233,6 +233,8 @@ class _Periods:
         self.editorial = editorial
         self.items_in = cache(lambda start, end: app.store.items_between(start, end))
         self._data: dict[tuple[datetime, datetime], _PeriodData] = {}
+        # a previous period's story counts per theme choice, when computed elsewhere
+        self._counts: dict[tuple[datetime, datetime], dict[frozenset[str], dict[str, int]]] = {}
 
     def data(self, start: datetime, end: datetime) -> _PeriodData:
         found = self._data.get((start, end))
@@ -244,16 +246,26 @@ class _Periods:
             found = self._data[(start, end)] = _PeriodData(items, planner)
         return found
 
-    def load(self, start: datetime, end: datetime) -> None:
-        """Read and compute what the period's digests need but watchlist matches (then
-        ``digest`` reads nothing: a forked build helper can run it)."""
-        self.data(start, end)
-        self.data(start - (end - start), start)
+    def counts_of(
+        self, start: datetime, end: datetime, choices: Iterable[frozenset[str]]
+    ) -> dict[frozenset[str], dict[str, int]]:
+        """Stories per theme in the period, for each theme choice (what a previous period
+        gives the volume lines): pure once the period's items are read."""
+        planner = self.data(start, end).planner
+        return {chosen: planner.counts(chosen) for chosen in choices}
+
+    def use_counts(
+        self, start: datetime, end: datetime, counts: dict[frozenset[str], dict[str, int]]
+    ) -> None:
+        self._counts[(start, end)] = counts
 
     def digest(self, subscriber: Subscriber, period: Period) -> Digest:
         data = self.data(period.start, period.end)
         span = period.end - period.start
-        previous = self.data(period.start - span, period.start).planner
+        earlier = (period.start - span, period.start)
+        known = self._counts.get(earlier, {}).get(frozenset(subscriber.themes))
+        if known is None:
+            known = self.data(*earlier).planner.counts(subscriber.themes)
         settings = self.app.settings.digest
         request = DigestRequest(
             themes=subscriber.themes,
@@ -261,7 +273,7 @@ class _Periods:
             period_end=period.end,
             title=settings.site_name,
             label_date=period.local_date,
-            previous_counts=previous.counts(subscriber.themes),
+            previous_counts=dict(known),
             top_stories=settings.top_stories,
             max_per_section=settings.max_per_section,
         )
@@ -352,27 +364,51 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     )
     for (span, _), by_watchlist in zip(to_match, matching.result(), strict=True):
         periods.data(*span).matched(by_watchlist)
+    # The previous periods' stories are needed for their counts alone: clustered in a
+    # forked child (their items read here first) while this process clusters the due ones.
+    earlier: dict[tuple[datetime, datetime], set[frozenset[str]]] = {}
+    for subscriber, _, period in due:
+        span = (period.start - (period.end - period.start), period.start)
+        if span not in watched:
+            earlier.setdefault(span, set()).add(frozenset(subscriber.themes))
+    for span in earlier:
+        periods.items_in(*span)
+    counting = forked.ChildCall(
+        lambda: {span: periods.counts_of(*span, choices) for span, choices in earlier.items()},
+        fork=workers > 1 and bool(earlier),
+    )
     for span in watched:
-        periods.load(*span)
+        periods.data(*span)
+    for span, counts in counting.result().items():
+        periods.use_counts(*span, counts)
     # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
     # stories, so their encodings are spliced instead of encoding each digest whole.
     encoder = DigestJSON()
     summary = BuildSummary()
     chunks = [due[start : start + BUILD_CHUNK] for start in range(0, len(due), BUILD_CHUNK)]
+    # The public editions (every theme: their own clustering) are the first tasks, built
+    # beside the readers' chunks; their items are read here.
+    public = _public_plans(app, now, periods.items_in)
 
-    def build(task: int) -> list[dict[str, Any]]:
+    def build(task: int) -> Digest | list[dict[str, Any]]:
+        if task < len(public):
+            return _public_digest(app, editorial, public[task])
         # A chunk's digests are acyclic and die with it (see drain_queue).
         with gc_paused():
-            return _chunk_editions(chunks[task], now, periods, encoder)
+            return _chunk_editions(chunks[task - len(public)], now, periods, encoder)
 
-    def write(_: int, pending: list[dict[str, Any]]) -> None:
+    def write(task: int, built: Digest | list[dict[str, Any]]) -> None:
+        if isinstance(built, Digest):
+            summary.public += _store_public(app, public[task], built, now)
+            return
         with gc_paused():
-            _write_editions(ledger, pending, summary)
+            _write_editions(ledger, built, summary)
 
-    run = forked.run_tasks(len(chunks), build, write, workers)
+    run = forked.run_tasks(len(public) + len(chunks), build, write, workers)
     summary.processes = run.processes
-    summary.helper_private_mib = max(run.helper_private_mib, matching.private_mib)
-    summary.public = build_public_editions(app, now, editorial, periods.items_in)
+    summary.helper_private_mib = max(
+        run.helper_private_mib, matching.private_mib, counting.private_mib
+    )
     log.info("digest build finished: %s", summary.line())
     return summary
 
@@ -449,45 +485,73 @@ def _build(
     )
 
 
+@dataclass(frozen=True)
+class _PublicPlan:
+    """A public edition that is due, with the items it and its previous period hold."""
+
+    frequency: str
+    period: Period
+    items: Sequence[StoredItem]
+    previous: Sequence[StoredItem]
+
+
+def _public_plans(app: App, now: datetime, items_in: Any) -> list[_PublicPlan]:
+    """The public editions due now, their items read (what building them reads)."""
+    ledger = DeliveryStore(app.store)
+    settings = app.settings.digest
+    zone = ZoneInfo(settings.public_timezone)
+    plans = []
+    for frequency in ("daily", "weekly"):
+        last = ledger.last_period_end("public", None, frequency)
+        period = due_period(now, settings.public_hour, zone, frequency, last)
+        if period is not None:
+            span = period.end - period.start
+            items = items_in(period.start, period.end)
+            previous = items_in(period.start - span, period.start)
+            plans.append(_PublicPlan(frequency, period, items, previous))
+    return plans
+
+
+def _public_digest(app: App, editorial: Editorial, plan: _PublicPlan) -> Digest:
+    """The public edition over every theme (pure: a forked build helper can make it)."""
+    return _build(
+        app,
+        editorial,
+        [t.id for t in editorial.themes],
+        plan.period,
+        plan.items,
+        {},
+        lambda start, end: plan.previous,
+        title=f"{app.settings.digest.site_name} {plan.frequency} edition",
+    )
+
+
+def _store_public(app: App, plan: _PublicPlan, digest: Digest, now: datetime) -> bool:
+    _, created = DeliveryStore(app.store).create_edition(
+        kind="public",
+        subscriber_id=None,
+        frequency=plan.frequency,
+        period_start=plan.period.start,
+        period_end=plan.period.end,
+        local_date=plan.period.local_date.isoformat(),
+        subject=digest.subject,
+        item_count=len(digest.item_ids),
+        content=digest_as_dict(digest),
+        now=now,
+        queue_delivery=False,
+    )
+    return created
+
+
 def build_public_editions(
     app: App, now: datetime, editorial: Editorial | None = None, items_in: Any = None
 ) -> int:
     """The public daily and weekly editions over every theme, for the archive."""
     editorial = editorial or load_editorial(app, [])
     items_in = items_in or cache(lambda start, end: app.store.items_between(start, end))
-    ledger = DeliveryStore(app.store)
-    settings = app.settings.digest
-    zone = ZoneInfo(settings.public_timezone)
     built = 0
-    for frequency in ("daily", "weekly"):
-        last = ledger.last_period_end("public", None, frequency)
-        period = due_period(now, settings.public_hour, zone, frequency, last)
-        if period is None:
-            continue
-        digest = _build(
-            app,
-            editorial,
-            [t.id for t in editorial.themes],
-            period,
-            items_in(period.start, period.end),
-            {},
-            items_in,
-            title=f"{settings.site_name} {frequency} edition",
-        )
-        _, created = ledger.create_edition(
-            kind="public",
-            subscriber_id=None,
-            frequency=frequency,
-            period_start=period.start,
-            period_end=period.end,
-            local_date=period.local_date.isoformat(),
-            subject=digest.subject,
-            item_count=len(digest.item_ids),
-            content=digest_as_dict(digest),
-            now=now,
-            queue_delivery=False,
-        )
-        built += created
+    for plan in _public_plans(app, now, items_in):
+        built += _store_public(app, plan, _public_digest(app, editorial, plan), now)
     return built
 
 

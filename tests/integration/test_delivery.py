@@ -61,7 +61,7 @@ def with_mail(app: App, **mail: object) -> None:
     )
 
 
-def store_news(app: App, *titles: str, hours_ago: float = 3) -> None:
+def store_news(app: App, *titles: str, hours_ago: float = 3, first: int = 0) -> None:
     feed_id, _ = app.store.add_feed(
         FeedSource(url="https://dawn.example/feed", title="Dawn", country="PK"),
         "cli",
@@ -78,7 +78,7 @@ def store_news(app: App, *titles: str, hours_ago: float = 3) -> None:
             language="en",
             content_hash=str(n),
         )
-        for n, title in enumerate(titles)
+        for n, title in enumerate(titles, start=first)
     ]
     from pipeline.services import tag_items
 
@@ -477,7 +477,7 @@ def editions_by_reader(app: App) -> dict[int, tuple[str, object, int | None]]:
 def test_digests_built_on_several_processes_equal_those_built_in_one(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sqlalchemy import delete
+    from sqlalchemy import delete, select
 
     from pipeline.adapters.schema import delivery as delivery_table
     from pipeline.adapters.schema import edition
@@ -489,6 +489,9 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
         "Karachi heatwave strains power grid as monsoon fails",
         *NEWS,
     )
+    # the day before: what the volume lines compare with (all stories in sections)
+    store_news(app, *NEWS[:2], "IMF staff visit Islamabad", hours_ago=27, first=10)
+    with_digest(app, top_stories=0)
     choices = [["sanctions"], ["economy", "afghanistan"], ["china", "climate"], []]
     for n in range(14):
         email = f"r{n}@example.com"
@@ -500,23 +503,34 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
 
     def build(
         workers: int,
-    ) -> tuple[delivery.BuildSummary, dict[int, tuple[str, object, int | None]]]:
+    ) -> tuple[delivery.BuildSummary, dict[int, tuple[str, object, int | None]], list[object]]:
         app.settings = app.settings.model_copy(
             update={"digest": app.settings.digest.model_copy(update={"build_workers": workers})}
         )
         summary = delivery.build_due_digests(app)
         built = editions_by_reader(app)
+        with app.store.engine.connect() as conn:
+            public = conn.execute(
+                select(edition.c.frequency, edition.c.subject, edition.c.content)
+                .where(edition.c.kind == "public")
+                .order_by(edition.c.frequency)
+            ).all()
         with app.store.engine.begin() as conn:  # forget them: the next build makes them again
             conn.execute(delete(delivery_table))
             conn.execute(delete(edition))
-        return summary, built
+        return summary, built, [tuple(row) for row in public]
 
-    serial, alone = build(1)
-    parallel, shared = build(3)
+    serial, alone, public_alone = build(1)
+    parallel, shared, public_shared = build(3)
     assert (serial.processes, parallel.processes) == (1, 3)
     assert parallel.built == serial.built > 0
+    assert parallel.public == serial.public == len(public_alone) == 2  # daily and weekly
+    assert public_shared == public_alone  # built by a helper, stored here
     assert shared == alone  # same subjects and contents, one delivery row each
     assert any("watchlist: Gwadar" in json.dumps(content) for _, content, _ in alone.values())
+    compared = [json.dumps(content) for _, content, _ in alone.values()]
+    counted = r"[1-9]\d* stor(y|ies) this day, (the same as|(up|down) from [1-9])"
+    assert any(re.search(counted, c) for c in compared)  # the day before had stories
 
 
 def with_digest(app: App, **settings: object) -> None:

@@ -292,6 +292,8 @@ class AcceptingMailer:
 
 
 def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
+    import logging
+
     from sqlalchemy import select
 
     from pipeline import delivery
@@ -302,6 +304,8 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     from pipeline.adapters.subscriber_store import SubscriberStore
     from pipeline.core.collector import gc_paused
 
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+    logging.getLogger("pipeline.delivery").setLevel(logging.INFO)  # the build's steps
     app = make_app(url, folder)
     out: dict[str, Any] = {}
     memory = TreeMemory()
@@ -398,6 +402,9 @@ def run_child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"measured run failed:\n{done.stderr[-3000:]}")
+    for line in done.stderr.splitlines():
+        if line.startswith(("digest build:", "send queue:")):
+            step(f"  {line}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 

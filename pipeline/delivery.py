@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -316,6 +317,20 @@ def match_items(editorial: Editorial, items: Sequence[StoredItem]) -> Mapping[in
 _Due = tuple[Subscriber, str, Period]  # a reader, the digest's frequency, its period
 
 
+class _Steps:
+    """Logs a long job's steps as they end, each with the seconds it took."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.started = self.last = time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        took, total = now - self.last, now - self.started
+        log.info("%s: %s (%.1f s, %.1f s in all)", self.job, what, took, total)
+        self.last = now
+
+
 def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     """Build every personal digest that is due now (and the public editions).
 
@@ -329,6 +344,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     every item they show."""
     from pipeline.jobs import index_item_archive
 
+    step = _Steps("digest build")
     index_item_archive(app)
     now = now or app.clock()
     people = SubscriberStore(app.store)
@@ -348,6 +364,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         )
         if period is not None:
             due.append((subscriber, frequency, period))
+    step.done(f"{len(due):,} of {len(active):,} readers due")
     periods = _Periods(app, editorial)
     watched: dict[tuple[datetime, datetime], bool] = {}
     for subscriber, _, period in due:
@@ -364,6 +381,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     )
     for (span, _), by_watchlist in zip(to_match, matching.result(), strict=True):
         periods.data(*span).matched(by_watchlist)
+    step.done(f"watchlists matched against {sum(len(items) for _, items in to_match):,} items")
     # The previous periods' stories are needed for their counts alone: clustered in a
     # forked child (their items read here first) while this process clusters the due ones.
     earlier: dict[tuple[datetime, datetime], set[frozenset[str]]] = {}
@@ -381,6 +399,11 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         periods.data(*span)
     for span, counts in counting.result().items():
         periods.use_counts(*span, counts)
+    clustered = [periods.data(*span).planner for span in watched]
+    step.done(
+        f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
+        f"{sum(len(p.stories.members) for p in clustered):,} stories"
+    )
     # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
     # stories, so their encodings are spliced instead of encoding each digest whole.
     encoder = DigestJSON()
@@ -405,6 +428,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
             _write_editions(ledger, built, summary)
 
     run = forked.run_tasks(len(public) + len(chunks), build, write, workers)
+    step.done(f"{len(due):,} digests, {len(public)} public editions, {run.processes} processes")
     summary.processes = run.processes
     summary.helper_private_mib = max(
         run.helper_private_mib, matching.private_mib, counting.private_mib
@@ -763,6 +787,8 @@ def drain_queue(
     return summary
 
 
+PROGRESS_ROWS = 10_000  # a progress line each time this many more rows were claimed
+
 # A composed batch as a helper hands it back: rows claimed, the emails with their rows,
 # rows recorded as suppressed and as failed while composing.
 _Composed = tuple[int, list[tuple[OutgoingEmail, DeliveryRow]], int, int]
@@ -784,6 +810,7 @@ def _drain_round(
     batches = -(-due // size)
     stop = multiprocessing.Value("b", 0, lock=False)  # set once the backend is fatal
     claimed = 0
+    step = _Steps("send queue")
 
     def compose_task(task: int) -> _Composed:
         if stop.value:
@@ -807,6 +834,8 @@ def _drain_round(
     def send(_: int, result: _Composed) -> None:
         nonlocal claimed
         count, composed, suppressed, failed = result
+        if claimed // PROGRESS_ROWS != (claimed + count) // PROGRESS_ROWS:
+            step.done(f"{claimed + count:,} of {due:,} rows claimed, {summary.sent:,} sent")
         claimed += count
         summary.suppressed += suppressed
         summary.failed += failed

@@ -456,6 +456,19 @@ def test_a_paused_reader_who_asks_for_a_link_gets_one_and_nothing_else(app: App)
     assert "/manage/" in text and "%%" not in text
 
 
+def test_a_build_reports_each_step_with_its_time(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    store_news(app, *NEWS)
+    subscribe(app, "reader@example.com", hour=7, timezone="Asia/Karachi")
+    with caplog.at_level(logging.INFO, logger="pipeline.delivery"):
+        delivery.build_due_digests(app)
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("digest build:")]
+    assert steps[0].startswith("digest build: 1 of 1 readers due (")
+    assert any("3 items clustered into 3 stories" in line for line in steps)
+    assert re.search(r"1 digests, 2 public editions, \d processes \(\d+\.\d s, ", steps[-1])
+
+
 def editions_by_reader(app: App) -> dict[int, tuple[str, object, int | None]]:
     from sqlalchemy import select
 

@@ -161,3 +161,22 @@ def test_one_line_leaves_no_control_character_and_collapses_spaces(value: str) -
     slow = " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
     assert one_line(value) == slow
     assert one_line(value).isprintable() or not one_line(value)
+
+
+@given(
+    st.text(alphabet=st.sampled_from(list("ab cd-e. ,\u00a0\u2014\u00e9\n\t\x1e")), max_size=120)
+    | st.lists(st.text(alphabet="xyz.'", min_size=1, max_size=12), max_size=30).map(" ".join),
+    st.integers(1, 80),
+    st.sampled_from([None, "\n  ", " | "]),
+)
+def test_wordwrap_wraps_as_jinja_does(text: str, width: int, wrapstring: str | None) -> None:
+    from jinja2 import Environment
+    from jinja2.filters import do_wordwrap
+
+    from pipeline.adapters.render import build_environment
+
+    ours = build_environment(TEMPLATES).filters["wordwrap"]
+    plain = Environment()
+    assert ours(plain, text, width, wrapstring=wrapstring) == do_wordwrap(
+        plain, text, width, wrapstring=wrapstring
+    )

@@ -59,6 +59,7 @@ _Key = tuple[Any, ...]
 # which its parser drops or rewrites).
 _PLAIN = re.compile(r"[^\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]*")
 STORY_BATCH = 2000  # stories per probe render
+HTML_TEXT_KEPT = 100_000  # texts remembered as HTML (a long-lived worker starts over)
 
 
 def escape_text(value: str) -> str:
@@ -90,7 +91,7 @@ class DigestAssembler:
         self._stories: dict[_Key, tuple[Pieces, Pieces]] = {}
         self._times: dict[tuple[str, str], tuple[str, str]] = {}  # (time, zone): html, text
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
-        self._odd_text: dict[str, str] = {}
+        self._html_text: dict[str, str] = {}  # text → as the HTML part shows it
         # per (content, zone) prepared together: its blocks and rendered stories, used by
         # ``digest`` (held until ``release`` or the next ``prepare``)
         self._prepared: dict[tuple[int, str], tuple[Mapping[str, Any], Any, Any]] = {}
@@ -283,16 +284,20 @@ class DigestAssembler:
     # -- text in HTML ------------------------------------------------------------------------
 
     def _html(self, value: str) -> str:
-        if _PLAIN.fullmatch(value):
-            return escape_text(value)
-        known = self._odd_text.get(value)
-        if known is None:  # control characters: what the inliner itself makes of them
-            cut = str(self._cut_html)
-            markup = self.renderer.env.from_string("<p>{{ cut }}{{ v }}{{ cut }}</p>").render(
-                cut=self._cut_html, v=value
-            )
-            known = self.renderer.inliner.inline(markup).split(cut)[1]
-            self._odd_text[value] = known
+        # The same reasons, volume lines and subjects recur across readers: remembered.
+        known = self._html_text.get(value)
+        if known is None:
+            if _PLAIN.fullmatch(value):
+                known = escape_text(value)
+            else:  # control characters: what the inliner itself makes of them
+                cut = str(self._cut_html)
+                markup = self.renderer.env.from_string("<p>{{ cut }}{{ v }}{{ cut }}</p>").render(
+                    cut=self._cut_html, v=value
+                )
+                known = self.renderer.inliner.inline(markup).split(cut)[1]
+            if len(self._html_text) >= HTML_TEXT_KEPT:
+                self._html_text.clear()
+            self._html_text[value] = known
         return known
 
 

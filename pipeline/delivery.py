@@ -379,8 +379,7 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         lambda: [match_items(editorial, items) for _, items in to_match],
         fork=workers > 1 and bool(to_match),
     )
-    for (span, _), by_watchlist in zip(to_match, matching.result(), strict=True):
-        periods.data(*span).matched(by_watchlist)
+    matches = matching.result()
     step.done(f"watchlists matched against {sum(len(items) for _, items in to_match):,} items")
     # The previous periods' stories are needed for their counts alone: clustered in a
     # forked child (their items read here first) while this process clusters the due ones.
@@ -397,6 +396,8 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     )
     for span in watched:
         periods.data(*span)
+    for (span, _), by_watchlist in zip(to_match, matches, strict=True):
+        periods.data(*span).matched(by_watchlist)
     for span, counts in counting.result().items():
         periods.use_counts(*span, counts)
     clustered = [periods.data(*span).planner for span in watched]

@@ -244,12 +244,13 @@ def test_digest_arrives_whole_through_a_real_smtp_server(app: App, smtp_server: 
     assert message["Message-ID"].startswith("<delivery-")
 
 
-def sendgrid(app: App, stub: SendGridStub) -> None:
+def sendgrid(app: App, stub: SendGridStub, api_key: str | None = None) -> None:
+    """Send through ``stub`` (with its key, unless ``api_key`` says otherwise)."""
     with_mail(app, backend="sendgrid")
     app.settings = app.settings.model_copy(
         update={
             "sendgrid": app.settings.sendgrid.model_copy(
-                update={"host": stub.url, "api_key": stub.api_key, "timeout": 2.0}
+                update={"host": stub.url, "api_key": api_key or stub.api_key, "timeout": 2.0}
             )
         }
     )
@@ -364,10 +365,7 @@ def test_a_bad_key_stops_the_run_and_marks_nobody_sent(
             themes=[["economy", "sanctions", "afghanistan"][n]],
         )
     delivery.build_due_digests(app)
-    sendgrid(app, sendgrid_stub)
-    app.settings = app.settings.model_copy(
-        update={"sendgrid": app.settings.sendgrid.model_copy(update={"api_key": "SG.wrong"})}
-    )
+    sendgrid(app, sendgrid_stub, api_key="SG.wrong")
     summary = delivery.drain_queue(app, app.mailer())
     assert summary.fatal and summary.sent == 0
     assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.QUEUED: 3}
@@ -635,10 +633,7 @@ def test_a_fatal_backend_stops_helpers_and_leaves_the_rest_queued(
 ) -> None:
     many_built(app, clock, 12)
     with_digest(app, send_batch=2, send_workers=3)
-    sendgrid(app, sendgrid_stub)
-    app.settings = app.settings.model_copy(
-        update={"sendgrid": app.settings.sendgrid.model_copy(update={"api_key": "SG.wrong"})}
-    )
+    sendgrid(app, sendgrid_stub, api_key="SG.wrong")
     summary = delivery.drain_queue(app, app.mailer())
     assert summary.fatal and summary.sent == 0
     # composed batches that arrived after the failure were not attempted either

@@ -24,9 +24,10 @@ import multiprocessing
 import os
 import queue
 import signal
+import tempfile
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar, cast
@@ -78,17 +79,8 @@ def run_tasks(
             consume(index, work(index))
         return TaskRun()
     run = TaskRun(processes=helpers + 1)
-    context = multiprocessing.get_context("fork")
-    next_task = context.Value("l", 0)  # the shared counter; its lock orders takers
-
-    def take() -> int | None:
-        with next_task.get_lock():
-            task = int(next_task.value)
-            if task >= count:
-                return None
-            next_task.value = task + 1
-            return task
-
+    counter = TaskCounter(count)
+    take = counter.take
     started = [_fork(_helper, take, work, on_start) for _ in range(helpers)]
     arrived: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
     reader = threading.Thread(target=_receive, args=([r for _, r in started], arrived), daemon=True)
@@ -136,6 +128,7 @@ def run_tasks(
     for helper, _ in started:
         if helper.exitcode != 0 and not run.failed:
             log.warning("a helper ended with exit code %s", helper.exitcode)
+    counter.close()
     lost = [task for task in range(count) if task not in done]
     if lost:
         run.failed = max(run.failed, 1)
@@ -143,6 +136,41 @@ def run_tasks(
     for index in lost:
         consume(index, work(index))
     return run
+
+
+class TaskCounter:
+    """The next task to take, shared by this process and the helpers forked after it.
+
+    Takers exclude each other with a POSIX record lock (``lockf``) on a temporary file: the
+    kernel releases it when its holder dies, so a helper killed while taking a task cannot
+    leave the others waiting forever (a multiprocessing lock, a semaphore, would stay
+    taken). The lock belongs to the process, so an inherited descriptor serves each one.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._value = multiprocessing.get_context("fork").Value("l", 0, lock=False)
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+
+    def take(self) -> int | None:
+        with self._locked():
+            task = int(self._value.value)
+            if task >= self.count:
+                return None
+            self._value.value = task + 1
+            return task
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = self._file.fileno()
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 PIPE_BYTES = 1 << 20

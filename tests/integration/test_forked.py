@@ -200,3 +200,26 @@ def alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie has died
     except FileNotFoundError:
         return False
+
+
+def test_a_helper_killed_while_taking_a_task_leaves_the_counter_usable() -> None:
+    import multiprocessing
+
+    counter = forked.TaskCounter(3)
+    assert counter.take() == 0
+
+    def die_holding_the_lock() -> None:
+        held = counter._locked()  # kept: a dropped one would release the lock on its way
+        held.__enter__()  # inside take()'s critical section, then killed
+        os._exit(9)
+
+    dead = multiprocessing.get_context("fork").Process(target=die_holding_the_lock)
+    dead.start()
+    dead.join(timeout=10)
+    assert dead.exitcode == 9
+    taker = multiprocessing.get_context("fork").Process(target=counter.take)
+    taker.start()  # a semaphore would stay taken: this would wait forever
+    taker.join(timeout=10)
+    assert taker.exitcode == 0, "the lock of a dead helper was not released"
+    assert counter.take() == 2 and counter.take() is None  # the taker had task 1
+    counter.close()

@@ -764,8 +764,9 @@ def drain_queue(
 
     Batches are claimed and composed on every core (``[digest] send_workers``: forked
     helpers, each with database connections of its own); this process alone hands the
-    emails to ``mailer`` and records what it answered. A helper that fails or is killed
-    leaves its claimed rows in ``sending`` for the reaper, as a crashed job would.
+    emails to ``mailer`` and records what it answered. A batch that fails to compose goes
+    back to the queue; a helper killed outright leaves its claimed rows in ``sending`` for
+    the reaper, as a crashed job would.
     """
     check_sending_settings(app)
     summary = DrainSummary()

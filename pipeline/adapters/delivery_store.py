@@ -431,45 +431,34 @@ class DeliveryStore:
         by_provider: dict[str | None, list[int]] = {}
         for delivery_id, provider in sent:
             by_provider.setdefault(provider, []).append(delivery_id)
-        owned = and_(
-            delivery.c.status == DeliveryStatus.SENDING,
-            delivery.c.claimed_by == worker,
-        )
+        owned = and_(delivery.c.status == DeliveryStatus.SENDING, delivery.c.claimed_by == worker)
+        recorded = {"status": DeliveryStatus.SENT, "sent_at": now, "last_error": None}
+        alone = [
+            {"row_id": ids[0], "provider": p} for p, ids in by_provider.items() if len(ids) == 1
+        ]
+        shared = [(p, ids) for p, ids in by_provider.items() if len(ids) > 1]
         done = 0
         with self.store._begin() as conn:
-            alone = [
-                {"row_id": ids[0], "provider": provider}
-                for provider, ids in by_provider.items()
-                if len(ids) == 1
-            ]
             if alone:
-                result = conn.execute(
-                    update(delivery)
-                    .where(delivery.c.id == bindparam("row_id"), owned)
-                    .values(
-                        status=DeliveryStatus.SENT,
-                        sent_at=now,
-                        provider_message_id=bindparam("provider"),
-                        last_error=None,
-                    ),
-                    alone,
-                )
-                done += int(result.rowcount or 0)
-            for provider, ids in by_provider.items():
-                if len(ids) == 1:
-                    continue
-                for start in range(0, len(ids), 500):
-                    result = conn.execute(
+                done += (
+                    conn.execute(
                         update(delivery)
-                        .where(delivery.c.id.in_(ids[start : start + 500]), owned)
-                        .values(
-                            status=DeliveryStatus.SENT,
-                            sent_at=now,
-                            provider_message_id=provider,
-                            last_error=None,
-                        )
+                        .where(delivery.c.id == bindparam("row_id"), owned)
+                        .values(**recorded, provider_message_id=bindparam("provider")),
+                        alone,
+                    ).rowcount
+                    or 0
+                )
+            for provider, ids in shared:
+                for start in range(0, len(ids), 500):
+                    done += (
+                        conn.execute(
+                            update(delivery)
+                            .where(delivery.c.id.in_(ids[start : start + 500]), owned)
+                            .values(**recorded, provider_message_id=provider)
+                        ).rowcount
+                        or 0
                     )
-                    done += int(result.rowcount or 0)
         return done
 
     def mark_retry(self, delivery_id: int, worker: str, error: str, not_before: datetime) -> bool:

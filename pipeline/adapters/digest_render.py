@@ -7,7 +7,7 @@ and the same CSS inliner produce once per run:
 
 - **stories**: one per distinct entry (title, link, source, time, snippet, other outlets),
   for every time zone: the time is shown in the reader's zone, so the piece has a slot
-  there (filled from ``local_time``, once per time and zone). The "Why:" line is per
+  there (filled from ``local_time_text``, once per time and zone). The "Why:" line is per
   reader, so the piece has a slot there too; an entry without reasons has no "Why:"
   paragraph at all.
 - **transitions**: what lies between two blocks of a digest (the head and the first block's

@@ -125,10 +125,10 @@ def run_tasks(
         for helper, receiver in started:
             helper.join()
             receiver.close()
+        counter.close()
     for helper, _ in started:
         if helper.exitcode != 0 and not run.failed:
             log.warning("a helper ended with exit code %s", helper.exitcode)
-    counter.close()
     lost = [task for task in range(count) if task not in done]
     if lost:
         run.failed = max(run.failed, 1)

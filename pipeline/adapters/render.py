@@ -74,10 +74,8 @@ def one_line(value: str) -> str:
     return " ".join(value.split())
 
 
-def _zone(context: Context) -> ZoneInfo:
-    recipient = context.get("recipient")
-    name = getattr(recipient, "timezone", "UTC") or "UTC"
-    return ZoneInfo(name)
+def _zone_name(context: Context) -> str:
+    return getattr(context.get("recipient"), "timezone", "UTC") or "UTC"
 
 
 class Placeholder(str):
@@ -89,7 +87,7 @@ class Placeholder(str):
 def local_time(context: Context, value: str) -> str:
     if isinstance(value, Placeholder):
         return value
-    return local_time_text(value, getattr(context.get("recipient"), "timezone", "") or "UTC")
+    return local_time_text(value, _zone_name(context))
 
 
 @lru_cache(maxsize=65_536)
@@ -101,7 +99,7 @@ def local_time_text(value: str, zone: str) -> str:
 
 @pass_context
 def local_date(context: Context, value: str) -> str:
-    when = datetime.fromisoformat(value).astimezone(_zone(context))
+    when = datetime.fromisoformat(value).astimezone(ZoneInfo(_zone_name(context)))
     return f"{when:%A} {when.day} {when:%B %Y}"
 
 
@@ -163,7 +161,7 @@ _SIMPLE_WORDS = re.compile(r"[^\s-]+(?: [^\s-]+)*")
 
 def _greedy_wrap(s: str, width: int, joiner: str) -> str | None:
     """What ``wordwrap`` makes of simple text (most snippets: each story's is wrapped once,
-    and textwrap took a third of rendering them), or None for anything else."""
+    and textwrap took a quarter of rendering them), or None for anything else."""
     if not _SIMPLE_WORDS.fullmatch(s):
         return None
     lines: list[str] = []

@@ -937,31 +937,15 @@ class ReaderDigests:
         touched = {story_of[i] for i in hits if i in story_of}
         fresh: list[_Fresh] = []
         members_of = self.stories.members
-        total = self._total
         for story in touched:
-            members = members_of[story]
-            if len(members) == 1:
-                # Most hit stories: the item alone. Its lead and the themes it counts for
-                # are the same with the hits as without: the counts stand.
-                lead = members[0]
-                lists = hits[lead.id]
-                rank = round(total(lead, wanted, 0, bool(lists)), 3)
-                fresh.append(
-                    (
-                        (-rank, lead.published, lead.id),
-                        lead,
-                        tuple(dict.fromkeys(lists)),
-                        (),
-                        rank,
-                        [t for t in wanted if t in lead.themes] if lead.relevant else [],
-                    )
-                )
-                continue
-            for t in self._counted(story, chosen):  # the story without the hits
-                counts[t] -= 1
             found = self._fresh(story, hits, wanted)
-            for t in found[5]:
-                counts[t] += 1
+            # A one-item story (most hit stories) keeps its lead and the themes it counts
+            # for with the hits: the counts stand.
+            if len(members_of[story]) > 1:
+                for t in self._counted(story, chosen):  # the story without the hits
+                    counts[t] -= 1
+                for t in found[5]:
+                    counts[t] += 1
             fresh.append(found)
         fresh.sort(key=_first_field)
         shown_entry = self._shown

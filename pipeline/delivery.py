@@ -144,6 +144,7 @@ class Editorial:
         self.renderer = EmailRenderer(root / "templates", site, frozenset(self.tags.values()))
         # Digests are assembled from stories rendered once per job (the same email).
         self.assembler = DigestAssembler(self.renderer)
+        self.parts: dict[str, dict[str, Any]] = {}  # compact editions' parts read so far
         self.tokens: Tokens = app.tokens
 
     @cached_property
@@ -405,8 +406,9 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
         f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
         f"{sum(len(p.stories.members) for p in clustered):,} stories"
     )
-    # Editions are stored as the JSON text of ``digest_as_dict``; readers share most
-    # stories, so their encodings are spliced instead of encoding each digest whole.
+    # Editions are stored compact (``DigestJSON.compact``): a story or theme many readers
+    # share is one part, stored once; each edition holds references and what is its
+    # reader's own. Their text is spliced from pieces encoded once.
     encoder = DigestJSON()
     summary = BuildSummary()
     chunks = [due[start : start + BUILD_CHUNK] for start in range(0, len(due), BUILD_CHUNK)]
@@ -414,14 +416,14 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     # beside the readers' chunks; their items are read here.
     public = _public_plans(app, now, periods.items_in)
 
-    def build(task: int) -> Digest | list[dict[str, Any]]:
+    def build(task: int) -> Digest | _Chunk:
         if task < len(public):
             return _public_digest(app, editorial, public[task])
         # A chunk's digests are acyclic and die with it (see drain_queue).
         with gc_paused():
             return _chunk_editions(chunks[task - len(public)], now, periods, encoder)
 
-    def write(task: int, built: Digest | list[dict[str, Any]]) -> None:
+    def write(task: int, built: Digest | _Chunk) -> None:
         if isinstance(built, Digest):
             summary.public += _store_public(app, public[task], built, now)
             return
@@ -438,9 +440,14 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     return summary
 
 
+# A chunk of built editions: their rows, and the parts they refer to that the process
+# building them had not handed out before (each helper sends its results in order).
+_Chunk = tuple[list[dict[str, Any]], dict[str, str]]
+
+
 def _chunk_editions(
     due: Sequence[_Due], now: datetime, periods: _Periods, encoder: DigestJSON
-) -> list[dict[str, Any]]:
+) -> _Chunk:
     """The edition rows of some due readers (pure: everything was loaded beforehand)."""
     pending: list[dict[str, Any]] = []
     for subscriber, frequency, period in due:
@@ -455,18 +462,17 @@ def _chunk_editions(
                 "local_date": period.local_date.isoformat(),
                 "subject": digest.subject,
                 "item_count": len(digest.item_ids),
-                "content": JSONText(encoder.encode(digest)),
+                "content": JSONText(encoder.compact(digest)),
                 "now": now,
                 "queue_delivery": not digest.empty,
             }
         )
-    return pending
+    return pending, encoder.new_parts()
 
 
-def _write_editions(
-    ledger: DeliveryStore, pending: list[dict[str, Any]], summary: BuildSummary
-) -> None:
-    for spec, (_, created) in zip(pending, ledger.create_editions(pending), strict=True):
+def _write_editions(ledger: DeliveryStore, chunk: _Chunk, summary: BuildSummary) -> None:
+    pending, parts = chunk
+    for spec, (_, created) in zip(pending, ledger.create_editions(pending, parts), strict=True):
         if not created:
             summary.existing += 1
         elif not spec["queue_delivery"]:
@@ -872,7 +878,9 @@ def compose_batch(
     worker = app.worker_name
     # Re-read statuses just before sending: an unsubscribe after the build must win.
     fresh = people.by_ids(sorted({row.subscriber_id for row in rows}))
-    editions = ledger.get_editions(sorted({r.edition_id for r in rows if r.edition_id}))
+    editions = ledger.get_editions(
+        sorted({r.edition_id for r in rows if r.edition_id}), editorial.parts, keep_refs=True
+    )
     # The batch's new stories in one render (per reader time zone).
     editorial.assembler.prepare(
         (editions[row.edition_id].content, fresh[row.subscriber_id].timezone)

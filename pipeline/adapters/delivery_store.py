@@ -10,6 +10,7 @@ resolved by provider events or, after a window, resent once and flagged.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -17,13 +18,19 @@ from typing import Any
 
 import orjson
 from sqlalchemy import JSON, Text, and_, bindparam, cast, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 
-from pipeline.adapters.schema import delivery, edition
+from pipeline.adapters.schema import delivery, edition, edition_part
 from pipeline.adapters.storage import Store
+from pipeline.core.digest import expand_edition, part_keys
 from pipeline.core.errors import StorageError
+
+log = logging.getLogger(__name__)
+PART_QUERY = 500  # part keys asked for in one statement
+PARTS_KEPT = 200_000  # parts a long-lived process remembers before starting over
 
 
 def read_json(text: str) -> Any:
@@ -166,12 +173,32 @@ class DeliveryStore:
             raise RuntimeError("edition insert conflicted but no edition was found")
         return existing, False
 
-    def create_editions(self, editions: Sequence[Mapping[str, Any]]) -> list[tuple[int, bool]]:
+    def store_parts(self, parts: Mapping[str, str]) -> None:
+        """Store the parts compact editions refer to (key → JSON text, ``DigestJSON``): in
+        a transaction of their own before the editions, each once (a key stored already,
+        by this build's other chunks or another worker, is left as it is: same key, same
+        text)."""
+        if not parts:
+            return
+        dialect = sqlite if self.store.is_sqlite else postgresql
+        rows = [{"key": key, "content": text} for key, text in parts.items()]
+        with self.store._begin() as conn:
+            for start in range(0, len(rows), 1000):
+                conn.execute(
+                    dialect.insert(edition_part).on_conflict_do_nothing(index_elements=["key"]),
+                    rows[start : start + 1000],
+                )
+
+    def create_editions(
+        self, editions: Sequence[Mapping[str, Any]], parts: Mapping[str, str] | None = None
+    ) -> list[tuple[int, bool]]:
         """Many ``create_edition`` calls (their keyword arguments) in one transaction: one
         multi-row insert of editions, one of their delivery rows. When any of them exists
         already, the batch is rolled back and each is created on its own (idempotent as
         ``create_edition``). Returns (edition id, created) in order. A content given as
-        ``JSONText`` is stored as it is (no decoding and encoding again)."""
+        ``JSONText`` is stored as it is (no decoding and encoding again); ``parts``, what
+        compact contents refer to, are stored first (``store_parts``)."""
+        self.store_parts(parts or {})
         if not editions:
             return []
         rows = [
@@ -266,13 +293,22 @@ class DeliveryStore:
         return {int(sid): end for sid, end in rows}
 
     def get_edition(self, edition_id: int) -> EditionRow | None:
-        with self.store._begin() as conn:
-            row = conn.execute(select(edition).where(edition.c.id == edition_id)).first()
-        return _edition_row(row._mapping) if row else None
+        """The edition with its whole content (a compact one's parts put back in); None
+        when there is no such edition or a part it refers to is missing."""
+        return self.get_editions([edition_id]).get(edition_id)
 
-    def get_editions(self, edition_ids: Sequence[int]) -> dict[int, EditionRow]:
-        """Many editions in one query: id → edition (missing ids are left out). Readers
-        with the same digest have the same stored content: it is decoded once."""
+    def get_editions(
+        self,
+        edition_ids: Sequence[int],
+        parts: dict[str, dict[str, Any]] | None = None,
+        keep_refs: bool = False,
+    ) -> dict[int, EditionRow]:
+        """Many editions in one query: id → edition with its whole content (missing ids
+        are left out, and so is an edition whose parts are missing, with a warning).
+        Readers with the same digest have the same stored content: it is decoded once.
+        ``parts``: the parts read so far, kept by the caller across batches (a batch's
+        editions share most of them, and so do the day's batches); ``keep_refs``: see
+        ``expand_edition``."""
         if not edition_ids:
             return {}
         columns = [column for column in edition.c if column.name != "content"]
@@ -280,14 +316,36 @@ class DeliveryStore:
             edition.c.id.in_(list(edition_ids))
         )
         decoded: dict[str, dict[str, Any]] = {}
-        out: dict[int, EditionRow] = {}
+        found: list[tuple[Any, dict[str, Any]]] = []
         with self.store._begin() as conn:
             for row in conn.execute(query):
                 text = row.content_text or "{}"
                 content = decoded.get(text)
                 if content is None:
                     content = decoded[text] = read_json(text)
-                out[int(row.id)] = _edition_row({**row._mapping, "content": content})
+                found.append((row, content))
+            known = {} if parts is None else parts
+            wanted = set().union(*map(part_keys, decoded.values())) - known.keys()
+            if len(known) + len(wanted) > PARTS_KEPT:
+                known.clear()
+                wanted = set().union(*map(part_keys, decoded.values()))
+            asked = sorted(wanted)
+            for start in range(0, len(asked), PART_QUERY):
+                chunk = asked[start : start + PART_QUERY]
+                query_parts = select(edition_part.c.key, edition_part.c.content)
+                for key, text in conn.execute(query_parts.where(edition_part.c.key.in_(chunk))):
+                    known[key] = read_json(text)
+        expanded: dict[int, dict[str, Any]] = {}  # by id of the decoded content
+        out: dict[int, EditionRow] = {}
+        for row, content in found:
+            whole = expanded.get(id(content))
+            if whole is None:
+                try:
+                    whole = expanded[id(content)] = expand_edition(content, known, keep_refs)
+                except KeyError as missing:
+                    log.warning("edition %s refers to a missing part %s", row.id, missing)
+                    continue
+            out[int(row.id)] = _edition_row({**row._mapping, "content": whole})
         return out
 
     def public_editions(self, limit: int = 20, offset: int = 0) -> list[EditionRow]:

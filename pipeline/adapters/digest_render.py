@@ -48,7 +48,8 @@ from pipeline.adapters.render import (
     one_line,
 )
 
-# Entry fields a story shows besides the reasons (the cache key). A test checks that the
+# Entry fields a story shows besides the reasons (the cache key, or the key of the compact
+# edition part that holds them, which stands for them). A test checks that the
 # story templates read no other field of ``e``.
 STORY_FIELDS = ("id", "title", "link", "source", "published", "snippet", "also")
 
@@ -309,6 +310,9 @@ def _fill(out: list[str], pieces: Pieces, values: Mapping[str, str]) -> None:
 
 
 def _story_key(e: Mapping[str, Any]) -> _Key:
+    part = e.get("part")  # a compact edition's story part: its key names those fields
+    if part is not None:
+        return (bool(e.get("reasons")), part)
     return (
         bool(e.get("reasons")),
         e["id"],

@@ -204,6 +204,18 @@ edition = Table(
     Index("ix_edition_kind_period_end", "kind", "period_end"),
 )
 
+# The parts personal editions share (issue 4, "Speed"): a story as many readers' digests
+# show it (its item's fields and the other outlets) and a theme's heading and context,
+# each stored once under a hash of its JSON text (``DigestJSON.compact``). A part holds
+# feed and editorial text only: what is a reader's own (their watchlist queries, the
+# reasons naming them, the rank) stays in their edition, and goes with it.
+edition_part = Table(
+    "edition_part",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("content", Text, nullable=False),  # JSON text
+)
+
 delivery = Table(
     "delivery",
     metadata,

@@ -13,6 +13,7 @@ a sum of named parts so an editor can explain any position:
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import math
@@ -24,6 +25,7 @@ from functools import lru_cache
 from itertools import islice
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
+from typing import Any
 
 from pipeline.core.text import token_texts
 
@@ -1113,12 +1115,30 @@ class DigestJSON:
         self._heads: dict[str, tuple[tuple[object, ...], str]] = {}  # item id → fields, text
         self._entries: dict[int, tuple[DigestEntry, str]] = {}  # by identity, kept alive
         self._themes: dict[ThemeInfo, str] = {}
+        # the compact form's pieces: entry (by identity) → its reference's text; story
+        # (head text, other outlets) → part key; theme → part key
+        self._refs: dict[int, tuple[DigestEntry, str]] = {}
+        self._story_parts: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._theme_parts: dict[ThemeInfo, str] = {}
+        self._new_parts: dict[str, str] = {}  # parts not handed out yet: key → JSON text
 
     def entry(self, entry: DigestEntry) -> str:
         """``json.dumps(entry_as_dict(entry))``."""
         found = self._entries.get(id(entry))
         if found is not None and found[0] is entry:
             return found[1]
+        head = self._head(entry)
+        text = (
+            f'{head}, "rank": {_number(entry.rank)}, "reasons": {_strings(entry.reasons)}, '
+            f'"also": {_strings(entry.also)}, "watchlists": {_strings(entry.item.watchlists)}}}'
+        )
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[id(entry)] = (entry, text)
+        return text
+
+    def _head(self, entry: DigestEntry) -> str:
+        """``json.dumps(_entry_head(entry))`` less its closing brace."""
         item = entry.item
         # What the head encodes, compared by value: equal values encode the same (the
         # time zone and the flag's type decide what an equal time or flag looks like).
@@ -1141,14 +1161,7 @@ class DigestJSON:
                 self._heads.clear()
             head = _dumps(_entry_head(entry))[:-1]
             self._heads[item.id] = (shown, head)
-        text = (
-            f'{head}, "rank": {_number(entry.rank)}, "reasons": {_strings(entry.reasons)}, '
-            f'"also": {_strings(entry.also)}, "watchlists": {_strings(item.watchlists)}}}'
-        )
-        if len(self._entries) >= self._limit:
-            self._entries.clear()
-        self._entries[id(entry)] = (entry, text)
-        return text
+        return head
 
     def _theme(self, theme: ThemeInfo) -> str:
         found = self._themes.get(theme)
@@ -1182,6 +1195,129 @@ class DigestJSON:
             f'"watchlist_line": {_dumps(digest.watchlist_line)}, '
             f'"item_ids": {_dumps(list(digest.item_ids))}}}'
         )
+
+
+    # -- the compact form: what readers share is stored once -------------------------------
+
+    def compact(self, digest: Digest) -> str:
+        """The digest as ``"version": 2`` JSON: each entry a reference to its story's part
+        (``{"part": key, "rank", "reasons", "watchlists"}``: what is the reader's own stays
+        here) and each section's theme a reference to the theme's part. The parts it
+        needs that this encoder has not handed out yet are taken by ``new_parts``;
+        ``expand_edition`` gives back what ``digest_as_dict`` gives."""
+        ref = self._ref
+        sections = [
+            f'{{"theme": {{"part": "{self._theme_part(s.theme)}"}}, "count": {_dumps(s.count)}, '
+            f'"previous_count": {_dumps(s.previous_count)}, '
+            f'"volume_line": {_dumps(s.volume_line)}, '
+            f'"entries": [{_join(map(ref, s.entries))}]}}'
+            for s in digest.sections
+        ]
+        return (
+            f'{{"version": 2, "period_start": {_dumps(digest.period_start.isoformat())}, '
+            f'"period_end": {_dumps(digest.period_end.isoformat())}, '
+            f'"subject": {_dumps(digest.subject)}, "preheader": {_dumps(digest.preheader)}, '
+            f'"top": [{_join(map(ref, digest.top))}], "sections": [{_join(sections)}], '
+            f'"watchlist_entries": [{_join(map(ref, digest.watchlist_entries))}], '
+            f'"watchlist_line": {_dumps(digest.watchlist_line)}, '
+            f'"item_ids": {_dumps(list(digest.item_ids))}}}'
+        )
+
+    def new_parts(self) -> dict[str, str]:
+        """Part key → JSON text of the parts ``compact`` referred to since the last call
+        for the first time (what must be stored with those editions)."""
+        parts, self._new_parts = self._new_parts, {}
+        return parts
+
+    def _ref(self, entry: DigestEntry) -> str:
+        found = self._refs.get(id(entry))
+        if found is not None and found[0] is entry:
+            return found[1]
+        head = self._head(entry)
+        story = (head, entry.also)
+        key = self._story_parts.get(story)
+        if key is None:
+            if len(self._story_parts) >= self._limit:
+                self._story_parts.clear()
+            key = self._story_parts[story] = self._part(f'{head}, "also": {_strings(entry.also)}}}')
+        text = (
+            f'{{"part": "{key}", "rank": {_number(entry.rank)}, '
+            f'"reasons": {_strings(entry.reasons)}, '
+            f'"watchlists": {_strings(entry.item.watchlists)}}}'
+        )
+        if len(self._refs) >= self._limit:
+            self._refs.clear()
+        self._refs[id(entry)] = (entry, text)
+        return text
+
+    def _theme_part(self, theme: ThemeInfo) -> str:
+        key = self._theme_parts.get(theme)
+        if key is None:
+            key = self._theme_parts[theme] = self._part(self._theme(theme))
+        return key
+
+    def _part(self, text: str) -> str:
+        key = part_key(text)
+        self._new_parts[key] = text
+        return key
+
+
+def part_key(text: str) -> str:
+    """A part's key: a hash of its JSON text (the same text gives the same key in every
+    process, so parts are written once however many helpers meet them)."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def part_keys(content: Mapping[str, Any]) -> set[str]:
+    """The parts a stored edition's content refers to (none for a whole one)."""
+    if content.get("version") != 2:
+        return set()
+    keys = {e["part"] for e in content.get("top", ())}
+    keys.update(e["part"] for e in content.get("watchlist_entries", ()))
+    for section in content.get("sections", ()):
+        keys.add(section["theme"]["part"])
+        keys.update(e["part"] for e in section.get("entries", ()))
+    return keys
+
+
+def expand_edition(
+    content: Mapping[str, Any], parts: Mapping[str, Mapping[str, Any]], keep_refs: bool = False
+) -> dict[str, Any]:
+    """A stored edition's content as ``digest_as_dict`` gave it: references (``compact``)
+    replaced by their parts. With ``keep_refs`` each entry keeps its ``part`` key (the
+    digest assembler caches a story's rendering by it). Raises ``KeyError`` for a part not
+    in ``parts``."""
+    if content.get("version") != 2:
+        return dict(content)
+
+    def entries(refs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for ref in refs:
+            entry = {
+                **parts[ref["part"]],
+                "rank": ref["rank"],
+                "reasons": ref["reasons"],
+                "watchlists": ref["watchlists"],
+            }
+            if keep_refs:
+                entry["part"] = ref["part"]
+            out.append(entry)
+        return out
+
+    return {
+        **content,
+        "version": 1,
+        "top": entries(content.get("top", ())),
+        "sections": [
+            {
+                **section,
+                "theme": dict(parts[section["theme"]["part"]]),
+                "entries": entries(section.get("entries", ())),
+            }
+            for section in content.get("sections", ())
+        ],
+        "watchlist_entries": entries(content.get("watchlist_entries", ())),
+    }
 
 
 def single_entry(candidate: DigestCandidate, themes: Sequence[str]) -> DigestEntry:

@@ -220,3 +220,78 @@ def test_editions_are_read_as_json_reads_them(text: str) -> None:
         assert math.isnan(found["rank"]) and found["big"] == expected["big"]
     else:
         assert found == expected and type(found["n"][1]) is float
+
+
+def test_compact_editions_are_read_whole_and_their_shared_parts_stored_once(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from pipeline.adapters.delivery_store import JSONText
+    from pipeline.adapters.schema import edition_part
+
+    story = {"id": "i1", "title": "T", "link": "https://x.example/1", "source": "Dawn",
+             "published": "2026-11-28T10:00:00+00:00", "snippet": "S", "themes": ["economy"],
+             "us_link": False, "also": ["Reuters"]}  # fmt: skip
+    theme = {"id": "economy", "name": "The economy", "description": "", "context": "Why."}
+    parts = {"story1": json.dumps(story), "theme1": json.dumps(theme)}
+
+    def compact(query: str, story_part: str = "story1") -> dict[str, object]:
+        ref = {"part": story_part, "rank": 9.5, "reasons": [f"watchlist: {query}"],
+               "watchlists": [query]}  # fmt: skip
+        return {"version": 2, "period_start": "a", "period_end": "b", "subject": "s",
+                "preheader": "", "top": [ref], "watchlist_entries": [], "watchlist_line": "",
+                "sections": [{"theme": {"part": "theme1"}, "count": 1, "previous_count": None,
+                              "volume_line": "", "entries": [ref]}], "item_ids": ["i1"]}  # fmt: skip
+
+    def spec(sid: int, content: dict[str, object]) -> dict[str, object]:
+        return {"kind": "personal", "subscriber_id": sid, "frequency": "daily",
+                "period_start": NOW - timedelta(days=1), "period_end": NOW,
+                "local_date": "2026-11-29", "subject": "s", "item_count": 1,
+                "content": JSONText(json.dumps(content)), "now": NOW,
+                "queue_delivery": True}  # fmt: skip
+
+    ledger = DeliveryStore(store)
+    a, b, c = (subscriber(store, f"{n}@example.com") for n in "abc")
+    (first, _), (second, _) = ledger.create_editions([spec(a, compact("Gwadar"))], parts) + (
+        ledger.create_editions([spec(b, compact("IMF"))], parts)  # the same parts again
+    )
+    ((lost, _),) = ledger.create_editions([spec(c, compact("x", story_part="gone"))])
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(edition_part.c.key)).scalars()) == ["story1", "theme1"]
+    whole = ledger.get_edition(second)
+    assert whole is not None
+    entry = {**story, "rank": 9.5, "reasons": ["watchlist: IMF"], "watchlists": ["IMF"]}
+    assert whole.content["version"] == 1 and whole.content["top"] == [entry]
+    assert whole.content["sections"][0]["theme"] == theme
+    assert whole.content["sections"][0]["entries"] == [entry]
+    kept: dict[str, dict[str, object]] = {}
+    found = ledger.get_editions([first, second, lost], kept, keep_refs=True)
+    assert sorted(found) == [first, second] and sorted(kept) == ["story1", "theme1"]
+    assert found[first].content["top"][0]["part"] == "story1"
+    assert found[first].content["top"][0]["watchlists"] == ["Gwadar"]
+    assert f"edition {lost} refers to a missing part" in caplog.text
+    assert ledger.get_edition(lost) is None
+
+
+def test_migrating_below_edition_parts_drops_compact_editions_and_keeps_whole_ones(
+    store: Store,
+) -> None:
+    import json
+
+    from sqlalchemy import func
+
+    from pipeline.adapters.delivery_store import JSONText
+    from pipeline.adapters.schema import edition as edition_table
+    from tests.web.test_archive_store import _migrate
+
+    ledger = DeliveryStore(store)
+    whole, _ = edition(ledger, subscriber(store, "whole@example.com"))
+    compact = json.dumps({"version": 2, "top": [], "sections": [], "watchlist_entries": []})
+    edition(ledger, subscriber(store, "compact@example.com"), content=JSONText(compact))
+    _migrate(store, "0009")
+    with store.engine.connect() as conn:
+        assert conn.execute(select(edition_table.c.id)).scalars().all() == [whole]
+        assert conn.execute(select(func.count()).select_from(delivery_table)).scalar() == 1
+    _migrate(store, "head")
+    assert ledger.get_edition(whole) is not None

@@ -20,6 +20,8 @@ from pipeline.core.digest import (
     cluster,
     digest_as_dict,
     entry_as_dict,
+    expand_edition,
+    part_keys,
     rank_parts,
     snippet,
 )
@@ -280,6 +282,7 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
     planner = ReaderDigests(candidates, THEMES, START, END)
     short = ReaderDigests(candidates, THEMES, START, END, spare=-9)  # lists cut at 2 rows
     encoder = DigestJSON()  # shared across readers, as in a build
+    parts: dict[str, object] = {}  # what the build stored so far
     for chosen, hit_list, top, per_section in readers:
         hits = {f"i{n}": [query] for n, query in hit_list.items()}
         req = request(themes=chosen, top_stories=top, max_per_section=per_section)
@@ -289,6 +292,12 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
         assert built == expected
         assert short.build(req, hits) == expected
         assert encoder.encode(built) == json.dumps(digest_as_dict(expected))
+        compact = json.loads(encoder.compact(built))
+        handed = encoder.new_parts()
+        assert not handed.keys() & parts.keys()  # each part handed out once
+        parts.update({key: json.loads(text) for key, text in handed.items()})
+        assert part_keys(compact) <= parts.keys()
+        assert expand_edition(compact, parts) == json.loads(json.dumps(digest_as_dict(expected)))
 
 
 def test_digest_json_is_json_dumps_of_digest_as_dict_byte_for_byte() -> None:
@@ -312,3 +321,26 @@ def test_digest_json_is_json_dumps_of_digest_as_dict_byte_for_byte() -> None:
     for rank in (0.0, -1.5, 1e-7, 12.345, float("inf"), float("nan")):
         entry = DigestEntry(items[3], rank, reasons=(odd, "x"), also=(odd,), snippet=odd)
         assert encoder.entry(entry) == json.dumps(entry_as_dict(entry))
+
+
+def test_compact_edition_shares_stories_and_keeps_the_readers_own_text_out_of_parts() -> None:
+    odd = 'Q\u00e9 "quoted" \\ back\u2028 <b>& \x01 \u0627\u0631\u062f\u0648'
+    items = [
+        item(1, title=odd, source=odd, link=f"https://x.example/{odd}", us_link=True),
+        item(2, themes=("india", "economy"), scores={"india": 7.0, "economy": 2.5}),
+        item(3, themes=("counterterrorism",), scores={"counterterrorism": 3.25}),
+        item(4, relevant=False, themes=(), watchlists=("my secret query",)),
+    ]
+    encoder = DigestJSON()
+    digest = build_digest(items, request(title=odd), THEMES)
+    compact = encoder.compact(digest)
+    parts = encoder.new_parts()
+    assert "my secret query" in compact
+    assert not any("my secret query" in text for text in parts.values())
+    assert len(parts) == len(digest.item_ids) + len(digest.sections)  # stories and themes
+    whole = expand_edition(json.loads(compact), {k: json.loads(v) for k, v in parts.items()})
+    assert whole == json.loads(json.dumps(digest_as_dict(digest)))
+    # a second reader with the same stories needs no new part, and an edition that was
+    # stored whole (before compact editions) reads as it is
+    assert encoder.compact(digest) == compact and encoder.new_parts() == {}
+    assert expand_edition(digest_as_dict(digest), {}) == digest_as_dict(digest)

@@ -60,6 +60,10 @@ _Key = tuple[Any, ...]
 # which its parser drops or rewrites).
 _PLAIN = re.compile(r"[^\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]*")
 STORY_BATCH = 2000  # stories per probe render
+ZONED_KEPT = 100_000  # stories with their time filled in kept per zone (then starts over)
+# A story with its time filled in for one zone: HTML and text before the reasons' slot, and
+# after it (None when the story shows no reasons: then the first two are whole).
+_Zoned = tuple[str, str, str | None, str | None]
 HTML_TEXT_KEPT = 100_000  # texts remembered as HTML (a long-lived worker starts over)
 
 
@@ -90,6 +94,8 @@ class DigestAssembler:
         self._slot_prefix = f"qslot{nonce}"
         self._slots = re.compile(f"{self._slot_prefix}([a-z]+)Z")
         self._stories: dict[_Key, tuple[Pieces, Pieces]] = {}
+        # per time zone: a story with its time filled in (``_fill_time``)
+        self._zoned: dict[str, dict[_Key, _Zoned]] = {}
         self._times: dict[tuple[str, str], tuple[str, str]] = {}  # (time, zone): html, text
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._html_text: dict[str, str] = {}  # text → as the HTML part shows it
@@ -120,7 +126,7 @@ class DigestAssembler:
             ]
             if missing:
                 self._render_stories(missing, str(content["period_end"]))
-            pieces = [list(map(stories.__getitem__, block_keys)) for block_keys in story_keys]
+            pieces = self._zoned_pieces(blocks, story_keys, zone)
         keys = [self._start_key(content, heading, zone)]
         keys += [block[0] for block in blocks]
         keys.append(_end_key(recipient))
@@ -134,7 +140,7 @@ class DigestAssembler:
         values_html = {"subject": self._html(subject), "preheader": self._html(preheader)}
         values_text = {"subject": subject, "preheader": preheader}
         transitions = self._transitions
-        times = self._times
+        html_of = self._html
         for index, pair in enumerate(pairs):
             trans_html, trans_text = transitions[pair]
             if index < len(blocks):
@@ -145,18 +151,16 @@ class DigestAssembler:
             _fill(text, trans_text, values_text)
             if index == len(blocks):
                 break
-            for e, (story_html, story_text) in zip(blocks[index][2], pieces[index], strict=True):
-                when = times.get((e["published"], zone))
-                if when is None:
-                    when = self._time(e["published"], zone)
-                if len(story_html) == 3:  # the time's slot
-                    html += (story_html[0], when[0], story_html[2])
-                    text += (story_text[0], when[1], story_text[2])
-                else:  # the time's slot, then the reasons'
+            for e, (head_html, head_text, tail_html, tail_text) in zip(
+                blocks[index][2], pieces[index], strict=True
+            ):
+                if tail_html is None:  # no reasons: the story is whole
+                    html.append(head_html)
+                    text.append(head_text)
+                else:  # the reasons' slot between head and tail
                     reasons = "; ".join(e["reasons"])
-                    html += (story_html[0], when[0], story_html[2], self._html(reasons))
-                    html.append(story_html[4])
-                    text += (story_text[0], when[1], story_text[2], reasons, story_text[4])
+                    html += (head_html, html_of(reasons), tail_html)
+                    text += (head_text, reasons, tail_text)
         return RenderedEmail(subject, preheader, "".join(html), "".join(text))
 
     def prepare(self, digests: Iterable[tuple[Mapping[str, Any], str]]) -> int:
@@ -184,9 +188,9 @@ class DigestAssembler:
             self._render_stories(list(wanted.values()), period_end)
         rendered = len(wanted)
         # each digest's stories, as ``digest`` assembles them
-        get = self._stories.__getitem__
-        for at, (content, blocks, story_keys) in prepared.items():
-            prepared[at] = (content, blocks, [list(map(get, keys)) for keys in story_keys])
+        for (content_id, zone), (content, blocks, story_keys) in prepared.items():
+            pieces = self._zoned_pieces(blocks, story_keys, zone)
+            prepared[(content_id, zone)] = (content, blocks, pieces)
         return rendered
 
     def release(self) -> None:
@@ -272,6 +276,39 @@ class DigestAssembler:
         context = renderer.digest_context(probe, recipient, heading)
         output = renderer.env.get_template(f"email/digest.{kind}").render(context)
         return renderer.inliner.inline(output) if kind == "html" else output
+
+    def _zoned_pieces(
+        self,
+        blocks: Sequence[tuple[_Key, str, Sequence[Mapping[str, Any]]]],
+        story_keys: Sequence[Sequence[_Key]],
+        zone: str,
+    ) -> list[list[_Zoned]]:
+        """The digest's stories with their time filled in for ``zone`` (each made once
+        per story and zone), block by block."""
+        zoned = self._zoned.get(zone)
+        if zoned is None:
+            zoned = self._zoned[zone] = {}
+        out = []
+        for block, keys in zip(blocks, story_keys, strict=True):
+            pieces = []
+            for e, key in zip(block[2], keys, strict=True):
+                found = zoned.get(key)
+                if found is None:
+                    if len(zoned) >= ZONED_KEPT:
+                        zoned.clear()
+                    found = zoned[key] = self._fill_time(key, e["published"], zone)
+                pieces.append(found)
+            out.append(pieces)
+        return out
+
+    def _fill_time(self, key: _Key, published: str, zone: str) -> _Zoned:
+        story_html, story_text = self._stories[key]
+        when = self._times.get((published, zone)) or self._time(published, zone)
+        head_html = f"{story_html[0]}{when[0]}{story_html[2]}"
+        head_text = f"{story_text[0]}{when[1]}{story_text[2]}"
+        if len(story_html) == 3:  # the time's slot alone
+            return head_html, head_text, None, None
+        return head_html, head_text, story_html[4], story_text[4]  # then the reasons'
 
     def _time(self, published: str, zone: str) -> tuple[str, str]:
         """The time as a story shows it in ``zone``: HTML and text."""

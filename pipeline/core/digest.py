@@ -1280,29 +1280,44 @@ def part_keys(content: Mapping[str, Any]) -> set[str]:
     return keys
 
 
+class EntryView(dict[str, Any]):
+    """A compact edition's entry as the send path reads it: its own fields (``part``, the
+    part's key; rank, reasons, watchlists) held, the story's looked up in the shared part
+    rather than copied into every reader's entry. Indexing finds both (and so do
+    templates); ``get``, iteration and ``len`` see the entry's own fields only."""
+
+    __slots__ = ("story",)
+
+    def __init__(self, own: Mapping[str, Any], story: Mapping[str, Any]) -> None:
+        super().__init__(own)
+        self.story = story
+
+    def __missing__(self, key: str) -> Any:
+        return self.story[key]
+
+
 def expand_edition(
     content: Mapping[str, Any], parts: Mapping[str, Mapping[str, Any]], keep_refs: bool = False
 ) -> dict[str, Any]:
     """A stored edition's content as ``digest_as_dict`` gave it: references (``compact``)
-    replaced by their parts. With ``keep_refs`` each entry keeps its ``part`` key (the
-    digest assembler caches a story's rendering by it). Raises ``KeyError`` for a part not
-    in ``parts``."""
+    replaced by their parts. With ``keep_refs`` each entry is an ``EntryView`` that keeps
+    its ``part`` key (the digest assembler caches a story's rendering by it). Raises
+    ``KeyError`` for a part not in ``parts``."""
     if content.get("version") != 2:
         return dict(content)
 
     def entries(refs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for ref in refs:
-            entry = {
+        if keep_refs:
+            return [EntryView(ref, parts[ref["part"]]) for ref in refs]
+        return [
+            {
                 **parts[ref["part"]],
                 "rank": ref["rank"],
                 "reasons": ref["reasons"],
                 "watchlists": ref["watchlists"],
             }
-            if keep_refs:
-                entry["part"] = ref["part"]
-            out.append(entry)
-        return out
+            for ref in refs
+        ]
 
     return {
         **content,

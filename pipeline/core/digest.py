@@ -643,8 +643,16 @@ _StoryRow = tuple[_Row, tuple[str, ...], str]  # row, the themes it counts for, 
 # A story a reader's hits changed: sort key, lead, its watchlists, other outlets, rank, the
 # chosen themes it counts for.
 _Fresh = tuple[
-    tuple[float, datetime, str], DigestCandidate, tuple[str, ...], tuple[str, ...], float, list[str]
+    tuple[float, datetime, str],
+    DigestCandidate,
+    tuple[str, ...],
+    tuple[str, ...],
+    float,
+    tuple[str, ...],
 ]
+# A one-item story holding a hit, for a theme choice: its sort key, lead, rank and the
+# chosen themes it counts for (the same for every reader of the choice who hits it).
+_HitAlone = tuple[tuple[float, datetime, str], DigestCandidate, float, tuple[str, ...]]
 _first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
 
@@ -730,6 +738,8 @@ class ReaderDigests:
         self._snippets: dict[str, str] = {}
         self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
+        # by story and the chosen themes among its item's (all that its rank depends on)
+        self._hits_alone: dict[tuple[int, tuple[str, ...]], _HitAlone] = {}
         # A story's row (its members in a choice's pool, ranked) depends only on which of
         # its themes (those of its relevant members) are chosen: one row per story and
         # subset of them (``_story_row``). A story of one theme has the same row for every
@@ -877,38 +887,47 @@ class ReaderDigests:
         return self._story_row(story, themes)[1] if themes else ()
 
     def _fresh(
-        self, story: int, hits: Mapping[str, Sequence[str]], wanted: tuple[str, ...]
+        self,
+        story: int,
+        hits: Mapping[str, Sequence[str]],
+        wanted: tuple[str, ...],
+        chosen: set[str],
     ) -> _Fresh:
         """The story with the reader's hits: its members in the choice's pool and the hits,
         hits carrying their queries (as ``build_digest`` would rank them). Its entry is
-        made only if it is shown (``_shown``): most of a reader's hits are not."""
+        made only if it is shown (``_shown``): most of a reader's hits are not.
+        ``chosen``: ``wanted`` as a set."""
         total = self._total
         members = self.stories.members[story]
-        if len(members) == 1:  # most stories: the hit alone
+        if len(members) == 1 and hits[members[0].id]:  # most stories: the hit alone
             lead = members[0]
-            lead_lists = tuple(hits[lead.id])
-            also: tuple[str, ...] = ()
-            watchlists = tuple(dict.fromkeys(lead_lists))
-        else:
-            chosen = set(wanted)
-            keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, tuple[str, ...]]]
-            keyed = []
-            for c in members:
-                queries = hits.get(c.id)
-                if queries is not None:
-                    listed = tuple(queries)
-                elif c.relevant and not chosen.isdisjoint(c.themes):
-                    listed = c.watchlists
-                else:
-                    continue
-                keyed.append(((-total(c, chosen, 0, bool(listed)), c.published, c.id), c, listed))
-            keyed.sort(key=_first_field)
-            _, lead, lead_lists = keyed[0]
-            outlets = [c.source for _, c, _ in keyed[1:] if c.source and c.source != lead.source]
-            also = tuple(dict.fromkeys(outlets))
-            watchlists = tuple(dict.fromkeys(q for _, _, listed in keyed for q in listed))
+            ordered = self._ordered[lead.id]
+            picked = tuple(filter(chosen.__contains__, ordered)) if ordered else ()
+            alone = self._hits_alone.get((story, picked))
+            if alone is None:
+                rank = round(total(lead, wanted, 0, True), 3)
+                themes = picked if lead.relevant else ()
+                alone = ((-rank, lead.published, lead.id), lead, rank, themes)
+                self._hits_alone[(story, picked)] = alone
+            key, lead, rank, themes = alone
+            return (key, lead, tuple(dict.fromkeys(hits[lead.id])), (), rank, themes)
+        keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, tuple[str, ...]]] = []
+        for c in members:
+            queries = hits.get(c.id)
+            if queries is not None:
+                listed = tuple(queries)
+            elif c.relevant and not chosen.isdisjoint(c.themes):
+                listed = c.watchlists
+            else:
+                continue
+            keyed.append(((-total(c, chosen, 0, bool(listed)), c.published, c.id), c, listed))
+        keyed.sort(key=_first_field)
+        _, lead, lead_lists = keyed[0]
+        outlets = [c.source for _, c, _ in keyed[1:] if c.source and c.source != lead.source]
+        also = tuple(dict.fromkeys(outlets))
+        watchlists = tuple(dict.fromkeys(q for _, _, listed in keyed for q in listed))
         rank = round(total(lead, wanted, len(also), bool(lead_lists)), 3)
-        themes = [t for t in wanted if t in lead.themes] if lead.relevant else []
+        themes = tuple(t for t in wanted if t in lead.themes) if lead.relevant else ()
         return ((-rank, lead.published, lead.id), lead, watchlists, also, rank, themes)
 
     def _shown(self, fresh: _Fresh, wanted: Sequence[str]) -> DigestEntry:
@@ -940,7 +959,7 @@ class ReaderDigests:
         fresh: list[_Fresh] = []
         members_of = self.stories.members
         for story in touched:
-            found = self._fresh(story, hits, wanted)
+            found = self._fresh(story, hits, wanted, chosen)
             # A one-item story (most hit stories) keeps its lead and the themes it counts
             # for with the hits: the counts stand.
             if len(members_of[story]) > 1:
@@ -1195,7 +1214,6 @@ class DigestJSON:
             f'"watchlist_line": {_dumps(digest.watchlist_line)}, '
             f'"item_ids": {_dumps(list(digest.item_ids))}}}'
         )
-
 
     # -- the compact form: what readers share is stored once -------------------------------
 

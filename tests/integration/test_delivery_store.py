@@ -239,10 +239,11 @@ def test_compact_editions_are_read_whole_and_their_shared_parts_stored_once(
     def compact(query: str, story_part: str = "story1") -> dict[str, object]:
         ref = {"part": story_part, "rank": 9.5, "reasons": [f"watchlist: {query}"],
                "watchlists": [query]}  # fmt: skip
+        section = {"theme": {"part": "theme1"}, "count": 1, "previous_count": None,
+                   "volume_line": "", "entries": [ref]}  # fmt: skip
         return {"version": 2, "period_start": "a", "period_end": "b", "subject": "s",
                 "preheader": "", "top": [ref], "watchlist_entries": [], "watchlist_line": "",
-                "sections": [{"theme": {"part": "theme1"}, "count": 1, "previous_count": None,
-                              "volume_line": "", "entries": [ref]}], "item_ids": ["i1"]}  # fmt: skip
+                "sections": [section], "item_ids": ["i1"]}  # fmt: skip
 
     def spec(sid: int, content: dict[str, object]) -> dict[str, object]:
         return {"kind": "personal", "subscriber_id": sid, "frequency": "daily",

@@ -861,7 +861,11 @@ def _drain_round(
     def forget_connections() -> None:  # a helper opens its own
         app.store.engine.dispose(close=False)
 
-    forked.run_tasks(batches, compose_task, send, processes, on_start=forget_connections)
+    # The first batch is composed here before the helpers start: they inherit the stories
+    # it rendered (most of the day's popular ones) instead of each rendering them again.
+    forked.run_tasks(
+        batches, compose_task, send, processes, on_start=forget_connections, first_here=1
+    )
     return claimed
 
 

@@ -61,9 +61,9 @@ _Key = tuple[Any, ...]
 _PLAIN = re.compile(r"[^\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]*")
 STORY_BATCH = 2000  # stories per probe render
 ZONED_KEPT = 100_000  # stories with their time filled in kept per zone (then starts over)
-# A story with its time filled in for one zone: HTML and text before the reasons' slot, and
-# after it (None when the story shows no reasons: then the first two are whole).
-_Zoned = tuple[str, str, str | None, str | None]
+# A story with its time filled in for one zone: HTML and text before the reasons' slot (as
+# pieces), and after it (None when the story shows no reasons: then the first two are whole).
+_Zoned = tuple[tuple[str, ...], tuple[str, ...], str | None, str | None]
 HTML_TEXT_KEPT = 100_000  # texts remembered as HTML (a long-lived worker starts over)
 
 
@@ -154,13 +154,12 @@ class DigestAssembler:
             for e, (head_html, head_text, tail_html, tail_text) in zip(
                 blocks[index][2], pieces[index], strict=True
             ):
-                if tail_html is None:  # no reasons: the story is whole
-                    html.append(head_html)
-                    text.append(head_text)
-                else:  # the reasons' slot between head and tail
+                html += head_html
+                text += head_text
+                if tail_html is not None:  # the reasons' slot between head and tail
                     reasons = "; ".join(e["reasons"])
-                    html += (head_html, html_of(reasons), tail_html)
-                    text += (head_text, reasons, tail_text)
+                    html += (html_of(reasons), tail_html)
+                    text += (reasons, tail_text)
         return RenderedEmail(subject, preheader, "".join(html), "".join(text))
 
     def prepare(self, digests: Iterable[tuple[Mapping[str, Any], str]]) -> int:
@@ -304,8 +303,9 @@ class DigestAssembler:
     def _fill_time(self, key: _Key, published: str, zone: str) -> _Zoned:
         story_html, story_text = self._stories[key]
         when = self._times.get((published, zone)) or self._time(published, zone)
-        head_html = f"{story_html[0]}{when[0]}{story_html[2]}"
-        head_text = f"{story_text[0]}{when[1]}{story_text[2]}"
+        # the story's own strings, shared by every zone's tuple (not copied per zone)
+        head_html = (story_html[0], when[0], story_html[2])
+        head_text = (story_text[0], when[1], story_text[2])
         if len(story_html) == 3:  # the time's slot alone
             return head_html, head_text, None, None
         return head_html, head_text, story_html[4], story_text[4]  # then the reasons'

@@ -69,23 +69,32 @@ def run_tasks(
     consume: Callable[[int, R], None],
     processes: int,
     on_start: Callable[[], None] | None = None,
+    first_here: int = 0,
 ) -> TaskRun:
     """Run ``work(0) .. work(count - 1)`` across ``processes`` processes (this one included)
     and call ``consume(task, result)`` here for each, in the order results arrive.
-    ``on_start`` runs first in each helper (e.g. to drop inherited database connections)."""
-    helpers = min(processes, count) - 1
+    ``on_start`` runs first in each helper (e.g. to drop inherited database connections).
+    ``first_here``: tasks this process runs (and consumes) before the helpers start, so
+    that what they leave in caches is made once and inherited rather than made again in
+    every helper."""
+    ran = 0
+    if processes > 1 and first_here > 0:
+        ran = min(first_here, count)
+        for index in range(ran):
+            consume(index, work(index))
+    helpers = min(processes, count - ran) - 1
     if helpers < 1 or not can_fork():
-        for index in range(count):
+        for index in range(ran, count):
             consume(index, work(index))
         return TaskRun()
     run = TaskRun(processes=helpers + 1)
-    counter = TaskCounter(count)
+    counter = TaskCounter(count, start=first_here)
     take = counter.take
     started = [_fork(_helper, take, work, on_start) for _ in range(helpers)]
     arrived: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
     reader = threading.Thread(target=_receive, args=([r for _, r in started], arrived), daemon=True)
     reader.start()  # a helper blocks on a full pipe: read while this process works too
-    done: set[int] = set()
+    done: set[int] = set(range(ran))
     ended = False
 
     def drain(block: bool) -> None:
@@ -147,9 +156,9 @@ class TaskCounter:
     taken). The lock belongs to the process, so an inherited descriptor serves each one.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, start: int = 0) -> None:
         self.count = count
-        self._value = multiprocessing.get_context("fork").Value("l", 0, lock=False)
+        self._value = multiprocessing.get_context("fork").Value("l", start, lock=False)
         self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
 
     def take(self) -> int | None:

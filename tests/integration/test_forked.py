@@ -39,6 +39,32 @@ def test_every_task_is_consumed_once_here_and_helpers_share_the_work() -> None:
     assert run.processes == 3 and run.failed == 0
 
 
+def test_first_tasks_run_here_before_helpers_start_and_helpers_inherit_their_caches() -> None:
+    here = os.getpid()
+    warmed: dict[str, int] = {}  # a cache the first task fills
+
+    def work(task: int) -> tuple[int, bool, int]:
+        if task == 0:
+            assert os.getpid() == here
+            warmed["story"] = 42
+        time.sleep(0.02)
+        return os.getpid(), warmed.get("story") == 42, task
+
+    order: list[int] = []
+    consumed: dict[int, tuple[int, bool, int]] = {}
+
+    def consume(task: int, result: tuple[int, bool, int]) -> None:
+        order.append(task)
+        consumed[task] = result
+
+    run = forked.run_tasks(30, work, consume, 3, first_here=1)
+    assert order[0] == 0 and sorted(consumed) == list(range(30))
+    assert all(inherited for _, inherited, _ in consumed.values())  # every helper saw it
+    assert len({pid for pid, _, _ in consumed.values()}) == 3 and run.processes == 3
+    # as many first tasks as there are: no helper is started for nothing
+    assert forked.run_tasks(2, work, consume, 3, first_here=5).processes == 1
+
+
 def test_one_process_runs_everything_here_without_forking() -> None:
     consumed, run = collect(5, slow_square, processes=1)
     assert {result[1] for result in consumed.values()} == {os.getpid()}  # type: ignore[index]

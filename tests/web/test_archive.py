@@ -16,11 +16,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
 
-from pipeline.adapters.delivery_store import DeliveryStore
+from pipeline.adapters.delivery_store import DeliveryStore, JSONText
 from pipeline.adapters.storage import StoredItem
 from pipeline.adapters.subscriber_store import SubscriberStore
 from pipeline.bootstrap import App
-from pipeline.core.digest import DigestRequest, build_digest, digest_as_dict
+from pipeline.core.digest import DigestJSON, DigestRequest, build_digest, digest_as_dict
 from pipeline.core.models import FeedSource, Item
 from pipeline.core.subscribers import Frequency, SubscriberStatus
 from pipeline.delivery import to_candidate
@@ -114,8 +114,10 @@ def publish(
     *,
     kind: str = "public",
     subscriber_id: int | None = None,
+    compact: bool = False,
 ) -> int:
-    """An edition built by the real digest builder from ``items``."""
+    """An edition built by the real digest builder from ``items`` (stored as the digest
+    build stores personal editions when ``compact``)."""
     themes = load_theme_infos(Path(core.settings.root))
     request = DigestRequest(
         themes=[t.id for t in themes],
@@ -126,19 +128,25 @@ def publish(
         previous_counts={"economy": 1},
     )
     digest = build_digest([to_candidate(i) for i in items], request, themes)
-    edition_id, created = DeliveryStore(core.store).create_edition(
-        kind=kind,
-        subscriber_id=subscriber_id,
-        frequency="daily",
-        period_start=request.period_start,
-        period_end=end,
-        local_date=end.date().isoformat(),
-        subject=digest.subject,
-        item_count=len(digest.item_ids),
-        content=digest_as_dict(digest),
-        now=end,
-        queue_delivery=False,
-    )
+    encoder = DigestJSON()
+    spec = {
+        "kind": kind,
+        "subscriber_id": subscriber_id,
+        "frequency": "daily",
+        "period_start": request.period_start,
+        "period_end": end,
+        "local_date": end.date().isoformat(),
+        "subject": digest.subject,
+        "item_count": len(digest.item_ids),
+        "content": JSONText(encoder.compact(digest)) if compact else digest_as_dict(digest),
+        "now": end,
+        "queue_delivery": False,
+    }
+    ledger = DeliveryStore(core.store)
+    if compact:
+        ((edition_id, created),) = ledger.create_editions([spec], encoder.new_parts())
+    else:
+        edition_id, created = ledger.create_edition(**spec)  # type: ignore[arg-type]
     assert created
     return edition_id
 
@@ -637,6 +645,27 @@ def test_public_pages_are_cacheable_and_token_pages_are_not(
         response = client.get(path)
         assert response.status_code == 404
         assert "public" not in response.headers.get("Cache-Control", "")
+
+
+def test_a_compact_personal_edition_shows_the_same_page_as_one_stored_whole(
+    client: FlaskClient, web_core: App
+) -> None:
+    items = store_items(
+        web_core,
+        [make_item(1, "IMF story"), make_item(2, "<script>alert(1)</script> & co", hours=3)],
+    )
+    pages = []
+    for n, compact in enumerate((False, True)):
+        email = f"reader{n}@example.org"
+        owner = reader(web_core, email)
+        mine = publish(web_core, items, kind="personal", subscriber_id=owner, compact=compact)
+        token = web_core.tokens.make("view", owner, email, str(mine))
+        response = client.get(f"/editions/{mine}/{token}")
+        assert response.status_code == 200
+        page = response.get_data(as_text=True)
+        pages.append(page.replace(token, "TOKEN").replace(f"/editions/{mine}/", "/editions/ID/"))
+    assert "IMF story" in pages[1] and "<script>alert" not in pages[1]
+    assert pages[1] == pages[0]
 
 
 def test_view_in_browser_says_when_the_watchlist_section_was_cut_short(

@@ -3,6 +3,7 @@
     python -m bench.digest_fanout                  # 100,000 readers, 20,000 items, SQLite
     python -m bench.digest_fanout --quick          # 10,000 readers, 4,000 items
     python -m bench.digest_fanout --engine postgres --subscribers 20000
+    python -m bench.digest_fanout --send-workers 1  # the send queue on one process
 
 Workload (fixed seed): the items and the readers' 5 watchlists each come from
 ``bench.watchlist_fanout.make_workload`` (Zipf-shared terms and queries). Each item is
@@ -68,6 +69,8 @@ def settings_env(url: str, folder: Path) -> dict[str, str]:
         "QASID_WEB_SECRET_KEY": "bench-secret",
         "QASID_WEB_BASE_URL": "https://qasid.example",
         "QASID_DIGEST_SEND_BATCH": "1000",  # rows claimed and composed a batch
+        # --send-workers: the send queue's processes (default: one per core)
+        "QASID_DIGEST_SEND_WORKERS": os.environ.get("BENCH_SEND_WORKERS", "0"),
     }
 
 
@@ -507,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int)
     parser.add_argument("--naive-sample", type=int)
     parser.add_argument(
+        "--send-workers", type=int, help="the send queue's processes (0: one per core)"
+    )
+    parser.add_argument(
         "--cluster-only", action="store_true", help="time the day's clustering alone"
     )
     parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
@@ -515,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = cluster_only(args.items or (4_000 if args.quick else 20_000), args.runs or 1)
         print(f"day_stories CPU s: {spread(seconds)}", flush=True)
         return 0
+    if args.send_workers is not None:  # read by the measured child's settings
+        os.environ["BENCH_SEND_WORKERS"] = str(args.send_workers)
     if args.child:
         figures = child(args.child[0], Path(args.child[1]), args.naive_sample or 300)
         print(json.dumps(figures), flush=True)

@@ -88,7 +88,7 @@ def run_tasks(
             consume(index, work(index))
         return TaskRun()
     run = TaskRun(processes=helpers + 1)
-    counter = TaskCounter(count, start=first_here)
+    counter = TaskCounter(count, start=ran)
     take = counter.take
     started = [_fork(_helper, take, work, on_start) for _ in range(helpers)]
     arrived: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()

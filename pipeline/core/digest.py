@@ -18,7 +18,7 @@ import heapq
 import json
 import math
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -1143,17 +1143,30 @@ class DigestJSON:
 
     def entry(self, entry: DigestEntry) -> str:
         """``json.dumps(entry_as_dict(entry))``."""
-        found = self._entries.get(id(entry))
+        return self._by_identity(self._entries, entry, self._entry_text)
+
+    def _entry_text(self, entry: DigestEntry) -> str:
+        return (
+            f'{self._head(entry)}, "rank": {_number(entry.rank)}, '
+            f'"reasons": {_strings(entry.reasons)}, "also": {_strings(entry.also)}, '
+            f'"watchlists": {_strings(entry.item.watchlists)}}}'
+        )
+
+    def _by_identity(
+        self,
+        cache: dict[int, tuple[DigestEntry, str]],
+        entry: DigestEntry,
+        make: Callable[[DigestEntry], str],
+    ) -> str:
+        """``make(entry)``, remembered for this very entry object (readers share entry
+        objects; the cache keeps each alive, so its id is not reused)."""
+        found = cache.get(id(entry))
         if found is not None and found[0] is entry:
             return found[1]
-        head = self._head(entry)
-        text = (
-            f'{head}, "rank": {_number(entry.rank)}, "reasons": {_strings(entry.reasons)}, '
-            f'"also": {_strings(entry.also)}, "watchlists": {_strings(entry.item.watchlists)}}}'
-        )
-        if len(self._entries) >= self._limit:
-            self._entries.clear()
-        self._entries[id(entry)] = (entry, text)
+        text = make(entry)
+        if len(cache) >= self._limit:
+            cache.clear()
+        cache[id(entry)] = (entry, text)
         return text
 
     def _head(self, entry: DigestEntry) -> str:
@@ -1248,9 +1261,9 @@ class DigestJSON:
         return parts
 
     def _ref(self, entry: DigestEntry) -> str:
-        found = self._refs.get(id(entry))
-        if found is not None and found[0] is entry:
-            return found[1]
+        return self._by_identity(self._refs, entry, self._ref_text)
+
+    def _ref_text(self, entry: DigestEntry) -> str:
         head = self._head(entry)
         story = (head, entry.also)
         key = self._story_parts.get(story)
@@ -1258,15 +1271,11 @@ class DigestJSON:
             if len(self._story_parts) >= self._limit:
                 self._story_parts.clear()
             key = self._story_parts[story] = self._part(f'{head}, "also": {_strings(entry.also)}}}')
-        text = (
+        return (
             f'{{"part": "{key}", "rank": {_number(entry.rank)}, '
             f'"reasons": {_strings(entry.reasons)}, '
             f'"watchlists": {_strings(entry.item.watchlists)}}}'
         )
-        if len(self._refs) >= self._limit:
-            self._refs.clear()
-        self._refs[id(entry)] = (entry, text)
-        return text
 
     def _theme_part(self, theme: ThemeInfo) -> str:
         key = self._theme_parts.get(theme)

@@ -67,6 +67,7 @@ def safe_url(value: object) -> str:
     return value
 
 
+@lru_cache(maxsize=16_384)  # subjects and preheaders recur across readers
 def one_line(value: str) -> str:
     """Header-safe: no CR, LF or other control characters, spaces collapsed."""
     if not value.isprintable():  # checked whole in C first: most values are printable

@@ -640,12 +640,12 @@ def _with_watchlists(candidate: DigestCandidate, watchlists: tuple[str, ...]) ->
 
 
 _StoryRow = tuple[_Row, tuple[str, ...], str]  # row, the themes it counts for, home section
-# A story a reader's hits changed: sort key, lead, its watchlists, other outlets, rank, the
-# chosen themes it counts for.
+# A story a reader's hits changed: sort key, lead, the queries of its hits (deduplicated
+# when it is shown), other outlets, rank, the chosen themes it counts for.
 _Fresh = tuple[
     tuple[float, datetime, str],
     DigestCandidate,
-    tuple[str, ...],
+    Sequence[str],
     tuple[str, ...],
     float,
     tuple[str, ...],
@@ -910,7 +910,8 @@ class ReaderDigests:
                 alone = ((-rank, lead.published, lead.id), lead, rank, themes)
                 self._hits_alone[(story, picked)] = alone
             key, lead, rank, themes = alone
-            return (key, lead, tuple(dict.fromkeys(hits[lead.id])), (), rank, themes)
+            # its queries as given: deduplicated by ``_shown``, for the few hits shown
+            return (key, lead, hits[lead.id], (), rank, themes)
         keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, tuple[str, ...]]] = []
         for c in members:
             queries = hits.get(c.id)
@@ -932,7 +933,8 @@ class ReaderDigests:
 
     def _shown(self, fresh: _Fresh, wanted: Sequence[str]) -> DigestEntry:
         """A fresh story's entry, as ``_story_entry`` makes it."""
-        _, lead, watchlists, also, rank, _ = fresh
+        _, lead, queries, also, rank, _ = fresh
+        watchlists = tuple(dict.fromkeys(queries))
         if watchlists != lead.watchlists:
             lead = _with_watchlists(lead, watchlists)
         return DigestEntry(

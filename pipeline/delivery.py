@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -768,11 +769,13 @@ def drain_queue(
 ) -> DrainSummary:
     """Send what is queued, batch by batch, until the queue is empty (or ``limit`` rows).
 
-    Batches are claimed and composed on every core (``[digest] send_workers``: forked
-    helpers, each with database connections of its own); this process alone hands the
-    emails to ``mailer`` and records what it answered. A batch that fails to compose goes
-    back to the queue; a helper killed outright leaves its claimed rows in ``sending`` for
-    the reaper, as a crashed job would.
+    Batches are claimed, composed and sent on every core (``[digest] send_workers``:
+    forked helpers, each with database connections of its own and its own connection to
+    the mail backend: ``mailer.after_fork()``, when the mailer has one, drops what the
+    helper inherited); each process records what the backend answered for its batches.
+    A fatal answer stops every process before its next batch. A batch that fails to
+    compose goes back to the queue; a helper killed outright leaves its claimed rows in
+    ``sending`` for the reaper, as a crashed job would.
     """
     check_sending_settings(app)
     summary = DrainSummary()
@@ -797,10 +800,6 @@ def drain_queue(
 
 PROGRESS_ROWS = 10_000  # a progress line each time this many more rows were claimed
 
-# A composed batch as a helper hands it back: rows claimed, the emails with their rows,
-# rows recorded as suppressed and as failed while composing.
-_Composed = tuple[int, list[tuple[OutgoingEmail, DeliveryRow]], int, int]
-
 
 def _drain_round(
     app: App,
@@ -820,11 +819,15 @@ def _drain_round(
     claimed = 0
     step = _Steps("send queue")
 
-    def compose_task(task: int) -> _Composed:
-        if stop.value:
-            return 0, [], 0, 0
-        rows = ledger.claim(moment, app.worker_name, min(size, due - task * size))
+    job = os.getpid()
+
+    def batch_task(task: int) -> tuple[int, DrainSummary]:
+        """Claim, compose and send one batch, in whichever process takes it; the rows
+        claimed and what became of them."""
         part = DrainSummary()
+        if stop.value:
+            return 0, part
+        rows = ledger.claim(moment, app.worker_name, min(size, due - task * size))
         # A batch's editions decode into hundreds of thousands of small dicts and lists (no
         # cycles): without the pause they would be promoted and walked by full collections
         # along with the job's story cache, half the cost of reading them.
@@ -837,35 +840,45 @@ def _drain_round(
                     row.id, app.worker_name, "not attempted: composing failed", moment
                 )
             raise
-        return len(rows), composed, part.suppressed, part.failed
+        if stop.value:  # the backend failed in another process meanwhile: not sent
+            for email, row in composed:
+                stopped = SendResult(
+                    email.delivery_id,
+                    SendOutcome.RETRY,
+                    error="not attempted: the mail backend refused to work",
+                )
+                _record(app, ledger, people, row, email, stopped, part)
+        elif composed:
+            _send_composed(app, ledger, people, mailer, composed, part)
+            if part.fatal:
+                stop.value = 1
+        if os.getpid() != job:  # a helper's connections end with its batch
+            mailer.close()
+        return len(rows), part
 
-    def send(_: int, result: _Composed) -> None:
+    def tally(_: int, result: tuple[int, DrainSummary]) -> None:
         nonlocal claimed
-        count, composed, suppressed, failed = result
+        count, part = result
+        summary.sent += part.sent
+        summary.retried += part.retried
+        summary.failed += part.failed
+        summary.unknown += part.unknown
+        summary.suppressed += part.suppressed
+        summary.errors += part.errors
+        summary.fatal = summary.fatal or part.fatal
         if claimed // PROGRESS_ROWS != (claimed + count) // PROGRESS_ROWS:
             step.done(f"{claimed + count:,} of {due:,} rows claimed, {summary.sent:,} sent")
         claimed += count
-        summary.suppressed += suppressed
-        summary.failed += failed
-        if composed and summary.fatal:  # composed before the backend failed: not sent
-            for email, row in composed:
-                stopped = SendResult(
-                    email.delivery_id, SendOutcome.RETRY, error=f"not attempted: {summary.fatal}"
-                )
-                _record(app, ledger, people, row, email, stopped, summary)
-        elif composed:
-            _send_composed(app, ledger, people, mailer, composed, summary)
-            if summary.fatal:
-                stop.value = 1
 
-    def forget_connections() -> None:  # a helper opens its own
-        app.store.engine.dispose(close=False)
+    def in_helper() -> None:
+        app.store.engine.dispose(close=False)  # a helper opens connections of its own
+        after_fork = getattr(mailer, "after_fork", None)  # and so does its mailer
+        if after_fork is not None:
+            after_fork()
 
     # The first batch is composed here before the helpers start: they inherit the stories
     # it rendered (most of the day's popular ones) instead of each rendering them again.
-    forked.run_tasks(
-        batches, compose_task, send, processes, on_start=forget_connections, first_here=1
-    )
+    forked.run_tasks(batches, batch_task, tally, processes, on_start=in_helper, first_here=1)
     return claimed
 
 

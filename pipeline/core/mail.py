@@ -453,7 +453,9 @@ class Mailer(Protocol):
       ``fatal``/``retry_after``) without being attempted.
     - Nothing sleeps: a rate limit is returned as ``retry`` with ``retry_after``; waiting is
       the caller's (the ledger's ``not_before``).
-    - A mailer is used by one thread at a time; ``close`` releases connections.
+    - A mailer is used by one thread at a time; ``close`` releases connections. A mailer
+      that holds connections has ``after_fork()``, which a forked process calls first so
+      that it opens its own instead of using its parent's (the send queue's helpers).
     """
 
     def send(self, email: OutgoingEmail) -> SendResult: ...

@@ -98,6 +98,11 @@ class SmtpMailer:
                 break
         return results
 
+    def after_fork(self) -> None:
+        """In a forked helper: forget the connection inherited from the job's process
+        without a QUIT (the connection is still the job's); the helper opens its own."""
+        self._connection = None
+
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:

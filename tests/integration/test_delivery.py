@@ -244,6 +244,35 @@ def test_digest_arrives_whole_through_a_real_smtp_server(app: App, smtp_server: 
     assert message["Message-ID"].startswith("<delivery-")
 
 
+def test_each_sending_process_talks_to_the_smtp_server_on_its_own_connection(
+    app: App, clock: FakeClock, smtp_server: SmtpServer
+) -> None:
+    """The job's process sends its first batch, then forked helpers send the rest: none
+    writes on a connection it inherited (``SmtpMailer.after_fork``), every reader gets one
+    whole email."""
+    many_built(app, clock, 12)
+    with_digest(app, send_batch=2, send_workers=3)  # 6 batches on 3 processes
+    with_mail(app, backend="smtp")
+    app.settings = app.settings.model_copy(
+        update={
+            "smtp": app.settings.smtp.model_copy(
+                update={"host": "127.0.0.1", "port": smtp_server.port}
+            )
+        }
+    )
+    mailer = app.mailer()
+    summary = delivery.drain_queue(app, mailer)
+    mailer.close()
+    assert (summary.sent, summary.failed, summary.unknown, summary.retried) == (12, 0, 0, 0)
+    recipients = sorted(to for m in smtp_server.messages for to in m.rcpt_tos)
+    assert recipients == sorted(f"r{n}@example.com" for n in range(12))
+    assert all(
+        m.message().get_content_type() == "multipart/alternative" for m in smtp_server.messages
+    )
+    assert smtp_server.sessions >= 2  # the job's own connection and a helper's at least
+    assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.SENT: 12}
+
+
 def sendgrid(app: App, stub: SendGridStub, api_key: str | None = None) -> None:
     """Send through ``stub`` (with its key, unless ``api_key`` says otherwise)."""
     with_mail(app, backend="sendgrid")

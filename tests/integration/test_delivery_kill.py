@@ -106,7 +106,9 @@ def test_a_sender_killed_during_a_request_to_sendgrid_mails_each_reader_once(
     # Two requests accepted, the third held unanswered (and then refused) while the
     # sender is killed: its readers were never accepted, so they must be sent again.
     # With two processes sending, the other one goes on meanwhile (the stub accepts what
-    # it has no script for) until the kill.
+    # it has no script for) until the kill, which may land between the stub's acceptance
+    # of its batch and the ledger's record: the documented window, where a reader gets
+    # one duplicate at most, flagged as resent.
     sendgrid_stub.script(
         Reply(202),
         Reply(202),
@@ -133,5 +135,26 @@ def test_a_sender_killed_during_a_request_to_sendgrid_mails_each_reader_once(
     app = restart(sqlite_url, tmp_path, lambda app: sendgrid(app, sendgrid_stub))
     assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.SENT: readers}
     recipients = Counter(d.to for d in sendgrid_stub.deliveries())
-    assert len(recipients) == readers and set(recipients.values()) == {1}
+    assert len(recipients) == readers
+    if workers == "1":
+        assert set(recipients.values()) == {1}
+    else:
+        twice = {to for to, count in recipients.items() if count > 1}
+        assert set(recipients.values()) <= {1, 2} and twice <= resent_readers(app)
     app.close()
+
+
+def resent_readers(app: App) -> set[str]:
+    """The addresses whose delivery the ledger resent after an unknown outcome."""
+    from sqlalchemy import select
+
+    from pipeline.adapters.schema import delivery as delivery_table
+    from pipeline.adapters.schema import subscriber
+
+    query = (
+        select(subscriber.c.email)
+        .join(delivery_table, delivery_table.c.subscriber_id == subscriber.c.id)
+        .where(delivery_table.c.resent.is_(True))
+    )
+    with app.store.engine.connect() as conn:
+        return set(conn.execute(query).scalars())

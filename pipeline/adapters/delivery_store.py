@@ -345,7 +345,9 @@ class DeliveryStore:
                 except KeyError as missing:
                     log.warning("edition %s refers to a missing part %s", row.id, missing)
                     continue
-            out[int(row.id)] = _edition_row({**row._mapping, "content": whole})
+            # readers of the same digest share one content dict (not a copy each): the
+            # send path prepares a digest once for all of them
+            out[int(row.id)] = _edition_row({**row._mapping, "content": whole}, copy=False)
         return out
 
     def public_editions(self, limit: int = 20, offset: int = 0) -> list[EditionRow]:
@@ -623,7 +625,8 @@ def _is_integrity_error(error: BaseException) -> bool:
     return False
 
 
-def _edition_row(row: Any) -> EditionRow:
+def _edition_row(row: Any, copy: bool = True) -> EditionRow:
+    content = row["content"] or {}
     return EditionRow(
         id=row["id"],
         kind=row["kind"],
@@ -634,7 +637,7 @@ def _edition_row(row: Any) -> EditionRow:
         local_date=row["local_date"],
         subject=row["subject"],
         item_count=row["item_count"],
-        content=dict(row["content"] or {}),
+        content=dict(content) if copy else content,
         created_at=row["created_at"],
     )
 

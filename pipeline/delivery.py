@@ -818,7 +818,6 @@ def _drain_round(
     stop = multiprocessing.Value("b", 0, lock=False)  # set once the backend is fatal
     claimed = 0
     step = _Steps("send queue")
-
     job = os.getpid()
 
     def batch_task(task: int) -> tuple[int, DrainSummary]:

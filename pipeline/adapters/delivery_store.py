@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import JSON, Text, and_, bindparam, cast, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
@@ -180,14 +179,11 @@ class DeliveryStore:
         text)."""
         if not parts:
             return
-        dialect = sqlite if self.store.is_sqlite else postgresql
         rows = [{"key": key, "content": text} for key, text in parts.items()]
+        insert = self.store.insert_ignoring(edition_part, "key")
         with self.store._begin() as conn:
             for start in range(0, len(rows), 1000):
-                conn.execute(
-                    dialect.insert(edition_part).on_conflict_do_nothing(index_elements=["key"]),
-                    rows[start : start + 1000],
-                )
+                conn.execute(insert, rows[start : start + 1000])
 
     def create_editions(
         self, editions: Sequence[Mapping[str, Any]], parts: Mapping[str, str] | None = None

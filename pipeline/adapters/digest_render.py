@@ -284,9 +284,7 @@ class DigestAssembler:
     ) -> list[list[_Zoned]]:
         """The digest's stories with their time filled in for ``zone`` (each made once
         per story and zone), block by block."""
-        zoned = self._zoned.get(zone)
-        if zoned is None:
-            zoned = self._zoned[zone] = {}
+        zoned = self._zoned.setdefault(zone, {})
         out = []
         for block, keys in zip(blocks, story_keys, strict=True):
             pieces = []

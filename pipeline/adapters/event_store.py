@@ -31,7 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.adapters.delivery_store import DeliveryStatus
 from pipeline.adapters.schema import (
@@ -137,18 +136,13 @@ class EventStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        dialect = sqlite if store.is_sqlite else postgresql
         # Built once: statements with bound parameters skip SQLAlchemy's per-call
         # construction and cache-key work (most of the time of a 100-event batch).
-        self._insert_events = (
-            dialect.insert(webhook_event)
-            .on_conflict_do_nothing(index_elements=["event_key"])
-            .returning(webhook_event.c.event_key)
+        self._insert_events = store.insert_ignoring(webhook_event, "event_key").returning(
+            webhook_event.c.event_key
         )
-        self._insert_suppression = (
-            dialect.insert(suppression)
-            .on_conflict_do_nothing(index_elements=["email_hash"])
-            .returning(suppression.c.email_hash)
+        self._insert_suppression = store.insert_ignoring(suppression, "email_hash").returning(
+            suppression.c.email_hash
         )
 
     def record(

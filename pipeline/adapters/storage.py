@@ -31,6 +31,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Integer,
+    Table,
     bindparam,
     create_engine,
     delete,
@@ -41,6 +42,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.adapters.schema import UTCDateTime, feed, item, metadata
@@ -101,6 +103,11 @@ class Store:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    def insert_ignoring(self, table: Table, *keys: str) -> Any:
+        """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on either engine."""
+        dialect = sqlite if self.is_sqlite else postgresql
+        return dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys))
 
     @property
     def safe_url(self) -> str:

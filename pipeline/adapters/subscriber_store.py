@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.schema import (
@@ -259,11 +258,6 @@ class SubscriberStore:
 
     # -- the web app: consent, one-time links, suppression, export and erase ---------------
 
-    def _insert_ignore(self, table: Table) -> Any:
-        """INSERT ... ON CONFLICT DO NOTHING on either engine."""
-        dialect = sqlite if self.store.is_sqlite else postgresql
-        return dialect.insert(table)
-
     def by_id(self, subscriber_id: int) -> Subscriber | None:
         found = self._load(subscriber.c.id == subscriber_id)
         return found[0] if found else None
@@ -325,9 +319,8 @@ class SubscriberStore:
                 if one_time is not None:
                     token_hash, purpose = one_time
                     inserted = conn.execute(
-                        self._insert_ignore(used_token)
+                        self.store.insert_ignoring(used_token, "token_hash")
                         .values(token_hash=token_hash, purpose=purpose, used_at=now)
-                        .on_conflict_do_nothing(index_elements=["token_hash"])
                         .returning(used_token.c.token_hash)
                     ).scalar()
                     if inserted is None:
@@ -543,9 +536,9 @@ class SubscriberStore:
             if not gone:
                 return False
             conn.execute(
-                self._insert_ignore(suppression)
-                .values(email_hash=email_hash, reason="erased", created_at=now)
-                .on_conflict_do_nothing(index_elements=["email_hash"])
+                self.store.insert_ignoring(suppression, "email_hash").values(
+                    email_hash=email_hash, reason="erased", created_at=now
+                )
             )
         return True
 
@@ -620,14 +613,12 @@ class SubscriberStore:
                 ).scalar_one()
                 if count < MAX_WATCHLISTS:
                     conn.execute(
-                        self._insert_ignore(watchlist)
-                        .values(
+                        self.store.insert_ignoring(watchlist, "subscriber_id", "query").values(
                             subscriber_id=owner,
                             query=watchlist_query,
                             instant=False,
                             created_at=now,
                         )
-                        .on_conflict_do_nothing(index_elements=["subscriber_id", "query"])
                     )
             recent = conn.execute(
                 select(func.count())

@@ -650,8 +650,8 @@ _Fresh = tuple[
     float,
     tuple[str, ...],
 ]
-# A one-item story holding a hit, for a theme choice: its sort key, lead, rank and the
-# chosen themes it counts for (the same for every reader of the choice who hits it).
+# A one-item story holding a hit: its sort key, lead, rank and the chosen themes it counts
+# for, the same for every reader whose theme choice holds the same of its item's themes.
 _HitAlone = tuple[tuple[float, datetime, str], DigestCandidate, float, tuple[str, ...]]
 _first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)

@@ -343,7 +343,17 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     hand their chunks back, ``forked.run_tasks``), and each chunk's editions are written
     here in one transaction. The archive's item index catches up first
     (``jobs.index_item_archive``), so the public editions built here are searchable with
-    every item they show."""
+    every item they show.
+
+    The cyclic garbage collector is paused for the whole job: it makes millions of small
+    objects in no cycle (stories, entries, edition rows, caches that live to its end), and
+    each collection walked the young ones again (a tenth of the build's CPU, measured).
+    Reference counting frees them when the job's locals go."""
+    with gc_paused():
+        return _build_due_digests(app, now)
+
+
+def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     from pipeline.jobs import index_item_archive
 
     step = _Steps("digest build")
@@ -420,16 +430,13 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     def build(task: int) -> Digest | _Chunk:
         if task < len(public):
             return _public_digest(app, editorial, public[task])
-        # A chunk's digests are acyclic and die with it (see drain_queue).
-        with gc_paused():
-            return _chunk_editions(chunks[task - len(public)], now, periods, encoder)
+        return _chunk_editions(chunks[task - len(public)], now, periods, encoder)
 
     def write(task: int, built: Digest | _Chunk) -> None:
         if isinstance(built, Digest):
             summary.public += _store_public(app, public[task], built, now)
             return
-        with gc_paused():
-            _write_editions(ledger, built, summary)
+        _write_editions(ledger, built, summary)
 
     run = forked.run_tasks(len(public) + len(chunks), build, write, workers)
     step.done(f"{len(due):,} digests, {len(public)} public editions, {run.processes} processes")

@@ -641,7 +641,8 @@ def _with_watchlists(candidate: DigestCandidate, watchlists: tuple[str, ...]) ->
 
 _StoryRow = tuple[_Row, tuple[str, ...], str]  # row, the themes it counts for, home section
 # A story a reader's hits changed: sort key, lead, the queries of its hits (deduplicated
-# when it is shown), other outlets, rank, the chosen themes it counts for.
+# when it is shown), other outlets, rank, the chosen themes it counts for, its home
+# section (None when it counts for none).
 _Fresh = tuple[
     tuple[float, datetime, str],
     DigestCandidate,
@@ -649,10 +650,26 @@ _Fresh = tuple[
     tuple[str, ...],
     float,
     tuple[str, ...],
+    str | None,
 ]
-# A one-item story holding a hit: its sort key, lead, rank and the chosen themes it counts
-# for, the same for every reader whose theme choice holds the same of its item's themes.
-_HitAlone = tuple[tuple[float, datetime, str], DigestCandidate, float, tuple[str, ...]]
+# A one-item story holding a hit: its sort key, lead, rank, the chosen themes it counts
+# for and its home, the same for every reader whose choice holds the same of its themes.
+_HitAlone = tuple[tuple[float, datetime, str], DigestCandidate, float, tuple[str, ...], str | None]
+# A story of several items holding hits, for every reader whose choice holds the same of
+# its themes and whose hits are on the same members: sort key, lead, the members ranked
+# (whose queries make the watchlists), other outlets, rank, the chosen themes it counts
+# for, its home, and the chosen themes it counted for without the hits.
+_HitStory = tuple[
+    tuple[float, datetime, str],
+    DigestCandidate,
+    tuple[DigestCandidate, ...],
+    tuple[str, ...],
+    float,
+    tuple[str, ...],
+    str | None,
+    tuple[str, ...],
+]
+HIT_STORIES_KEPT = 200_000  # cached hit stories of several items before starting over
 _first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
 
@@ -738,8 +755,15 @@ class ReaderDigests:
         self._snippets: dict[str, str] = {}
         self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
-        # by story and the chosen themes among its item's (all that its rank depends on)
-        self._hits_alone: dict[tuple[int, tuple[str, ...]], _HitAlone] = {}
+        # A theme choice as a bit mask (a bit per theme in editorial order), and per item
+        # of a one-item story: the story and the mask of the item's themes.
+        self._bit = {t: 1 << n for n, t in enumerate(self.order)}
+        self._alone: dict[str, tuple[int, int]] = {}
+        self._all_themes: list[int] = []  # per story: the mask of its members' themes
+        self._hit_stories: dict[tuple[int, int, tuple[tuple[int, bool], ...]], _HitStory] = {}
+        # by story and the mask of the chosen themes among its item's (all that its rank
+        # depends on): key ``story << len(order) | mask``
+        self._hits_alone: dict[int, _HitAlone] = {}
         # A story's row (its members in a choice's pool, ranked) depends only on which of
         # its themes (those of its relevant members) are chosen: one row per story and
         # subset of them (``_story_row``). A story of one theme has the same row for every
@@ -760,6 +784,16 @@ class ReaderDigests:
                     self._multi[t].append(story)
         for rows in self._single.values():
             rows.sort(key=_first_field)
+        for story, members in enumerate(self.stories.members):
+            if len(members) == 1:
+                self._alone[members[0].id] = (story, self._mask(self._ordered[members[0].id]))
+            self._all_themes.append(self._mask(t for c in members for t in c.themes))
+
+    def _mask(self, themes: Iterable[str]) -> int:
+        bit, out = self._bit, 0
+        for t in themes:
+            out |= bit.get(t, 0)
+        return out
 
     def _total(
         self, c: DigestCandidate, wanted: Collection[str], other_outlets: int, watched: bool
@@ -892,48 +926,72 @@ class ReaderDigests:
         hits: Mapping[str, Sequence[str]],
         wanted: tuple[str, ...],
         chosen: set[str],
-    ) -> _Fresh:
-        """The story with the reader's hits: its members in the choice's pool and the hits,
-        hits carrying their queries (as ``build_digest`` would rank them). Its entry is
-        made only if it is shown (``_shown``): most of a reader's hits are not.
-        ``chosen``: ``wanted`` as a set."""
-        total = self._total
+        mask: int,
+    ) -> tuple[_Fresh, tuple[str, ...]]:
+        """The story with the reader's hits (as ``build_digest`` would rank them), and the
+        chosen themes it counted for without them. Its entry is made only if it is shown
+        (``_shown``): most of a reader's hits are not. ``chosen``: ``wanted`` as a set,
+        ``mask`` as a mask."""
         members = self.stories.members[story]
-        if len(members) == 1 and hits[members[0].id]:  # most stories: the hit alone
-            lead = members[0]
-            ordered = self._ordered[lead.id]
-            picked = tuple(filter(chosen.__contains__, ordered)) if ordered else ()
-            alone = self._hits_alone.get((story, picked))
-            if alone is None:
-                rank = round(total(lead, wanted, 0, True), 3)
-                themes = picked if lead.relevant else ()
-                alone = ((-rank, lead.published, lead.id), lead, rank, themes)
-                self._hits_alone[(story, picked)] = alone
-            key, lead, rank, themes = alone
-            # its queries as given: deduplicated by ``_shown``, for the few hits shown
-            return (key, lead, hits[lead.id], (), rank, themes)
-        keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, tuple[str, ...]]] = []
-        for c in members:
+        get = hits.get
+        present = tuple(
+            (n, bool(queries)) for n, c in enumerate(members) if (queries := get(c.id)) is not None
+        )
+        key = (story, mask & self._all_themes[story], present)
+        found = self._hit_stories.get(key)
+        if found is None:
+            if len(self._hit_stories) >= HIT_STORIES_KEPT:
+                self._hit_stories.clear()
+            found = self._hit_stories[key] = self._hit_story(story, hits, wanted, chosen)
+        sort_key, lead, listing, also, rank, themes, home, before = found
+        watchlists: list[str] = []
+        for c in listing:
+            queries = get(c.id)
+            watchlists += c.watchlists if queries is None else queries
+        return (sort_key, lead, watchlists, also, rank, themes, home), before
+
+    def _hit_story(
+        self,
+        story: int,
+        hits: Mapping[str, Sequence[str]],
+        wanted: tuple[str, ...],
+        chosen: set[str],
+    ) -> _HitStory:
+        """``_fresh``'s story: what depends on the hit members and the choice alone."""
+        total = self._total
+        keyed: list[tuple[tuple[float, datetime, str], DigestCandidate, bool]] = []
+        for c in self.stories.members[story]:
             queries = hits.get(c.id)
             if queries is not None:
-                listed = tuple(queries)
+                watched = bool(queries)
             elif c.relevant and not chosen.isdisjoint(c.themes):
-                listed = c.watchlists
+                watched = bool(c.watchlists)
             else:
                 continue
-            keyed.append(((-total(c, chosen, 0, bool(listed)), c.published, c.id), c, listed))
+            keyed.append(((-total(c, chosen, 0, watched), c.published, c.id), c, watched))
         keyed.sort(key=_first_field)
-        _, lead, lead_lists = keyed[0]
+        _, lead, lead_watched = keyed[0]
         outlets = [c.source for _, c, _ in keyed[1:] if c.source and c.source != lead.source]
         also = tuple(dict.fromkeys(outlets))
-        watchlists = tuple(dict.fromkeys(q for _, _, listed in keyed for q in listed))
-        rank = round(total(lead, wanted, len(also), bool(lead_lists)), 3)
+        rank = round(total(lead, wanted, len(also), lead_watched), 3)
         themes = tuple(t for t in wanted if t in lead.themes) if lead.relevant else ()
-        return ((-rank, lead.published, lead.id), lead, watchlists, also, rank, themes)
+        home = _home(lead, themes, self.order) if themes else None
+        listing = tuple(c for _, c, _ in keyed)
+        before = self._counted(story, chosen)
+        return ((-rank, lead.published, lead.id), lead, listing, also, rank, themes, home, before)
+
+    def _hit_alone(self, story: int, wanted: tuple[str, ...], chosen: set[str]) -> _HitAlone:
+        """A one-item story holding a hit: its sort key, lead, rank and the chosen themes
+        it counts for."""
+        lead = self.stories.members[story][0]
+        rank = round(self._total(lead, wanted, 0, True), 3)
+        themes = tuple(filter(chosen.__contains__, self._ordered[lead.id])) if lead.relevant else ()
+        home = _home(lead, themes, self.order) if themes else None
+        return ((-rank, lead.published, lead.id), lead, rank, themes, home)
 
     def _shown(self, fresh: _Fresh, wanted: Sequence[str]) -> DigestEntry:
         """A fresh story's entry, as ``_story_entry`` makes it."""
-        _, lead, queries, also, rank, _ = fresh
+        _, lead, queries, also, rank, _, _ = fresh
         watchlists = tuple(dict.fromkeys(queries))
         if watchlists != lead.watchlists:
             lead = _with_watchlists(lead, watchlists)
@@ -957,32 +1015,49 @@ class ReaderDigests:
         chosen = set(wanted)
         counts = dict(base.counts)
         story_of = self.stories.story_of
-        touched = {story_of[i] for i in hits if i in story_of}
+        alone_of, hits_alone = self._alone, self._hits_alone
+        shift, mask = len(self.order), self._mask(wanted)
+        touched: set[int] = set()
         fresh: list[_Fresh] = []
-        members_of = self.stories.members
-        for story in touched:
-            found = self._fresh(story, hits, wanted, chosen)
-            # A one-item story (most hit stories) keeps its lead and the themes it counts
-            # for with the hits: the counts stand.
-            if len(members_of[story]) > 1:
-                for t in self._counted(story, chosen):  # the story without the hits
-                    counts[t] -= 1
-                for t in found[5]:
-                    counts[t] += 1
-            fresh.append(found)
+        several: set[int] = set()
+        for item_id, queries in hits.items():
+            found = alone_of.get(item_id)
+            if found is None or not queries:
+                if item_id in story_of:
+                    several.add(story_of[item_id])
+                continue
+            # Most hit stories: the hit alone. Its lead and the themes it counts for are
+            # those without the hits (the counts stand); its rank is the same for every
+            # reader whose choice holds the same of its item's themes.
+            story, item_mask = found
+            key = story << shift | (item_mask & mask)
+            alone = hits_alone.get(key)
+            if alone is None:
+                alone = hits_alone[key] = self._hit_alone(story, wanted, chosen)
+            touched.add(story)
+            # its queries as given: deduplicated by ``_shown``, for the few hits shown
+            fresh.append((alone[0], alone[1], queries, (), alone[2], alone[3], alone[4]))
+        for story in several:
+            found_story, before = self._fresh(story, hits, wanted, chosen, mask)
+            for t in before:  # the story without the hits
+                counts[t] -= 1
+            for t in found_story[5]:
+                counts[t] += 1
+            fresh.append(found_story)
+        touched |= several
         fresh.sort(key=_first_field)
         shown_entry = self._shown
 
         def take(
-            rows: Sequence[_Row], extra: Iterable[_Fresh], count: int, skip: set[str]
+            rows: Sequence[_Row], added: Sequence[_Fresh], count: int, skip: set[str]
         ) -> list[DigestEntry]:
-            """The first ``count`` of the theme choice's rows (less the touched stories)
-            merged with fresh stories, in rank order; past the rows kept, nothing is
-            known: a reader who needs more is built from complete lists."""
+            """The first ``count`` of the theme choice's rows (less the touched stories and
+            those in ``skip``) merged with fresh stories (none in ``skip``), in rank order;
+            past the rows kept, nothing is known: a reader who needs more is built from
+            complete lists."""
 
             # Both are in rank order: merged in one pass, a row before a fresh story of an
             # equal key (and the end of the known rows before both).
-            added = [f for f in extra if f[1].id not in skip]
             out: list[DigestEntry] = []
             a = 0
             for row in rows:
@@ -1009,8 +1084,8 @@ class ReaderDigests:
         for found in fresh:
             if found[1].id in shown:
                 continue
-            if found[5]:
-                fresh_home.setdefault(_home(found[1], found[5], self.order), []).append(found)
+            if found[6] is not None:
+                fresh_home.setdefault(found[6], []).append(found)
             else:
                 watch_only.append(found)
         by_theme = {

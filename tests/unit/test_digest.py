@@ -300,6 +300,50 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
         assert expand_edition(compact, parts) == json.loads(json.dumps(digest_as_dict(expected)))
 
 
+def test_reader_digests_share_hit_stories_only_between_readers_they_fit() -> None:
+    """Readers of every theme choice, one after another on one planner, hitting the same
+    stories of several outlets (members sharing themes) and one-item stories: what the
+    planner remembers from one reader must never leak into another's digest."""
+    from itertools import combinations
+
+    from pipeline.core.digest import ReaderDigests
+
+    words = "army chief meets imf team over loan talks".split()
+    retold = [  # one story told by three outlets, its members with overlapping themes
+        item(
+            n,
+            title=" ".join(words),
+            summary_text=" ".join(words * 3),
+            themes=themes,
+            scores={t: 2.0 + n + len(t) % 3 for t in themes},
+            source=source,
+        )
+        for n, themes, source in [
+            (1, ("economy", "india"), "Dawn"),
+            (2, ("india", "sanctions"), "Geo"),
+            (3, ("economy", "sanctions"), "Reuters"),
+        ]
+    ]
+    alone = [
+        item(10 + n, themes=themes, scores={t: 1.0 + n for t in themes})
+        for n, themes in enumerate([("india",), ("sanctions", "economy"), ()])
+    ]
+    candidates = retold + alone
+    planner = ReaderDigests(candidates, THEMES, START, END)
+    assert len(planner.stories.members) == 1 + len(alone)
+    hit_sets = [{"i1": ["q1"]}, {"i2": ["q2"], "i3": ["q1"]}, {"i3": ["q3"], "i10": ["q1"]}]
+    choices = [c for size in (1, 2, 3, 4) for c in combinations(ALL, size)]
+    for hits in [*hit_sets, {"i11": ["q2"], "i12": ["q1"]}]:
+        for chosen in choices:
+            req = request(themes=list(chosen), top_stories=1, max_per_section=2)
+            pool = [
+                replace(c, watchlists=tuple(hits[c.id])) if c.id in hits else c for c in candidates
+            ]
+            assert planner.build(req, hits) == build_digest(
+                pool, req, THEMES, stories=planner.stories
+            ), (chosen, hits)
+
+
 def test_digest_json_is_json_dumps_of_digest_as_dict_byte_for_byte() -> None:
     odd = 'Q\u00e9 "quoted" \\ back\u2028 \U0001f600 <b>& \x01 \u0627\u0631\u062f\u0648'
     themes = [replace(THEMES[0], name=odd, description=odd), *THEMES[1:]]

@@ -783,8 +783,17 @@ def drain_queue(
     A fatal answer stops every process before its next batch. A batch that fails to
     compose goes back to the queue; a helper killed outright leaves its claimed rows in
     ``sending`` for the reaper, as a crashed job would.
+
+    The cyclic garbage collector is paused for the whole drain, as for the build: a
+    batch's editions decode into hundreds of thousands of small dicts and lists in no
+    cycle, and each collection walked them again along with the job's story cache.
     """
     check_sending_settings(app)
+    with gc_paused():
+        return _drain_queue(app, mailer, now, limit)
+
+
+def _drain_queue(app: App, mailer: Mailer, now: datetime | None, limit: int | None) -> DrainSummary:
     summary = DrainSummary()
     editorial = load_editorial(app, ())  # sending matches no watchlist of others
     ledger = DeliveryStore(app.store)
@@ -834,12 +843,8 @@ def _drain_round(
         if stop.value:
             return 0, part
         rows = ledger.claim(moment, app.worker_name, min(size, due - task * size))
-        # A batch's editions decode into hundreds of thousands of small dicts and lists (no
-        # cycles): without the pause they would be promoted and walked by full collections
-        # along with the job's story cache, half the cost of reading them.
         try:
-            with gc_paused():
-                composed = compose_batch(app, editorial, ledger, people, rows, part)
+            composed = compose_batch(app, editorial, ledger, people, rows, part)
         except BaseException:  # nothing of the batch was sent: back to the queue
             for row in rows:
                 ledger.mark_retry(

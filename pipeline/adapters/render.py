@@ -116,6 +116,7 @@ def build_environment(
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # templates do not change under a job: no stat per render
     )
 
     def safe_url_or_tag(value: object) -> str:

@@ -1021,15 +1021,15 @@ class ReaderDigests:
         fresh: list[_Fresh] = []
         several: set[int] = set()
         for item_id, queries in hits.items():
-            found = alone_of.get(item_id)
-            if found is None or not queries:
+            at = alone_of.get(item_id)
+            if at is None or not queries:
                 if item_id in story_of:
                     several.add(story_of[item_id])
                 continue
             # Most hit stories: the hit alone. Its lead and the themes it counts for are
             # those without the hits (the counts stand); its rank is the same for every
             # reader whose choice holds the same of its item's themes.
-            story, item_mask = found
+            story, item_mask = at
             key = story << shift | (item_mask & mask)
             alone = hits_alone.get(key)
             if alone is None:

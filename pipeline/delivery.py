@@ -376,6 +376,10 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
         )
         if period is not None:
             due.append((subscriber, frequency, period))
+    # Readers of the same period and theme choice side by side: a chunk's readers share
+    # that choice's ranked lists, so each process builds a choice's lists about once
+    # rather than every process building every choice's.
+    due.sort(key=lambda d: (d[2].start, d[2].end, sorted(d[0].themes), d[0].id))
     step.done(f"{len(due):,} of {len(active):,} readers due")
     periods = _Periods(app, editorial)
     watched: dict[tuple[datetime, datetime], bool] = {}

@@ -771,12 +771,15 @@ class ReaderDigests:
         # a theme choice only visits the stories of several themes.
         self._story_rows: dict[tuple[int, tuple[str, ...]], _StoryRow] = {}
         self._story_themes: list[tuple[str, ...]] = []
+        self._story_masks: list[int] = []  # the same as masks
+        self._story_rows_by_mask: dict[int, _StoryRow] = {}  # ``story << len(order) | mask``
         self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
         self._multi: dict[str, list[int]] = {t: [] for t in self.order}
         for story, members in enumerate(self.stories.members):
             known = {t for c in members if c.relevant for t in self._ordered[c.id]}
             story_themes = tuple(t for t in self.order if t in known)
             self._story_themes.append(story_themes)
+            self._story_masks.append(self._mask(story_themes))
             if len(story_themes) == 1:
                 self._single[story_themes[0]].append(self._story_row(story, story_themes)[0])
             else:
@@ -867,12 +870,20 @@ class ReaderDigests:
         chosen = set(wanted)
         varying: list[_StoryRow] = []
         seen: set[int] = set()
+        shift, mask = len(self.order), self._mask(wanted)
+        story_masks, by_mask = self._story_masks, self._story_rows_by_mask
         for t in wanted:
             for story in self._multi[t]:
                 if story not in seen:
                     seen.add(story)
-                    themes = tuple(filter(chosen.__contains__, self._story_themes[story]))
-                    varying.append(self._story_row(story, themes))
+                    # the row as ``_story_row`` gives it, looked up by the chosen themes'
+                    # mask (a tuple of them made only the first time)
+                    key = story << shift | (story_masks[story] & mask)
+                    found_row = by_mask.get(key)
+                    if found_row is None:
+                        themes = tuple(filter(chosen.__contains__, self._story_themes[story]))
+                        found_row = by_mask[key] = self._story_row(story, themes)
+                    varying.append(found_row)
         counts = {t: len(self._single[t]) for t in wanted}
         homes: dict[str, list[_Row]] = {t: [] for t in wanted}
         for row, counted, home in varying:

@@ -345,10 +345,11 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     (``jobs.index_item_archive``), so the public editions built here are searchable with
     every item they show.
 
-    The cyclic garbage collector is paused for the whole job: it makes millions of small
-    objects in no cycle (stories, entries, edition rows, caches that live to its end), and
-    each collection walked the young ones again (a tenth of the build's CPU, measured).
-    Reference counting frees them when the job's locals go."""
+    The cyclic garbage collector is paused for the whole job (it is CPU-bound and waits
+    on no network): it makes millions of small objects in no cycle (stories, entries,
+    edition rows, caches that live to its end), and each collection walked the young ones
+    again (a tenth of the build's CPU, measured). Reference counting frees them when the
+    job's locals go."""
     with gc_paused():
         return _build_due_digests(app, now)
 
@@ -787,17 +788,8 @@ def drain_queue(
     A fatal answer stops every process before its next batch. A batch that fails to
     compose goes back to the queue; a helper killed outright leaves its claimed rows in
     ``sending`` for the reaper, as a crashed job would.
-
-    The cyclic garbage collector is paused for the whole drain, as for the build: a
-    batch's editions decode into hundreds of thousands of small dicts and lists in no
-    cycle, and each collection walked them again along with the job's story cache.
     """
     check_sending_settings(app)
-    with gc_paused():
-        return _drain_queue(app, mailer, now, limit)
-
-
-def _drain_queue(app: App, mailer: Mailer, now: datetime | None, limit: int | None) -> DrainSummary:
     summary = DrainSummary()
     editorial = load_editorial(app, ())  # sending matches no watchlist of others
     ledger = DeliveryStore(app.store)
@@ -847,8 +839,14 @@ def _drain_round(
         if stop.value:
             return 0, part
         rows = ledger.claim(moment, app.worker_name, min(size, due - task * size))
+        # A batch's editions decode into hundreds of thousands of small dicts and lists (no
+        # cycles): without the pause they would be promoted and walked by full collections
+        # along with the job's story cache, half the cost of reading them. Paused per batch,
+        # not for the whole drain: sending can wait on the network for long, and other
+        # jobs of the worker's process need the collector meanwhile.
         try:
-            composed = compose_batch(app, editorial, ledger, people, rows, part)
+            with gc_paused():
+                composed = compose_batch(app, editorial, ledger, people, rows, part)
         except BaseException:  # nothing of the batch was sent: back to the queue
             for row in rows:
                 ledger.mark_retry(

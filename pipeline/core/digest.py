@@ -771,7 +771,7 @@ class ReaderDigests:
         # a theme choice only visits the stories of several themes.
         self._story_rows: dict[tuple[int, tuple[str, ...]], _StoryRow] = {}
         self._story_themes: list[tuple[str, ...]] = []
-        self._story_masks: list[int] = []  # the same as masks
+        self._story_masks: list[int] = []  # per story: its themes as a mask
         self._story_rows_by_mask: dict[int, _StoryRow] = {}  # ``story << len(order) | mask``
         self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
         self._multi: dict[str, list[int]] = {t: [] for t in self.order}
@@ -992,8 +992,8 @@ class ReaderDigests:
         return ((-rank, lead.published, lead.id), lead, listing, also, rank, themes, home, before)
 
     def _hit_alone(self, story: int, wanted: tuple[str, ...], chosen: set[str]) -> _HitAlone:
-        """A one-item story holding a hit: its sort key, lead, rank and the chosen themes
-        it counts for."""
+        """A one-item story holding a hit: its sort key, lead, rank, the chosen themes it
+        counts for and its home section."""
         lead = self.stories.members[story][0]
         rank = round(self._total(lead, wanted, 0, True), 3)
         themes = tuple(filter(chosen.__contains__, self._ordered[lead.id])) if lead.relevant else ()

@@ -306,8 +306,16 @@ class _PeriodData:
         by_watchlist = self.match(editorial)
         out: dict[str, list[str]] = {}
         for watch in subscriber.watchlists:
-            for item_id in by_watchlist.get(watch.id, ()):
-                out.setdefault(item_id, []).append(editorial.queries[watch.id])
+            matched = by_watchlist.get(watch.id)
+            if not matched:
+                continue
+            query = editorial.queries[watch.id]
+            for item_id in matched:
+                listed = out.get(item_id)
+                if listed is None:
+                    out[item_id] = [query]
+                else:
+                    listed.append(query)
         return out
 
 

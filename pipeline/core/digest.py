@@ -1090,18 +1090,20 @@ class ReaderDigests:
 
         top = tuple(take(base.rows, fresh, request.top_stories, set()))
         shown = {e.item.id for e in top}
-        fresh_home: dict[str, list[_Fresh]] = {}
+        # the fresh stories in the top are the first of them (``take`` merges in order)
+        taken = 0
+        while taken < len(fresh) and fresh[taken][1].id in shown:
+            taken += 1
+        fresh_home: dict[str, list[_Fresh]] = {t: [] for t in wanted}
         watch_only: list[_Fresh] = []
-        for found in fresh:
-            if found[1].id in shown:
-                continue
-            if found[6] is not None:
-                fresh_home.setdefault(found[6], []).append(found)
+        for found in islice(fresh, taken, None):
+            home = found[6]
+            if home is not None:
+                fresh_home[home].append(found)
             else:
                 watch_only.append(found)
         by_theme = {
-            t: take(base.by_home[t], fresh_home.get(t, ()), request.max_per_section, shown)
-            for t in wanted
+            t: take(base.by_home[t], fresh_home[t], request.max_per_section, shown) for t in wanted
         }
         watch_shown = [shown_entry(f, wanted) for f in watch_only[: request.max_watchlist_stories]]
         return _assemble(

@@ -1208,6 +1208,14 @@ def _number(value: float) -> str:
     return float.__repr__(value) if type(value) is float and math.isfinite(value) else _dumps(value)
 
 
+_string = encode_basestring_ascii  # ``json.dumps`` of a str
+
+
+def _count(value: int | None) -> str:
+    """``json.dumps`` of a count (or None)."""
+    return "null" if value is None else int.__repr__(value) if type(value) is int else _dumps(value)
+
+
 def _strings(values: Iterable[str]) -> str:
     """``json.dumps(list(values))`` for strings (ASCII-escaped, as json.dumps does)."""
     return f"[{_join(map(encode_basestring_ascii, values))}]"
@@ -1302,20 +1310,20 @@ class DigestJSON:
         """``json.dumps(digest_as_dict(digest))``."""
         entry = self.entry
         sections = [
-            f'{{"theme": {self._theme(s.theme)}, "count": {_dumps(s.count)}, '
-            f'"previous_count": {_dumps(s.previous_count)}, '
-            f'"volume_line": {_dumps(s.volume_line)}, '
+            f'{{"theme": {self._theme(s.theme)}, "count": {_count(s.count)}, '
+            f'"previous_count": {_count(s.previous_count)}, '
+            f'"volume_line": {_string(s.volume_line)}, '
             f'"entries": [{_join(map(entry, s.entries))}]}}'
             for s in digest.sections
         ]
         return (
-            f'{{"version": 1, "period_start": {_dumps(digest.period_start.isoformat())}, '
-            f'"period_end": {_dumps(digest.period_end.isoformat())}, '
-            f'"subject": {_dumps(digest.subject)}, "preheader": {_dumps(digest.preheader)}, '
+            f'{{"version": 1, "period_start": {_string(digest.period_start.isoformat())}, '
+            f'"period_end": {_string(digest.period_end.isoformat())}, '
+            f'"subject": {_string(digest.subject)}, "preheader": {_string(digest.preheader)}, '
             f'"top": [{_join(map(entry, digest.top))}], "sections": [{_join(sections)}], '
             f'"watchlist_entries": [{_join(map(entry, digest.watchlist_entries))}], '
-            f'"watchlist_line": {_dumps(digest.watchlist_line)}, '
-            f'"item_ids": {_dumps(list(digest.item_ids))}}}'
+            f'"watchlist_line": {_string(digest.watchlist_line)}, '
+            f'"item_ids": {_strings(digest.item_ids)}}}'
         )
 
     # -- the compact form: what readers share is stored once -------------------------------
@@ -1328,20 +1336,20 @@ class DigestJSON:
         ``expand_edition`` gives back what ``digest_as_dict`` gives."""
         ref = self._ref
         sections = [
-            f'{{"theme": {{"part": "{self._theme_part(s.theme)}"}}, "count": {_dumps(s.count)}, '
-            f'"previous_count": {_dumps(s.previous_count)}, '
-            f'"volume_line": {_dumps(s.volume_line)}, '
+            f'{{"theme": {{"part": "{self._theme_part(s.theme)}"}}, "count": {_count(s.count)}, '
+            f'"previous_count": {_count(s.previous_count)}, '
+            f'"volume_line": {_string(s.volume_line)}, '
             f'"entries": [{_join(map(ref, s.entries))}]}}'
             for s in digest.sections
         ]
         return (
-            f'{{"version": 2, "period_start": {_dumps(digest.period_start.isoformat())}, '
-            f'"period_end": {_dumps(digest.period_end.isoformat())}, '
-            f'"subject": {_dumps(digest.subject)}, "preheader": {_dumps(digest.preheader)}, '
+            f'{{"version": 2, "period_start": {_string(digest.period_start.isoformat())}, '
+            f'"period_end": {_string(digest.period_end.isoformat())}, '
+            f'"subject": {_string(digest.subject)}, "preheader": {_string(digest.preheader)}, '
             f'"top": [{_join(map(ref, digest.top))}], "sections": [{_join(sections)}], '
             f'"watchlist_entries": [{_join(map(ref, digest.watchlist_entries))}], '
-            f'"watchlist_line": {_dumps(digest.watchlist_line)}, '
-            f'"item_ids": {_dumps(list(digest.item_ids))}}}'
+            f'"watchlist_line": {_string(digest.watchlist_line)}, '
+            f'"item_ids": {_strings(digest.item_ids)}}}'
         )
 
     def new_parts(self) -> dict[str, str]:

@@ -1030,7 +1030,7 @@ class ReaderDigests:
         shift, mask = len(self.order), self._mask(wanted)
         touched: set[int] = set()
         fresh: list[_Fresh] = []
-        several: set[int] = set()
+        several: set[int] = set()  # hit stories of several items (or whose hit has no query)
         for item_id, queries in hits.items():
             at = alone_of.get(item_id)
             if at is None or not queries:

@@ -130,6 +130,42 @@ def test_a_due_digest_is_built_once_and_sent_once(app: App) -> None:
         assert "/unsubscribe/" in part
 
 
+def test_the_build_runs_without_the_cyclic_collector_and_gives_it_back(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build pauses the collector for the whole job (its objects make no cycles) and
+    switches it on again when it ends, even when it fails: the worker's other jobs run
+    in the same process."""
+    import gc
+
+    store_news(app, *NEWS)
+    subscribe(app, "reader@example.com", hour=7, timezone="Asia/Karachi")
+    seen: list[bool] = []
+    chunk_editions = delivery._chunk_editions
+
+    def watching(*args: object, **kwargs: object) -> object:
+        seen.append(gc.isenabled())
+        return chunk_editions(*args, **kwargs)  # type: ignore[arg-type]
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("the build failed")
+
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        monkeypatch.setattr(delivery, "_chunk_editions", failing)
+        with pytest.raises(RuntimeError):
+            delivery.build_due_digests(app)
+        assert gc.isenabled()
+        monkeypatch.setattr(delivery, "_chunk_editions", watching)
+        assert delivery.build_due_digests(app).built == 1
+        assert seen == [False]
+        assert gc.isenabled()
+    finally:
+        if not was:
+            gc.disable()
+
+
 def test_karachi_and_new_york_readers_are_due_at_their_own_seven(
     app: App, clock: FakeClock
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -321,26 +322,37 @@ class DeliveryStore:
                     content = decoded[text] = read_json(text)
                 found.append((row, content))
             known = {} if parts is None else parts
-            wanted = set().union(*map(part_keys, decoded.values())) - known.keys()
-            if len(known) + len(wanted) > PARTS_KEPT:
-                known.clear()
-                wanted = set().union(*map(part_keys, decoded.values()))
-            asked = sorted(wanted)
-            for start in range(0, len(asked), PART_QUERY):
-                chunk = asked[start : start + PART_QUERY]
+            # Expanded with the parts already read (most of a day's batches need no
+            # others); the contents that refer to a part not read yet are expanded once
+            # their parts have been read.
+            expanded: dict[int, dict[str, Any]] = {}  # by id of the decoded content
+            waiting: list[dict[str, Any]] = []
+            for content in decoded.values():
+                try:
+                    expanded[id(content)] = expand_edition(content, known, keep_refs)
+                except KeyError:
+                    waiting.append(content)
+            if waiting:
+                wanted = set().union(*map(part_keys, waiting)) - known.keys()
+                if len(known) + len(wanted) > PARTS_KEPT:
+                    known.clear()  # the contents expanded above keep the parts they use
+                    wanted = set().union(*map(part_keys, waiting))
+                asked = sorted(wanted)
                 query_parts = select(edition_part.c.key, edition_part.c.content)
-                for key, text in conn.execute(query_parts.where(edition_part.c.key.in_(chunk))):
-                    known[key] = read_json(text)
-        expanded: dict[int, dict[str, Any]] = {}  # by id of the decoded content
+                for start in range(0, len(asked), PART_QUERY):
+                    chunk = asked[start : start + PART_QUERY]
+                    for key, text in conn.execute(query_parts.where(edition_part.c.key.in_(chunk))):
+                        known[key] = read_json(text)
+        for content in waiting:
+            with suppress(KeyError):  # a part that is gone: the edition is left out below
+                expanded[id(content)] = expand_edition(content, known, keep_refs)
         out: dict[int, EditionRow] = {}
         for row, content in found:
             whole = expanded.get(id(content))
             if whole is None:
-                try:
-                    whole = expanded[id(content)] = expand_edition(content, known, keep_refs)
-                except KeyError as missing:
-                    log.warning("edition %s refers to a missing part %s", row.id, missing)
-                    continue
+                missing = sorted(part_keys(content) - known.keys())
+                log.warning("edition %s refers to a missing part %s", row.id, ", ".join(missing))
+                continue
             # readers of the same digest share one content dict (not a copy each): the
             # send path prepares a digest once for all of them
             out[int(row.id)] = _edition_row({**row._mapping, "content": whole}, copy=False)

@@ -766,13 +766,13 @@ class ReaderDigests:
         self._hits_alone: dict[int, _HitAlone] = {}
         # A story's row (its members in a choice's pool, ranked) depends only on which of
         # its themes (those of its relevant members) are chosen: one row per story and
-        # subset of them (``_story_row``). A story of one theme has the same row for every
-        # choice holding that theme: those rows are made here, per theme, in rank order;
-        # a theme choice only visits the stories of several themes.
-        self._story_rows: dict[tuple[int, tuple[str, ...]], _StoryRow] = {}
+        # subset of them (``_story_row``, keyed ``story << len(order) | mask`` of them). A
+        # story of one theme has the same row for every choice holding that theme: those
+        # rows are made here, per theme, in rank order; a theme choice only visits the
+        # stories of several themes.
+        self._story_rows: dict[int, _StoryRow] = {}
         self._story_themes: list[tuple[str, ...]] = []
         self._story_masks: list[int] = []  # per story: its themes as a mask
-        self._story_rows_by_mask: dict[int, _StoryRow] = {}  # ``story << len(order) | mask``
         self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
         self._multi: dict[str, list[int]] = {t: [] for t in self.order}
         for story, members in enumerate(self.stories.members):
@@ -780,6 +780,9 @@ class ReaderDigests:
             story_themes = tuple(t for t in self.order if t in known)
             self._story_themes.append(story_themes)
             self._story_masks.append(self._mask(story_themes))
+            self._all_themes.append(self._mask({t for c in members for t in c.themes}))
+            if len(members) == 1:
+                self._alone[members[0].id] = (story, self._mask(self._ordered[members[0].id]))
             if len(story_themes) == 1:
                 self._single[story_themes[0]].append(self._story_row(story, story_themes)[0])
             else:
@@ -787,10 +790,6 @@ class ReaderDigests:
                     self._multi[t].append(story)
         for rows in self._single.values():
             rows.sort(key=_first_field)
-        for story, members in enumerate(self.stories.members):
-            if len(members) == 1:
-                self._alone[members[0].id] = (story, self._mask(self._ordered[members[0].id]))
-            self._all_themes.append(self._mask(t for c in members for t in c.themes))
 
     def _mask(self, themes: Iterable[str]) -> int:
         bit, out = self._bit, 0
@@ -847,7 +846,7 @@ class ReaderDigests:
     def _story_row(self, story: int, themes: tuple[str, ...]) -> _StoryRow:
         """The story's row for a theme choice holding ``themes`` of the story's themes
         (not empty), the chosen themes its lead counts for, and its home section."""
-        key = (story, themes)
+        key = story << len(self.order) | self._mask(themes)
         found = self._story_rows.get(key)
         if found is None:
             chosen = set(themes)  # a member's other themes are not chosen: same totals
@@ -871,18 +870,17 @@ class ReaderDigests:
         varying: list[_StoryRow] = []
         seen: set[int] = set()
         shift, mask = len(self.order), self._mask(wanted)
-        story_masks, by_mask = self._story_masks, self._story_rows_by_mask
+        story_masks, rows_by_key = self._story_masks, self._story_rows
         for t in wanted:
             for story in self._multi[t]:
                 if story not in seen:
                     seen.add(story)
-                    # the row as ``_story_row`` gives it, looked up by the chosen themes'
-                    # mask (a tuple of them made only the first time)
-                    key = story << shift | (story_masks[story] & mask)
-                    found_row = by_mask.get(key)
+                    # ``_story_row``'s own lookup, by the chosen themes' mask (a tuple of
+                    # them made only the first time)
+                    found_row = rows_by_key.get(story << shift | (story_masks[story] & mask))
                     if found_row is None:
                         themes = tuple(filter(chosen.__contains__, self._story_themes[story]))
-                        found_row = by_mask[key] = self._story_row(story, themes)
+                        found_row = self._story_row(story, themes)
                     varying.append(found_row)
         counts = {t: len(self._single[t]) for t in wanted}
         homes: dict[str, list[_Row]] = {t: [] for t in wanted}
@@ -1218,7 +1216,7 @@ def _count(value: int | None) -> str:
 
 def _strings(values: Iterable[str]) -> str:
     """``json.dumps(list(values))`` for strings (ASCII-escaped, as json.dumps does)."""
-    return f"[{_join(map(encode_basestring_ascii, values))}]"
+    return f"[{_join(map(_string, values))}]"
 
 
 class DigestJSON:
@@ -1308,23 +1306,7 @@ class DigestJSON:
 
     def encode(self, digest: Digest) -> str:
         """``json.dumps(digest_as_dict(digest))``."""
-        entry = self.entry
-        sections = [
-            f'{{"theme": {self._theme(s.theme)}, "count": {_count(s.count)}, '
-            f'"previous_count": {_count(s.previous_count)}, '
-            f'"volume_line": {_string(s.volume_line)}, '
-            f'"entries": [{_join(map(entry, s.entries))}]}}'
-            for s in digest.sections
-        ]
-        return (
-            f'{{"version": 1, "period_start": {_string(digest.period_start.isoformat())}, '
-            f'"period_end": {_string(digest.period_end.isoformat())}, '
-            f'"subject": {_string(digest.subject)}, "preheader": {_string(digest.preheader)}, '
-            f'"top": [{_join(map(entry, digest.top))}], "sections": [{_join(sections)}], '
-            f'"watchlist_entries": [{_join(map(entry, digest.watchlist_entries))}], '
-            f'"watchlist_line": {_string(digest.watchlist_line)}, '
-            f'"item_ids": {_strings(digest.item_ids)}}}'
-        )
+        return self._document(digest, 1, self.entry, self._theme)
 
     # -- the compact form: what readers share is stored once -------------------------------
 
@@ -1334,20 +1316,31 @@ class DigestJSON:
         here) and each section's theme a reference to the theme's part. The parts it
         needs that this encoder has not handed out yet are taken by ``new_parts``;
         ``expand_edition`` gives back what ``digest_as_dict`` gives."""
-        ref = self._ref
+        return self._document(
+            digest, 2, self._ref, lambda theme: f'{{"part": "{self._theme_part(theme)}"}}'
+        )
+
+    def _document(
+        self,
+        digest: Digest,
+        version: int,
+        entry: Callable[[DigestEntry], str],
+        theme: Callable[[ThemeInfo], str],
+    ) -> str:
+        """Either form's text: ``entry`` and ``theme`` encode those (whole or as refs)."""
         sections = [
-            f'{{"theme": {{"part": "{self._theme_part(s.theme)}"}}, "count": {_count(s.count)}, '
+            f'{{"theme": {theme(s.theme)}, "count": {_count(s.count)}, '
             f'"previous_count": {_count(s.previous_count)}, '
             f'"volume_line": {_string(s.volume_line)}, '
-            f'"entries": [{_join(map(ref, s.entries))}]}}'
+            f'"entries": [{_join(map(entry, s.entries))}]}}'
             for s in digest.sections
         ]
         return (
-            f'{{"version": 2, "period_start": {_string(digest.period_start.isoformat())}, '
+            f'{{"version": {version}, "period_start": {_string(digest.period_start.isoformat())}, '
             f'"period_end": {_string(digest.period_end.isoformat())}, '
             f'"subject": {_string(digest.subject)}, "preheader": {_string(digest.preheader)}, '
-            f'"top": [{_join(map(ref, digest.top))}], "sections": [{_join(sections)}], '
-            f'"watchlist_entries": [{_join(map(ref, digest.watchlist_entries))}], '
+            f'"top": [{_join(map(entry, digest.top))}], "sections": [{_join(sections)}], '
+            f'"watchlist_entries": [{_join(map(entry, digest.watchlist_entries))}], '
             f'"watchlist_line": {_string(digest.watchlist_line)}, '
             f'"item_ids": {_strings(digest.item_ids)}}}'
         )

@@ -19,12 +19,13 @@ import multiprocessing
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -123,11 +124,9 @@ class Editorial:
         root = Path(app.settings.root)
         self.root = root
         self.themes: list[ThemeInfo] = load_theme_infos(root)
-        watchlists = [(w.id, w.query, s.id) for s in subscribers for w in s.watchlists]
-        self.queries: dict[int, str] = {wid: query for wid, query, _ in watchlists}
+        self._subscribers = tuple(subscribers)
         cache = app.settings.digest.watchlist_cache
         self.index_cache = app.settings.path(cache) if cache.strip() else None
-        self.owner: dict[int, int] = {wid: sid for wid, _, sid in watchlists}
         base = app.settings.web.base_url
         site = SiteInfo(
             name=app.settings.digest.site_name,
@@ -149,6 +148,12 @@ class Editorial:
         self.tokens: Tokens = app.tokens
 
     @cached_property
+    def queries(self) -> dict[int, str]:
+        """Watchlist id → query, for the readers given. Made on first use: a digest build
+        makes it only in the child that loads the watchlist engine (500,000 entries)."""
+        return {w.id: w.query for s in self._subscribers for w in s.watchlists}
+
+    @cached_property
     def index(self) -> WatchlistIndex[int]:
         """Every watchlist in one automaton; made only when a job needs to match, from
         the engine kept in var/ by the last job when there is one (watchlist_cache)."""
@@ -158,6 +163,16 @@ class Editorial:
         return watchlist_cache.load_index(
             self.index_cache, self.queries, self.aliases, aliases_path
         )
+
+    def load_index(self) -> None:
+        """Make the watchlist engine now and forget the watchlist texts it was made from
+        (``queries``, remade if asked for again): 500,000 of them hold ~60 MB."""
+        self.index  # noqa: B018 (made on first use)
+        self.__dict__.pop("queries", None)
+
+    def forget_index(self) -> None:
+        """Drop the watchlist engine (made again on next use)."""
+        self.__dict__.pop("index", None)
 
     @cached_property
     def aliases(self) -> dict[str, Any]:
@@ -309,7 +324,7 @@ class _PeriodData:
             matched = by_watchlist.get(watch.id)
             if not matched:
                 continue
-            query = editorial.queries[watch.id]
+            query = watch.query  # what ``editorial.queries`` holds for it
             for item_id in matched:
                 listed = out.get(item_id)
                 if listed is None:
@@ -322,6 +337,86 @@ class _PeriodData:
 def match_items(editorial: Editorial, items: Sequence[StoredItem]) -> Mapping[int, Sequence[str]]:
     """Watchlist id → the ids of ``items`` it matches, every watchlist in one batch."""
     return editorial.index.items_by_watchlist((i.id, i.title, i.summary_text) for i in items)
+
+
+class PackedMatches(Mapping[int, tuple[str, ...]]):
+    """``match_items``' answer in three flat arrays, for handing it from a forked child:
+    pickled as bytes, where the mapping itself (~290,000 watchlists holding ~8 million
+    references to item ids at full size) took ~2 s to unpickle in the waiting parent.
+    ``item_ids``: the matched items' ids, in the order given to ``match_items``. A
+    watchlist's items come back as a tuple of ids in that order, made when asked for."""
+
+    __slots__ = ("_at", "_item_ids", "_offsets", "_places")
+
+    def __init__(self, matches: Mapping[int, Sequence[str]], item_ids: Sequence[str]) -> None:
+        place = {item_id: n for n, item_id in enumerate(item_ids)}
+        self._item_ids = list(item_ids)
+        self._places = array("I")  # item places, a run per distinct match
+        self._offsets = array("L", [0])  # where each run ends
+        self._at: dict[int, int] = {}  # watchlist id → its run
+        runs: dict[int, int] = {}  # runs by the identity of the matched tuple (shared)
+        for watchlist_id, matched in matches.items():
+            run = runs.get(id(matched))
+            if run is None:
+                run = runs[id(matched)] = len(self._offsets) - 1
+                self._places.extend(map(place.__getitem__, matched))
+                self._offsets.append(len(self._places))
+            self._at[watchlist_id] = run
+
+    def get(self, watchlist_id: int, default: Any = None) -> Any:
+        run = self._at.get(watchlist_id)
+        if run is None:
+            return default
+        places = self._places[self._offsets[run] : self._offsets[run + 1]]
+        return tuple(map(self._item_ids.__getitem__, places))
+
+    def __getitem__(self, watchlist_id: int) -> tuple[str, ...]:
+        found = self.get(watchlist_id)
+        if found is None:
+            raise KeyError(watchlist_id)
+        return cast(tuple[str, ...], found)
+
+    def __contains__(self, watchlist_id: object) -> bool:
+        return watchlist_id in self._at
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._at)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # The watchlist → run table as two arrays too (a dict pickles entry by entry).
+        at = self._at
+        return (
+            self._item_ids,
+            self._places,
+            self._offsets,
+            array("q", at.keys()),
+            array("L", at.values()),
+        )
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._item_ids, self._places, self._offsets, watchlists, runs = state
+        self._at = dict(zip(watchlists, runs, strict=True))
+
+
+def _match_periods(
+    editorial: Editorial, periods: Sequence[Sequence[StoredItem]], pack: bool
+) -> list[Mapping[int, Sequence[str]]]:
+    """``match_items`` for each period's items; ``pack``: in the engine's forked child,
+    which then forgets the engine (most of its memory) before packing the answers."""
+    if pack:
+        editorial.load_index()  # then the watchlist texts it was made from can go
+    found = [match_items(editorial, items) for items in periods]
+    if not pack:
+        return found
+    forked.note_private_peak()
+    editorial.forget_index()
+    return [
+        PackedMatches(matches, [item.id for item in items])
+        for matches, items in zip(found, periods, strict=True)
+    ]
 
 
 _Due = tuple[Subscriber, str, Period]  # a reader, the digest's frequency, its period
@@ -398,16 +493,28 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     to_match = [(span, periods.items_in(*span)) for span, lists in watched.items() if lists]
     workers = app.settings.digest.build_workers or forked.available_cores()
     # The watchlist engine (1.2 GB for 500,000 watchlists) is loaded and run in a forked
-    # child, so it never lives in this process nor in the build helpers forked from it.
-    # Not beside the clustering below: the two at once passed 2 GB (bench.digest_fanout).
+    # child, so it never lives in this process nor in the build helpers forked from it;
+    # this process clusters the due periods meanwhile. The matches come back packed
+    # (``PackedMatches``).
+    fork_matching = workers > 1 and bool(to_match)
     matching = forked.ChildCall(
-        lambda: [match_items(editorial, items) for _, items in to_match],
-        fork=workers > 1 and bool(to_match),
+        lambda: _match_periods(editorial, [items for _, items in to_match], fork_matching),
+        fork=fork_matching,
     )
+    for span in watched:
+        periods.data(*span)
     matches = matching.result()
-    step.done(f"watchlists matched against {sum(len(items) for _, items in to_match):,} items")
+    for (span, _), by_watchlist in zip(to_match, matches, strict=True):
+        periods.data(*span).matched(by_watchlist)
+    clustered = [periods.data(*span).planner for span in watched]
+    step.done(
+        f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
+        f"{sum(len(p.stories.members) for p in clustered):,} stories; watchlists matched "
+        f"against {sum(len(items) for _, items in to_match):,} items beside it"
+    )
     # The previous periods' stories are needed for their counts alone: clustered in a
-    # forked child (their items read here first) while this process clusters the due ones.
+    # forked child (their items read here first), so that their memory is gone when it
+    # ends; after the engine's child, so that the two never hold their memory at once.
     earlier: dict[tuple[datetime, datetime], set[frozenset[str]]] = {}
     for subscriber, _, period in due:
         span = (period.start - (period.end - period.start), period.start)
@@ -419,17 +526,10 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
         lambda: {span: periods.counts_of(*span, choices) for span, choices in earlier.items()},
         fork=workers > 1 and bool(earlier),
     )
-    for span in watched:
-        periods.data(*span)
-    for (span, _), by_watchlist in zip(to_match, matches, strict=True):
-        periods.data(*span).matched(by_watchlist)
     for span, counts in counting.result().items():
         periods.use_counts(*span, counts)
-    clustered = [periods.data(*span).planner for span in watched]
-    step.done(
-        f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
-        f"{sum(len(p.stories.members) for p in clustered):,} stories"
-    )
+    if earlier:
+        step.done(f"stories of {len(earlier)} previous period(s) counted")
     # Editions are stored compact (``DigestJSON.compact``): a story or theme many readers
     # share is one part, stored once; each edition holds references and what is its
     # reader's own. Their text is spliced from pieces encoded once.

@@ -229,8 +229,8 @@ class ChildCall(Generic[R]):
     """``work()`` run in a forked child while this process goes on; ``result()`` hands its
     value back. When the child fails or is killed, ``result()`` runs ``work()`` here (an
     error then raises here). Not forked when ``fork`` is False or impossible: ``result()``
-    runs it. ``private_mib``: the child's own memory at its end (its peak, for work that
-    only grows), once ``result()`` returned."""
+    runs it. ``private_mib``: the child's own memory at its end or the most it noted
+    (``note_private_peak``), whichever is more, once ``result()`` returned."""
 
     def __init__(self, work: Callable[[], R], fork: bool = True) -> None:
         self.work = work
@@ -269,14 +269,26 @@ class ChildCall(Generic[R]):
         return cast(R, value)
 
 
+_noted_mib = 0.0  # the most private memory this process noted (``note_private_peak``)
+
+
+def note_private_peak() -> None:
+    """Work in a forked child calls this at its heaviest when it lets memory go before it
+    ends: ``ChildCall.private_mib`` reports the most noted (or the end's, if more)."""
+    global _noted_mib
+    _noted_mib = max(_noted_mib, private_mib())
+
+
 def _call(work: Callable[[], Any], out: Connection) -> None:
+    global _noted_mib
+    _noted_mib = 0.0  # noted by this child, not inherited
     try:
         try:
             result = work()
         except BaseException:
             out.send(("failed", 0, traceback.format_exc()))
             return
-        memory = private_mib()  # before the result's pickled copy adds to it
+        memory = max(private_mib(), _noted_mib)  # before the result's pickled copy adds to it
         out.send(("done", 0, result))
         out.send(("memory", memory))
     finally:

@@ -45,7 +45,7 @@ class SubscriberStatus(StrEnum):
 MAX_WATCHLISTS = 25  # per subscriber: enough for a newsroom desk, not for abuse
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Watchlist:
     id: int
     query: str  # canonical form (format_query of the parsed query)
@@ -53,7 +53,7 @@ class Watchlist:
     created_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscriber:
     id: int
     email: str

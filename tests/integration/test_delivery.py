@@ -609,6 +609,28 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
     assert any(re.search(counted, c) for c in compared)  # the day before had stories
 
 
+def test_packed_watchlist_matches_answer_as_the_matches_and_survive_a_pickle() -> None:
+    """What the engine's forked child hands back: the same watchlist → item ids, from a
+    few arrays (watchlists sharing a query share one run of item places)."""
+    import pickle
+
+    from pipeline.core.watchlists import WatchlistIndex
+
+    index = WatchlistIndex([(1, "IMF"), (2, "IMF"), (3, "loan"), (4, "Gwadar"), (9, "talks")])
+    items = [("i1", "IMF loan", ""), ("i2", "loan", "talks"), ("i3", "weather", "")]
+    matches = index.items_by_watchlist(items)
+    packed = delivery.PackedMatches(matches, [item_id for item_id, _, _ in items])
+    for answer in (packed, pickle.loads(pickle.dumps(packed))):
+        assert (
+            dict(answer) == dict(matches) == {1: ("i1",), 2: ("i1",), 3: ("i1", "i2"), 9: ("i2",)}
+        )
+        assert answer.get(4) is None and answer.get(4, ()) == () and 4 not in answer
+        with pytest.raises(KeyError):
+            answer[4]
+        assert len(answer) == 4 and sorted(answer) == [1, 2, 3, 9]
+    assert len(packed._offsets) == 4  # three distinct runs: IMF, loan, talks
+
+
 def with_digest(app: App, **settings: object) -> None:
     app.settings = app.settings.model_copy(
         update={"digest": app.settings.digest.model_copy(update=settings)}

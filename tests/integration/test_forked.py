@@ -131,6 +131,20 @@ def test_a_helper_reports_the_memory_it_did_not_share() -> None:
 _kept: list[bytearray] = []
 
 
+def test_a_forked_call_reports_the_peak_it_noted_before_letting_memory_go() -> None:
+    def heavy_then_light() -> int:
+        block = bytearray(48 * 1024 * 1024)
+        block[::4096] = b"\x01" * len(block[::4096])  # touch every page
+        forked.note_private_peak()
+        del block  # gone before the end: the end's own figure would miss it
+        return 1
+
+    call = forked.ChildCall(heavy_then_light)
+    assert call.result() == 1
+    if os.path.exists("/proc/self/smaps_rollup"):
+        assert call.private_mib >= 48
+
+
 def test_a_forked_call_hands_its_value_back_while_this_process_goes_on() -> None:
     call = forked.ChildCall(lambda: (os.getpid(), {"big": list(range(200_000))}))
     assert sum(range(1000)) == 499500  # this process is free meanwhile

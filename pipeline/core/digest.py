@@ -888,10 +888,14 @@ class ReaderDigests:
             for t in counted:
                 counts[t] += 1
             homes[home].append(row)
-        for rows in homes.values():
-            rows.sort(key=_first_field)
         total = len(varying) + sum(len(self._single[t]) for t in wanted)
         keep = total if complete else self.spare + 3 + 8
+
+        def first(rows: Iterable[_Row]) -> list[_Row]:
+            """The first ``keep`` of ``rows`` in rank order (the head is all a list needs)."""
+            if complete:
+                return sorted(rows, key=_first_field)
+            return heapq.nsmallest(keep, rows, key=_first_field)
 
         def head(lists: list[list[_Row]]) -> list[_Row]:
             """The first ``keep`` rows of sorted lists, in rank order (keys are unique)."""
@@ -899,7 +903,9 @@ class ReaderDigests:
                 return sorted((row for rows in lists for row in rows), key=_first_field)
             return list(islice(heapq.merge(*lists, key=_first_field), keep))
 
-        everything = sorted((row for row, _, _ in varying), key=_first_field)
+        for t, rows in homes.items():
+            homes[t] = first(rows)
+        everything = first(row for row, _, _ in varying)
         found = _ThemeBase(
             head([self._single[t] for t in wanted] + [everything]),
             {t: head([self._single[t], homes[t]]) for t in wanted},
@@ -1352,6 +1358,9 @@ class DigestJSON:
         return parts
 
     def _ref(self, entry: DigestEntry) -> str:
+        if entry.item.watchlists:
+            # a reader's own entry (their watchlists' queries): no other digest holds it
+            return self._ref_text(entry)
         return self._by_identity(self._refs, entry, self._ref_text)
 
     def _ref_text(self, entry: DigestEntry) -> str:

@@ -354,14 +354,16 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
         self._places = array("I")  # item places, a run per distinct match
         self._offsets = array("L", [0])  # where each run ends
         self._at: dict[int, int] = {}  # watchlist id → its run
-        runs: dict[int, int] = {}  # runs by the identity of the matched tuple (shared)
+        # Runs by the identity of the matched sequence (watchlists sharing a query share
+        # one), each kept referenced here so that no other object takes its id meanwhile.
+        runs: dict[int, tuple[int, Sequence[str]]] = {}
         for watchlist_id, matched in matches.items():
-            run = runs.get(id(matched))
-            if run is None:
-                run = runs[id(matched)] = len(self._offsets) - 1
+            found = runs.get(id(matched))
+            if found is None:
+                found = runs[id(matched)] = (len(self._offsets) - 1, matched)
                 self._places.extend(map(place.__getitem__, matched))
                 self._offsets.append(len(self._places))
-            self._at[watchlist_id] = run
+            self._at[watchlist_id] = found[0]
 
     def get(self, watchlist_id: int, default: Any = None) -> Any:
         run = self._at.get(watchlist_id)

@@ -630,6 +630,19 @@ def test_packed_watchlist_matches_answer_as_the_matches_and_survive_a_pickle() -
         assert len(answer) == 4 and sorted(answer) == [1, 2, 3, 9]
     assert len(packed._offsets) == 4  # three distinct runs: IMF, loan, talks
 
+    class Fresh(dict[int, tuple[str, ...]]):
+        """Answers with a new list each time: freed ones must not pass for each other."""
+
+        def __getitem__(self, key: int) -> list[str]:  # type: ignore[override]
+            return list(super().__getitem__(key))
+
+        def items(self):  # type: ignore[no-untyped-def, override]
+            return ((key, self[key]) for key in self)
+
+    made = Fresh({n: (f"i{n % 3}",) for n in range(200)})
+    again = delivery.PackedMatches(made, ["i0", "i1", "i2"])
+    assert dict(again) == {n: (f"i{n % 3}",) for n in range(200)}
+
 
 def with_digest(app: App, **settings: object) -> None:
     app.settings = app.settings.model_copy(

@@ -166,7 +166,7 @@ class Editorial:
 
     def load_index(self) -> None:
         """Make the watchlist engine now and forget the watchlist texts it was made from
-        (``queries``, remade if asked for again): 500,000 of them hold ~60 MB."""
+        (``queries``, an entry per watchlist, remade if asked for again)."""
         self.index  # noqa: B018 (made on first use)
         self.__dict__.pop("queries", None)
 
@@ -406,8 +406,9 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
 def _match_periods(
     editorial: Editorial, periods: Sequence[Sequence[StoredItem]], pack: bool
 ) -> list[Mapping[int, Sequence[str]]]:
-    """``match_items`` for each period's items; ``pack``: in the engine's forked child,
-    which then forgets the engine (most of its memory) before packing the answers."""
+    """``match_items`` for each period's items; ``pack``: the answers are handed back
+    from a forked child (``PackedMatches``), and the engine, most of the memory, is
+    forgotten before they are packed (also when the child failed and this runs here)."""
     if pack:
         editorial.load_index()  # then the watchlist texts it was made from can go
     found = [match_items(editorial, items) for items in periods]

@@ -54,7 +54,7 @@ from pipeline.core.due import Period, due_period
 from pipeline.core.errors import ConfigError, QueryError
 from pipeline.core.mail import Mailer, OutgoingEmail, SendOutcome, SendResult, parse_address
 from pipeline.core.subscribers import Frequency, Subscriber, SubscriberStatus
-from pipeline.core.watchlists import WatchlistIndex
+from pipeline.core.watchlists import WatchlistIndex, WatchlistMatches
 from pipeline.editorial import load_theme_infos
 from pipeline.rules import load_aliases
 from pipeline.tokens import Tokens
@@ -344,26 +344,55 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
     pickled as bytes, where the mapping itself (~290,000 watchlists holding ~8 million
     references to item ids at full size) took ~2 s to unpickle in the waiting parent.
     ``item_ids``: the matched items' ids, in the order given to ``match_items``. A
-    watchlist's items come back as a tuple of ids in that order, made when asked for."""
+    watchlist's items come back as a tuple of ids in that order, made when asked for.
+    Made from the engine's answer in item places (``of_places``: what the child does) or
+    from any watchlist → item ids mapping (``of_matches``)."""
 
     __slots__ = ("_at", "_item_ids", "_offsets", "_places")
 
-    def __init__(self, matches: Mapping[int, Sequence[str]], item_ids: Sequence[str]) -> None:
-        place = {item_id: n for n, item_id in enumerate(item_ids)}
+    def __init__(self, item_ids: Sequence[str]) -> None:
         self._item_ids = list(item_ids)
         self._places = array("I")  # item places, a run per distinct match
         self._offsets = array("L", [0])  # where each run ends
         self._at: dict[int, int] = {}  # watchlist id → its run
+
+    def _run(self, places: Iterable[int]) -> int:
+        self._places.extend(places)
+        self._offsets.append(len(self._places))
+        return len(self._offsets) - 2
+
+    @classmethod
+    def of_matches(
+        cls, matches: Mapping[int, Sequence[str]], item_ids: Sequence[str]
+    ) -> PackedMatches:
+        """Watchlist id → matched item ids (each in ``item_ids``), packed."""
+        packed = cls(item_ids)
+        place = {item_id: n for n, item_id in enumerate(item_ids)}
         # Runs by the identity of the matched sequence (watchlists sharing a query share
         # one), each kept referenced here so that no other object takes its id meanwhile.
         runs: dict[int, tuple[int, Sequence[str]]] = {}
         for watchlist_id, matched in matches.items():
             found = runs.get(id(matched))
             if found is None:
-                found = runs[id(matched)] = (len(self._offsets) - 1, matched)
-                self._places.extend(map(place.__getitem__, matched))
-                self._offsets.append(len(self._places))
-            self._at[watchlist_id] = found[0]
+                found = runs[id(matched)] = (packed._run(map(place.__getitem__, matched)), matched)
+            packed._at[watchlist_id] = found[0]
+        return packed
+
+    @classmethod
+    def of_places(
+        cls, matches: WatchlistMatches[int, int], item_ids: Sequence[str]
+    ) -> PackedMatches:
+        """The engine's answer for items numbered by their place in ``item_ids`` (0, 1,
+        2, ...): its per-query places are the runs as they are, and each watchlist is
+        looked up through its query (no id → place mapping, no per-watchlist tuple)."""
+        packed = cls(item_ids)
+        run_of = {qid: packed._run(places) for qid, places in matches.by_query.items()}
+        packed._at = {
+            watchlist_id: run_of[qid]
+            for watchlist_id, qid in matches.query_of.items()
+            if qid in run_of
+        }
+        return packed
 
     def get(self, watchlist_id: int, default: Any = None) -> Any:
         run = self._at.get(watchlist_id)
@@ -409,15 +438,20 @@ def _match_periods(
     """``match_items`` for each period's items; ``pack``: the answers are handed back
     from a forked child (``PackedMatches``), and the engine, most of the memory, is
     forgotten before they are packed (also when the child failed and this runs here)."""
-    if pack:
-        editorial.load_index()  # then the watchlist texts it was made from can go
-    found = [match_items(editorial, items) for items in periods]
     if not pack:
-        return found
+        return [match_items(editorial, items) for items in periods]
+    editorial.load_index()  # then the watchlist texts it was made from can go
+    # Items numbered by their place: the engine answers in places, packed as they are.
+    found = [
+        editorial.index.items_by_watchlist(
+            (n, item.title, item.summary_text) for n, item in enumerate(items)
+        )
+        for items in periods
+    ]
     forked.note_private_peak()
     editorial.forget_index()
     return [
-        PackedMatches(matches, [item.id for item in items])
+        PackedMatches.of_places(matches, [item.id for item in items])
         for matches, items in zip(found, periods, strict=True)
     ]
 

@@ -210,7 +210,9 @@ def cluster(
             frequency[word] = frequency.get(word, 0) + 1
         for shingle in sig.body:
             frequency[shingle] = frequency.get(shingle, 0) + 1
-    rank = {token: n for n, token in enumerate(sorted(frequency, key=lambda t: (frequency[t], t)))}
+    # Any one order of the tokens serves the filters (the result is the full scan's):
+    # rarest first, ties in the order first met, sorted by the count alone (cheap).
+    rank = {token: n for n, token in enumerate(sorted(frequency, key=frequency.__getitem__))}
     slack = 1e-9
     share = threshold / (1 + threshold)
 
@@ -315,13 +317,18 @@ def cluster(
             if candidate.link:
                 by_link.setdefault(candidate.link, []).append(index)
             title_sizes.append(len(sig.title))
+            # A token met once (most of a day's summary phrases) is in no other story:
+            # nothing will look it up, so it is not indexed.
             for j, word in enumerate(title_prefix):
-                by_title.setdefault(word, []).append((index, j, len(sig.title)))
+                if frequency[word] > 1:
+                    by_title.setdefault(word, []).append((index, j, len(sig.title)))
             for shared, words in shared_prefixes.items():
                 for word in words:
-                    by_title_shared[shared].setdefault(word, set()).add(index)
+                    if frequency[word] > 1:
+                        by_title_shared[shared].setdefault(word, set()).add(index)
             for j, shingle in enumerate(body_prefix):
-                by_body.setdefault(shingle, []).append((index, j, len(sig.body)))
+                if frequency[shingle] > 1:
+                    by_body.setdefault(shingle, []).append((index, j, len(sig.body)))
     return clusters
 
 

@@ -20,7 +20,8 @@ import os
 import secrets
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache, cached_property
@@ -540,6 +541,9 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     )
     for span in watched:
         periods.data(*span)
+    # Until the engine's child is done, the theme choices' lists (which need no matches)
+    # are readied here, the most read first: the build's helpers inherit them.
+    readied = _ready_choices(periods, due, matching.running)
     matches = matching.result()
     for (span, _), by_watchlist in zip(to_match, matches, strict=True):
         periods.data(*span).matched(by_watchlist)
@@ -547,7 +551,8 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     step.done(
         f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
         f"{sum(len(p.stories.members) for p in clustered):,} stories; watchlists matched "
-        f"against {sum(len(items) for _, items in to_match):,} items beside it"
+        f"against {sum(len(items) for _, items in to_match):,} items beside it "
+        f"({readied:,} theme choices' lists readied meanwhile)"
     )
     # The previous periods' stories are needed for their counts alone: clustered in a
     # forked child (their items read here first), so that their memory is gone when it
@@ -596,6 +601,24 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     )
     log.info("digest build finished: %s", summary.line())
     return summary
+
+
+def _ready_choices(periods: _Periods, due: Sequence[_Due], busy: Callable[[], bool]) -> int:
+    """Make the due readers' theme choices' lists (``ReaderDigests.base``), the choices
+    most readers share first, for as long as ``busy()`` holds. Returns how many."""
+    if not busy():
+        return 0
+    readers: Counter[tuple[datetime, datetime, tuple[str, ...]]] = Counter()
+    for subscriber, _, period in due:
+        planner = periods.data(period.start, period.end).planner
+        readers[(period.start, period.end, planner.wanted(subscriber.themes))] += 1
+    made = 0
+    for start, end, wanted in sorted(readers, key=readers.__getitem__, reverse=True):
+        if not busy():
+            break
+        periods.data(start, end).planner.base(wanted)
+        made += 1
+    return made
 
 
 # A chunk of built editions: their rows, and the parts they refer to that the process

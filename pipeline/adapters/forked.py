@@ -245,6 +245,11 @@ class ChildCall(Generic[R]):
         )
         self._reader.start()
 
+    def running(self) -> bool:
+        """Whether the forked child is still at work (False when not forked, and once its
+        answer is in)."""
+        return self._child is not None and self._reader.is_alive()
+
     def result(self) -> R:
         if self._child is None:
             return self.work()

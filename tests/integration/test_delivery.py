@@ -609,6 +609,40 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
     assert any(re.search(counted, c) for c in compared)  # the day before had stories
 
 
+def test_theme_choices_lists_are_readied_most_read_first_while_the_matching_runs(
+    app: App,
+) -> None:
+    """What the job's process does while the engine's child matches: the due readers'
+    theme choices' lists, the most read choice first, until the child is done."""
+    from zoneinfo import ZoneInfo
+
+    from pipeline.core.due import due_period
+
+    store_news(app, *NEWS)
+    subscribe(app, "e@example.com", themes=["economy", "afghanistan"], hour=7)
+    for n in range(3):
+        subscribe(app, f"s{n}@example.com", themes=["sanctions"], hour=7)
+    active = SubscriberStore(app.store).active()
+    periods = delivery._Periods(app, delivery.load_editorial(app, active))
+    now = app.clock()
+    due = []
+    for reader in active:
+        period = due_period(now, reader.hour, ZoneInfo(reader.timezone), "daily", None)
+        assert period is not None
+        due.append((reader, "daily", period))
+    planner = periods.data(due[0][2].start, due[0][2].end).planner
+    assert delivery._ready_choices(periods, due, lambda: False) == 0
+    assert not planner._bases
+    # busy until one choice's lists are made
+    assert delivery._ready_choices(periods, due, lambda: not planner._bases) == 1
+    assert set(planner._bases) == {("sanctions",)}  # three readers against one
+    assert delivery._ready_choices(periods, due, lambda: True) == 2
+    assert {frozenset(wanted) for wanted in planner._bases} == {
+        frozenset({"sanctions"}),
+        frozenset({"economy", "afghanistan"}),
+    }
+
+
 def test_packed_watchlist_matches_answer_as_the_matches_and_survive_a_pickle() -> None:
     """What the engine's forked child hands back: the same watchlist → item ids, from a
     few arrays (watchlists sharing a query share one run of item places)."""

@@ -152,6 +152,26 @@ def test_a_forked_call_hands_its_value_back_while_this_process_goes_on() -> None
     assert pid != os.getpid() and value == {"big": list(range(200_000))}
 
 
+def test_a_forked_call_is_running_until_its_child_is_done(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    go = tmp_path / "go"
+
+    def waits() -> int:
+        while not go.exists():
+            time.sleep(0.01)
+        return 7
+
+    call = forked.ChildCall(waits)
+    time.sleep(0.1)
+    assert call.running()  # it waits for the file
+    go.touch()
+    deadline = time.monotonic() + 10
+    while call.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not call.running()  # done, though its answer is not taken yet
+    assert call.result() == 7 and not call.running()
+    assert not forked.ChildCall(os.getpid, fork=False).running()
+
+
 def test_a_forked_call_that_fails_or_dies_is_run_here() -> None:
     parent = os.getpid()
 

@@ -507,21 +507,28 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     editorial = load_editorial(app, active)
     last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
     due: list[_Due] = []
+    # A period depends on the hour, zone, frequency and last period alone: a few distinct
+    # ones, each worked out once.
+    periods_of: dict[tuple[int, str, str, datetime | None], Period | None] = {}
     for subscriber in active:
         frequency = _digest_frequency(subscriber)
-        period = due_period(
-            now,
-            subscriber.hour,
-            ZoneInfo(subscriber.timezone),
-            frequency,
-            last[frequency].get(subscriber.id),
-        )
+        last_end = last[frequency].get(subscriber.id)
+        key = (subscriber.hour, subscriber.timezone, frequency, last_end)
+        if key in periods_of:
+            period = periods_of[key]
+        else:
+            zone = ZoneInfo(subscriber.timezone)
+            period = periods_of[key] = due_period(now, subscriber.hour, zone, frequency, last_end)
         if period is not None:
             due.append((subscriber, frequency, period))
     # Readers of the same period and theme choice side by side: a chunk's readers share
     # that choice's ranked lists, so each process builds a choice's lists about once
     # rather than every process building every choice's.
-    due.sort(key=lambda d: (d[2].start, d[2].end, sorted(d[0].themes), d[0].id))
+    choices: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for subscriber, _, _ in due:
+        if subscriber.themes not in choices:
+            choices[subscriber.themes] = tuple(sorted(subscriber.themes))
+    due.sort(key=lambda d: (d[2].start, d[2].end, choices[d[0].themes], d[0].id))
     step.done(f"{len(due):,} of {len(active):,} readers due")
     periods = _Periods(app, editorial)
     watched: dict[tuple[datetime, datetime], bool] = {}

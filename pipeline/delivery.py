@@ -54,6 +54,7 @@ from pipeline.core.digest import (
 from pipeline.core.due import Period, due_period
 from pipeline.core.errors import ConfigError, QueryError
 from pipeline.core.mail import Mailer, OutgoingEmail, SendOutcome, SendResult, parse_address
+from pipeline.core.reader_hits import HitTable
 from pipeline.core.subscribers import Frequency, Subscriber, SubscriberStatus
 from pipeline.core.watchlists import WatchlistIndex, WatchlistMatches
 from pipeline.editorial import load_theme_infos
@@ -278,15 +279,14 @@ class _Periods:
     ) -> None:
         self._counts[(start, end)] = counts
 
-    def digest(self, subscriber: Subscriber, period: Period) -> Digest:
-        data = self.data(period.start, period.end)
+    def _request(self, subscriber: Subscriber, period: Period) -> DigestRequest:
         span = period.end - period.start
         earlier = (period.start - span, period.start)
         known = self._counts.get(earlier, {}).get(frozenset(subscriber.themes))
         if known is None:
             known = self.data(*earlier).planner.counts(subscriber.themes)
         settings = self.app.settings.digest
-        request = DigestRequest(
+        return DigestRequest(
             themes=subscriber.themes,
             period_start=period.start,
             period_end=period.end,
@@ -296,48 +296,81 @@ class _Periods:
             top_stories=settings.top_stories,
             max_per_section=settings.max_per_section,
         )
-        return data.planner.build(request, data.watch_hits(self.editorial, subscriber))
+
+    def digests(self, readers: Sequence[tuple[Subscriber, Period]]) -> list[Digest]:
+        """The readers' digests, in order: the hits of a period's readers are found
+        together (``_PeriodData.reader_hits``)."""
+        by_period: dict[tuple[datetime, datetime], list[int]] = {}
+        for n, (_, period) in enumerate(readers):
+            by_period.setdefault((period.start, period.end), []).append(n)
+        out: list[Digest | None] = [None] * len(readers)
+        for span, places in by_period.items():
+            data = self.data(*span)
+            planner = data.planner
+            requests = [self._request(*readers[n]) for n in places]
+            subscribers = [readers[n][0] for n in places]
+            # the watchlist hits a digest can show are among the first ``keep`` of those
+            # outside the reader's themes (``ReaderDigests.build``)
+            keep = max(r.top_stories + r.max_watchlist_stories for r in requests)
+            hits = data.reader_hits(self.editorial, subscribers, keep)
+            for n, request, (found, left_out) in zip(places, requests, hits, strict=True):
+                out[n] = planner.build(request, found, left_out)
+        return cast(list[Digest], out)
 
 
 class _PeriodData:
     def __init__(self, items: Sequence[StoredItem], planner: ReaderDigests) -> None:
         self.items = items
         self.planner = planner
-        self._by_watchlist: Mapping[int, Sequence[str]] | None = None
+        self._matches: PackedMatches | None = None
+        self._table: HitTable | None = None
 
-    def match(self, editorial: Editorial) -> Mapping[int, Sequence[str]]:
+    def match(self, editorial: Editorial) -> PackedMatches:
         """Watchlist id → the period's item ids it matches: every watchlist in one batch
         (unless ``matched`` gave them)."""
-        if self._by_watchlist is None:
-            self._by_watchlist = match_items(editorial, self.items)
-        return self._by_watchlist
+        if self._matches is None:
+            self._matches = match_items(editorial, self.items)
+        return self._matches
 
-    def matched(self, by_watchlist: Mapping[int, Sequence[str]]) -> None:
-        self._by_watchlist = by_watchlist
+    def matched(self, matches: PackedMatches) -> None:
+        self._matches = matches
+        self._table = None
 
-    def watch_hits(self, editorial: Editorial, subscriber: Subscriber) -> dict[str, list[str]]:
-        """item id → the subscriber's watchlist queries it matched (as ``_watch_hits``)."""
-        if not subscriber.watchlists:
-            return {}
-        by_watchlist = self.match(editorial)
-        out: dict[str, list[str]] = {}
-        for watch in subscriber.watchlists:
-            matched = by_watchlist.get(watch.id)
-            if not matched:
-                continue
-            query = watch.query  # what ``editorial.queries`` holds for it
-            for item_id in matched:
-                listed = out.get(item_id)
-                if listed is None:
-                    out[item_id] = [query]
-                else:
-                    listed.append(query)
-        return out
+    def table(self, editorial: Editorial) -> HitTable:
+        """The matches with what trimming readers' hits needs (made once, before the
+        build's helpers are forked: they share it)."""
+        if self._table is None:
+            matches = self.match(editorial)
+            self._table = matches.hit_table(*self.planner.static_order(matches.item_ids))
+        return self._table
+
+    def reader_hits(
+        self, editorial: Editorial, subscribers: Sequence[Subscriber], keep: int
+    ) -> list[tuple[dict[str, list[str]], int]]:
+        """Per subscriber: item id → their watchlist queries it matched, less the hits no
+        digest can show (``HitTable.reader_hits``), and how many were left out."""
+        if not any(s.watchlists for s in subscribers):
+            return [({}, 0) for _ in subscribers]
+        table = self.table(editorial)
+        run = self.match(editorial).run
+        planner = self.planner
+        readers = [
+            (
+                [(found, w.query) for w in s.watchlists if (found := run(w.id)) is not None],
+                planner.theme_mask(s.themes),
+            )
+            for s in subscribers
+        ]
+        return table.reader_hits(readers, keep)
 
 
-def match_items(editorial: Editorial, items: Sequence[StoredItem]) -> Mapping[int, Sequence[str]]:
-    """Watchlist id → the ids of ``items`` it matches, every watchlist in one batch."""
-    return editorial.index.items_by_watchlist((i.id, i.title, i.summary_text) for i in items)
+def match_items(editorial: Editorial, items: Sequence[StoredItem]) -> PackedMatches:
+    """Watchlist id → the ids of ``items`` it matches, every watchlist in one batch: the
+    items are numbered by place, and the engine's answer in places is packed as it is."""
+    matches = editorial.index.items_by_watchlist(
+        (n, item.title, item.summary_text) for n, item in enumerate(items)
+    )
+    return PackedMatches.of_places(matches, [item.id for item in items])
 
 
 class PackedMatches(Mapping[int, tuple[str, ...]]):
@@ -395,6 +428,20 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
         }
         return packed
 
+    @property
+    def item_ids(self) -> list[str]:
+        return self._item_ids
+
+    def run(self, watchlist_id: int) -> int | None:
+        """The watchlist's run of item places (None when it matched nothing)."""
+        return self._at.get(watchlist_id)
+
+    def hit_table(
+        self, known: Sequence[bool], masks: Sequence[int], static: Sequence[int]
+    ) -> HitTable:
+        """The runs as arrays (the places shared, not copied) with the items' columns."""
+        return HitTable.of(self._places, self._offsets, self._item_ids, known, masks, static)
+
     def get(self, watchlist_id: int, default: Any = None) -> Any:
         run = self._at.get(watchlist_id)
         if run is None:
@@ -434,27 +481,18 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
 
 
 def _match_periods(
-    editorial: Editorial, periods: Sequence[Sequence[StoredItem]], pack: bool
-) -> list[Mapping[int, Sequence[str]]]:
-    """``match_items`` for each period's items; ``pack``: the answers are handed back
-    from a forked child (``PackedMatches``), and the engine, most of the memory, is
-    forgotten before they are packed (also when the child failed and this runs here)."""
-    if not pack:
+    editorial: Editorial, periods: Sequence[Sequence[StoredItem]], forget: bool
+) -> list[PackedMatches]:
+    """``match_items`` for each period's items; ``forget``: in a forked child, whose
+    answers are handed back (packed), the engine, most of the memory, is made first and
+    forgotten before they are (also when the child failed and this runs here)."""
+    if not forget:
         return [match_items(editorial, items) for items in periods]
     editorial.load_index()  # then the watchlist texts it was made from can go
-    # Items numbered by their place: the engine answers in places, packed as they are.
-    found = [
-        editorial.index.items_by_watchlist(
-            (n, item.title, item.summary_text) for n, item in enumerate(items)
-        )
-        for items in periods
-    ]
+    found = [match_items(editorial, items) for items in periods]
     forked.note_private_peak()
     editorial.forget_index()
-    return [
-        PackedMatches.of_places(matches, [item.id for item in items])
-        for matches, items in zip(found, periods, strict=True)
-    ]
+    return found
 
 
 _Due = tuple[Subscriber, str, Period]  # a reader, the digest's frequency, its period
@@ -554,6 +592,7 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     matches = matching.result()
     for (span, _), by_watchlist in zip(to_match, matches, strict=True):
         periods.data(*span).matched(by_watchlist)
+        periods.data(*span).table(editorial)  # made here: the build's helpers share it
     clustered = [periods.data(*span).planner for span in watched]
     step.done(
         f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
@@ -638,8 +677,8 @@ def _chunk_editions(
 ) -> _Chunk:
     """The edition rows of some due readers (pure: everything was loaded beforehand)."""
     pending: list[dict[str, Any]] = []
-    for subscriber, frequency, period in due:
-        digest = periods.digest(subscriber, period)
+    digests = periods.digests([(subscriber, period) for subscriber, _, period in due])
+    for (subscriber, frequency, period), digest in zip(due, digests, strict=True):
         pending.append(
             {
                 "kind": "personal",

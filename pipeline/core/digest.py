@@ -798,6 +798,10 @@ class ReaderDigests:
         for rows in self._single.values():
             rows.sort(key=_first_field)
 
+    def theme_mask(self, chosen: Iterable[str]) -> int:
+        """A theme choice as the mask of its known themes (``static_order``'s masks)."""
+        return self._mask(chosen)
+
     def _mask(self, themes: Iterable[str]) -> int:
         bit, out = self._bit, 0
         for t in themes:
@@ -927,14 +931,36 @@ class ReaderDigests:
         """Stories per chosen theme (what a previous period contributes)."""
         return dict(self.base(self.wanted(chosen)).counts)
 
-    def build(self, request: DigestRequest, hits: Mapping[str, Sequence[str]]) -> Digest:
+    def build(
+        self, request: DigestRequest, hits: Mapping[str, Sequence[str]], left_out: int = 0
+    ) -> Digest:
         """The reader's digest: ``request`` for this period, ``hits`` item id → the
-        reader's watchlist queries it matched."""
+        reader's watchlist queries it matched. ``hits`` may leave out hits on stories of
+        one item holding none of the chosen themes, past the first
+        ``request.top_stories + request.max_watchlist_stories`` of them in their rank
+        order (``static_order``): none of those can be shown. ``left_out`` says how many
+        (they count in the watchlist line)."""
         wanted = self.wanted(request.themes)
         try:
-            return self._build(request, hits, wanted, self.base(wanted))
+            return self._build(request, hits, wanted, self.base(wanted), left_out)
         except _Truncated:
-            return self._build(request, hits, wanted, self.base(wanted, complete=True))
+            return self._build(request, hits, wanted, self.base(wanted, complete=True), left_out)
+
+    def static_order(self, item_ids: Sequence[str]) -> tuple[list[bool], list[int], list[int]]:
+        """Per item of ``item_ids``: whether it is one of the period's stories' items; for
+        a story of that item alone, its known themes as a mask (else 0) and its place
+        among such stories in rank order when none of its themes is chosen (else -1).
+        Such a story's rank then holds no theme: the order is every reader's (``hits`` of
+        ``build``, ``reader_hits.HitTable``)."""
+        keys = sorted(
+            (self._hit_alone(story, (), set())[0], item_id)
+            for item_id, (story, _) in self._alone.items()
+        )
+        place = {item_id: n for n, (_, item_id) in enumerate(keys)}
+        known = [item_id in self.stories.story_of for item_id in item_ids]
+        masks = [self._alone.get(item_id, (0, 0))[1] for item_id in item_ids]
+        static = [place.get(item_id, -1) for item_id in item_ids]
+        return known, masks, static
 
     def _counted(self, story: int, chosen: set[str]) -> tuple[str, ...]:
         """The chosen themes that the story's lead counts for without the reader's hits
@@ -1031,6 +1057,7 @@ class ReaderDigests:
         hits: Mapping[str, Sequence[str]],
         wanted: tuple[str, ...],
         base: _ThemeBase,
+        left_out: int = 0,
     ) -> Digest:
         if (request.period_start, request.period_end) != (self.period_start, self.period_end):
             raise ValueError("ReaderDigests serves one period")
@@ -1118,7 +1145,14 @@ class ReaderDigests:
         }
         watch_shown = [shown_entry(f, wanted) for f in watch_only[: request.max_watchlist_stories]]
         return _assemble(
-            top, by_theme, watch_shown, counts, request, self.themes, wanted, len(watch_only)
+            top,
+            by_theme,
+            watch_shown,
+            counts,
+            request,
+            self.themes,
+            wanted,
+            len(watch_only) + left_out,
         )
 
     def _entry(self, base: _ThemeBase, row: _Row, wanted: Sequence[str]) -> DigestEntry:

@@ -388,13 +388,34 @@ def rank_parts(
 
 
 def _reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ...]:
-    reasons = [f"watchlist: {query}" for query in candidate.watchlists]
+    watched = tuple(f"watchlist: {query}" for query in candidate.watchlists)
+    return watched + _theme_reasons(candidate, themes)
+
+
+def _theme_reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ...]:
+    """The reasons the candidate's evidence gives for the chosen ``themes``."""
+    reasons = []
     for theme in themes:
         if theme in candidate.themes:
             terms = list(dict.fromkeys(candidate.evidence.get(theme, ())))[:4]
             if terms:
                 reasons.append(f"{theme}: {', '.join(terms)}")
     return tuple(reasons)
+
+
+def _entry_of(
+    item: DigestCandidate,
+    rank: float,
+    reasons: tuple[str, ...],
+    also: tuple[str, ...],
+    snippet: str,
+) -> DigestEntry:
+    """``DigestEntry(item, rank, reasons, also, snippet)`` without the frozen dataclass's
+    field-by-field ``__init__`` (no ``__post_init__``: nothing else to run). A build makes
+    one per shown hit story of every reader."""
+    entry = object.__new__(DigestEntry)
+    entry.__dict__.update(item=item, rank=rank, reasons=reasons, also=also, snippet=snippet)
+    return entry
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?۔])\s")
@@ -759,6 +780,7 @@ class ReaderDigests:
         # A total depends on the item, which of its themes are chosen, the other outlets
         # and the watchlist bonus: a few values per item, shared by every choice and reader.
         self._totals: dict[tuple[str, tuple[str, ...], int, bool], float] = {}
+        self._theme_reasons: dict[tuple[str, Sequence[str]], tuple[str, ...]] = {}
         self._snippets: dict[str, str] = {}
         self.stories = day_stories(self.candidates.values(), self.order, period_start, period_end)
         self._bases: dict[tuple[str, ...], _ThemeBase] = {}
@@ -1043,13 +1065,16 @@ class ReaderDigests:
         watchlists = tuple(dict.fromkeys(queries))
         if watchlists != lead.watchlists:
             lead = _with_watchlists(lead, watchlists)
-        return DigestEntry(
-            item=lead,
-            rank=rank,
-            reasons=_reasons(lead, wanted),
-            also=also,
-            snippet=self._snippet(lead),
-        )
+        # as ``_reasons``: the watchlists', then the themes' (the same for every reader of
+        # the choice: made once per item and choice)
+        key = (lead.id, wanted)
+        themed = self._theme_reasons.get(key)
+        if themed is None:
+            if len(self._theme_reasons) >= HIT_STORIES_KEPT:
+                self._theme_reasons.clear()
+            themed = self._theme_reasons[key] = _theme_reasons(lead, wanted)
+        reasons = tuple(f"watchlist: {query}" for query in watchlists) + themed
+        return _entry_of(lead, rank, reasons, also, self._snippet(lead))
 
     def _build(
         self,

@@ -88,12 +88,12 @@ class HitTable:
         # first ``keep`` of each reader's are kept.
         span = max(int(self.static.max()), 0) + 1
         keys = reader[outside] * span + static[outside]
-        ordered = np.unique(keys)
+        ordered = _distinct(keys)
         owner = ordered // span
         past = np.arange(len(ordered)) - np.searchsorted(owner, owner) >= keep
         left_out = np.bincount(owner[past], minlength=len(readers)).tolist()
         wanted = self.known[place]
-        wanted[outside] = ~np.isin(keys, ordered[past])
+        wanted[outside] = ~_among(keys, ordered[past])
         chosen = np.flatnonzero(wanted)
         # hits stay in watchlist order and run order, so queries keep theirs
         bounds = np.searchsorted(reader[chosen], np.arange(len(readers) + 1)).tolist()
@@ -116,3 +116,23 @@ class HitTable:
                     listed.append(pairs[pair][2])
             out.append((hits, left_out[r]))
         return out
+
+
+def _distinct(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``np.unique(values)`` (sorted), by a sort: several times faster here than numpy's
+    own for tens of thousands of int64s."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
+
+
+def _among(values: np.ndarray[Any, Any], ordered: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``np.isin(values, ordered)`` for ``ordered`` sorted and distinct."""
+    if not len(ordered):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return np.asarray(ordered[at] == values)

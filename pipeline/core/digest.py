@@ -702,6 +702,9 @@ _HitStory = tuple[
 HIT_STORIES_KEPT = 200_000  # cached hit stories of several items before starting over
 _first_field = itemgetter(0)  # a row's (or keyed candidate's) sort key
 SPARE_ROWS = 64  # stories kept per list past what a digest shows (readers' hits remove some)
+# A story of up to this many themes has its row for every subset of them made in advance
+# (``_MultiTheme``): 255 rows at most; one of more is ranked when a choice holds it.
+MULTI_THEME_WIDEST = 8
 
 
 @dataclass
@@ -877,6 +880,8 @@ class ReaderDigests:
         # made on first use).
         self._story_rows: dict[int, _StoryRow] = {}
         self._multi_rows: _MultiTheme | None = None
+        self._wide_stories: list[tuple[int, tuple[str, ...]]] = []
+        self.widest = MULTI_THEME_WIDEST
         self._story_themes: list[tuple[str, ...]] = []
         self._story_masks: list[int] = []  # per story: its themes as a mask
         self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
@@ -975,12 +980,25 @@ class ReaderDigests:
         mask = self._mask(wanted)
         counts = {t: len(self._single[t]) for t in wanted}
         multi = self._multi_theme()
-        total = sum(counts.values()) + multi.count(mask)
+        # the few stories of very many themes (``widest``), visited one by one
+        chosen = set(wanted)
+        wide = sorted(
+            (
+                self._story_row(story, tuple(filter(chosen.__contains__, themes)))
+                for story, themes in self._wide_stories
+                if self._story_masks[story] & mask
+            ),
+            key=lambda found: found[0][0],
+        )
+        total = sum(counts.values()) + multi.count(mask) + len(wide)
         keep = total if complete else self.spare + 3 + 8
         bits = [self._bit[t] for t in wanted]
         everything, homes, counted = multi.choice(mask, bits, keep)
         for t, extra in zip(wanted, counted, strict=True):
             counts[t] += extra
+        for _, counted_for, _ in wide:
+            for t in counted_for:
+                counts[t] += 1
 
         def head(lists: list[list[_Row]]) -> list[_Row]:
             """The first ``keep`` rows of sorted lists, in rank order (keys are unique)."""
@@ -988,9 +1006,15 @@ class ReaderDigests:
                 return sorted((row for rows in lists for row in rows), key=_first_field)
             return list(islice(heapq.merge(*lists, key=_first_field), max(keep, 0)))
 
+        wide_at: dict[str, list[_Row]] = {t: [] for t in wanted}  # by home section
+        for row, _, home in wide:
+            wide_at[home].append(row)
         found = _ThemeBase(
-            head([self._single[t] for t in wanted] + [everything]),
-            {t: head([self._single[t], rows]) for t, rows in zip(wanted, homes, strict=True)},
+            head([self._single[t] for t in wanted] + [everything, [row for row, _, _ in wide]]),
+            {
+                t: head([self._single[t], rows, wide_at[t]])
+                for t, rows in zip(wanted, homes, strict=True)
+            },
             complete or keep >= total,
             counts,
         )
@@ -999,8 +1023,14 @@ class ReaderDigests:
         return found
 
     def _multi_theme(self) -> _MultiTheme:
+        """The stories of two to ``widest`` themes in arrays (each story's rows number
+        2 ** its themes - 1); those of more are left in ``_wide_stories``."""
         if self._multi_rows is None:
-            stories = [s for s, themes in enumerate(self._story_themes) if len(themes) > 1]
+            themes_of = self._story_themes
+            stories = [s for s, themes in enumerate(themes_of) if 1 < len(themes) <= self.widest]
+            self._wide_stories = [
+                (s, themes) for s, themes in enumerate(themes_of) if len(themes) > self.widest
+            ]
             self._multi_rows = _MultiTheme(self, stories)
         return self._multi_rows
 

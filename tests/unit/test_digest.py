@@ -281,6 +281,8 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
     ]
     planner = ReaderDigests(candidates, THEMES, START, END)
     short = ReaderDigests(candidates, THEMES, START, END, spare=-9)  # lists cut at 2 rows
+    wide = ReaderDigests(candidates, THEMES, START, END)
+    wide.widest = 1  # every story of several themes ranked when a choice holds it
     encoder = DigestJSON()  # shared across readers, as in a build
     parts: dict[str, object] = {}  # what the build stored so far
     for chosen, hit_list, top, per_section in readers:
@@ -291,6 +293,7 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
         built = planner.build(req, hits)
         assert built == expected
         assert short.build(req, hits) == expected
+        assert wide.build(req, hits) == expected
         assert encoder.encode(built) == json.dumps(digest_as_dict(expected))
         compact = json.loads(encoder.compact(built))
         handed = encoder.new_parts()

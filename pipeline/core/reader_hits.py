@@ -3,13 +3,14 @@
 A reader's hits are the items their watchlists matched: item id → the queries that
 matched it, in watchlist order (what ``ReaderDigests.build`` takes). Most of a reader's
 hits (about 60 of 90 for the benchmark's readers of 5 watchlists) are stories of one item
-that holds none of the reader's chosen themes. Such a story can only be shown in the
-"your watchlists" list, and its rank holds no theme: its place in rank order is the same
-for every reader (``HitTable.static``). So only the first few of them, in that order,
-can be shown (those the top stories and the list take); the others only count towards
-the list's "N matched" line. They are found here for the whole chunk at once and left out
-of the readers' hit maps, only counted (``left_out``), so that the per-reader work
-(in Python) grows with what a digest can show rather than with what matched.
+that holds none of the reader's chosen themes. Such a story is in no theme section (only
+among the top stories or in the "your watchlists" list), and its rank holds no theme: its
+place in rank order is the same for every reader (``HitTable.static``). So only the first
+few of them in that order can be shown (as many as the top stories and the list take);
+the others only count towards the list's "N matched" line. They are found here for the
+whole chunk at once and left out of the readers' hit maps, only counted (``left_out``), so
+that the per-reader work (in Python) grows with what a digest can show rather than with
+what matched.
 """
 
 from __future__ import annotations

@@ -379,8 +379,7 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
     references to item ids at full size) took ~2 s to unpickle in the waiting parent.
     ``item_ids``: the matched items' ids, in the order given to ``match_items``. A
     watchlist's items come back as a tuple of ids in that order, made when asked for.
-    Made from the engine's answer in item places (``of_places``: what the child does) or
-    from any watchlist → item ids mapping (``of_matches``)."""
+    Made from the engine's answer in item places (``of_places``)."""
 
     __slots__ = ("_at", "_item_ids", "_offsets", "_places")
 
@@ -394,23 +393,6 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
         self._places.extend(places)
         self._offsets.append(len(self._places))
         return len(self._offsets) - 2
-
-    @classmethod
-    def of_matches(
-        cls, matches: Mapping[int, Sequence[str]], item_ids: Sequence[str]
-    ) -> PackedMatches:
-        """Watchlist id → matched item ids (each in ``item_ids``), packed."""
-        packed = cls(item_ids)
-        place = {item_id: n for n, item_id in enumerate(item_ids)}
-        # Runs by the identity of the matched sequence (watchlists sharing a query share
-        # one), each kept referenced here so that no other object takes its id meanwhile.
-        runs: dict[int, tuple[int, Sequence[str]]] = {}
-        for watchlist_id, matched in matches.items():
-            found = runs.get(id(matched))
-            if found is None:
-                found = runs[id(matched)] = (packed._run(map(place.__getitem__, matched)), matched)
-            packed._at[watchlist_id] = found[0]
-        return packed
 
     @classmethod
     def of_places(

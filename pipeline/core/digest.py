@@ -390,8 +390,12 @@ def rank_parts(
 
 
 def _reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ...]:
-    watched = tuple(f"watchlist: {query}" for query in candidate.watchlists)
-    return watched + _theme_reasons(candidate, themes)
+    return _watch_reasons(candidate.watchlists) + _theme_reasons(candidate, themes)
+
+
+def _watch_reasons(queries: Iterable[str]) -> tuple[str, ...]:
+    """The reasons the reader's watchlist queries give (before the themes')."""
+    return tuple(f"watchlist: {query}" for query in queries)
 
 
 def _theme_reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ...]:
@@ -727,10 +731,15 @@ class _MultiTheme:
     """The period's stories of several themes in arrays, each as it ranks for every subset
     of its themes a choice can hold: its row, the themes its lead counts for and its home
     section (``ReaderDigests._story_row``), made once. A theme choice's lists are then
-    picked out in bulk (``choice``) rather than story by story: 2,570 theme choices for
-    100,000 readers, each holding about a thousand such stories."""
+    picked out in bulk (``choice``) rather than story by story: the benchmark's 2,570 theme
+    choices each hold a median 1,256 of its 2,097 such stories. A story of more than
+    ``widest`` themes (2 ** themes - 1 subsets) is left in ``wide``, ranked when a choice
+    holds it (``ReaderDigests.base``)."""
 
-    def __init__(self, planner: ReaderDigests, stories: Sequence[int]) -> None:
+    def __init__(self, planner: ReaderDigests, widest: int) -> None:
+        themes_of = planner._story_themes
+        stories = [s for s, themes in enumerate(themes_of) if 1 < len(themes) <= widest]
+        self.wide = [(s, themes) for s, themes in enumerate(themes_of) if len(themes) > widest]
         widths = [len(planner._story_themes[s]) for s in stories]
         self.width = max(widths, default=0)
         self.masks = np.array([planner._story_masks[s] for s in stories], dtype=np.int64)
@@ -880,8 +889,7 @@ class ReaderDigests:
         # made on first use).
         self._story_rows: dict[int, _StoryRow] = {}
         self._multi_rows: _MultiTheme | None = None
-        self._wide_stories: list[tuple[int, tuple[str, ...]]] = []
-        self.widest = MULTI_THEME_WIDEST
+        self.widest = MULTI_THEME_WIDEST  # (``_MultiTheme``)
         self._story_themes: list[tuple[str, ...]] = []
         self._story_masks: list[int] = []  # per story: its themes as a mask
         self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
@@ -985,7 +993,7 @@ class ReaderDigests:
         wide = sorted(
             (
                 self._story_row(story, tuple(filter(chosen.__contains__, themes)))
-                for story, themes in self._wide_stories
+                for story, themes in multi.wide
                 if self._story_masks[story] & mask
             ),
             key=lambda found: found[0][0],
@@ -1023,15 +1031,8 @@ class ReaderDigests:
         return found
 
     def _multi_theme(self) -> _MultiTheme:
-        """The stories of two to ``widest`` themes in arrays (each story's rows number
-        2 ** its themes - 1); those of more are left in ``_wide_stories``."""
         if self._multi_rows is None:
-            themes_of = self._story_themes
-            stories = [s for s, themes in enumerate(themes_of) if 1 < len(themes) <= self.widest]
-            self._wide_stories = [
-                (s, themes) for s, themes in enumerate(themes_of) if len(themes) > self.widest
-            ]
-            self._multi_rows = _MultiTheme(self, stories)
+            self._multi_rows = _MultiTheme(self, self.widest)
         return self._multi_rows
 
     def counts(self, chosen: Iterable[str]) -> dict[str, int]:
@@ -1150,15 +1151,15 @@ class ReaderDigests:
         watchlists = tuple(dict.fromkeys(queries))
         if watchlists != lead.watchlists:
             lead = _with_watchlists(lead, watchlists)
-        # as ``_reasons``: the watchlists', then the themes' (the same for every reader of
-        # the choice: made once per item and choice)
+        # as ``_reasons``; the themes' are the same for every reader of the choice: made
+        # once per item and choice
         key = (lead.id, wanted)
         themed = self._theme_reasons.get(key)
         if themed is None:
             if len(self._theme_reasons) >= HIT_STORIES_KEPT:
                 self._theme_reasons.clear()
             themed = self._theme_reasons[key] = _theme_reasons(lead, wanted)
-        reasons = tuple(f"watchlist: {query}" for query in watchlists) + themed
+        reasons = _watch_reasons(watchlists) + themed
         return _entry_of(lead, rank, reasons, also, self._snippet(lead))
 
     def _build(

@@ -1109,9 +1109,12 @@ def compose_batch(
     )
     # The batch's new stories in one render (per reader time zone).
     editorial.assembler.prepare(
-        (editions[row.edition_id].content, fresh[row.subscriber_id].timezone)
-        for row in rows
-        if row.edition_id in editions and row.subscriber_id in fresh
+        (
+            (editions[row.edition_id].content, fresh[row.subscriber_id].timezone)
+            for row in rows
+            if row.edition_id in editions and row.subscriber_id in fresh
+        ),
+        editorial.parts,
     )
     out: list[tuple[OutgoingEmail, DeliveryRow]] = []
     for row in rows:

@@ -102,6 +102,9 @@ class DigestAssembler:
         # per (content, zone) prepared together: its blocks and rendered stories, used by
         # ``digest`` (held until ``release`` or the next ``prepare``)
         self._prepared: dict[tuple[int, str], tuple[Mapping[str, Any], Any, Any]] = {}
+        # a compact edition's story parts by key, for entries that are references to them
+        # (``expand_edition(..., keep_refs=True)``), given to ``prepare``
+        self._parts: Mapping[str, Mapping[str, Any]] = {}
         self.probes = 0  # renders of probe digests (for benchmarks and tests)
 
     # -- the public side ---------------------------------------------------------------------
@@ -162,9 +165,17 @@ class DigestAssembler:
                     text += (reasons, tail_text)
         return RenderedEmail(subject, preheader, "".join(html), "".join(text))
 
-    def prepare(self, digests: Iterable[tuple[Mapping[str, Any], str]]) -> int:
+    def prepare(
+        self,
+        digests: Iterable[tuple[Mapping[str, Any], str]],
+        parts: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
         """Render, in few batches, the stories of many ``(content, time zone)`` not yet
-        cached (the digests themselves are assembled later). Returns stories rendered."""
+        cached (the digests themselves are assembled later). Returns stories rendered.
+        ``parts``: the story parts that entries given as references name (contents
+        expanded with ``keep_refs``); kept until the next ``prepare``."""
+        if parts is not None:
+            self._parts = parts
         wanted: dict[_Key, Mapping[str, Any]] = {}
         period_end = ""
         prepared = self._prepared = {}  # readers of one digest share its content
@@ -245,7 +256,8 @@ class DigestAssembler:
             for cut, kind in ((self._cut_html, "html"), (self._cut_text, "txt")):
                 top: list[Mapping[str, Any]] = [{"cut": cut}]
                 for e in chunk:
-                    shown = {name: e[name] for name in STORY_FIELDS}
+                    story = self._story(e)
+                    shown = {name: story[name] for name in STORY_FIELDS}
                     shown["published"] = when
                     shown["reasons"] = [self._slot("reasons")] if e.get("reasons") else []
                     top += (shown, {"cut": cut})
@@ -293,7 +305,7 @@ class DigestAssembler:
                 if found is None:
                     if len(zoned) >= ZONED_KEPT:
                         zoned.clear()
-                    found = zoned[key] = self._fill_time(key, e["published"], zone)
+                    found = zoned[key] = self._fill_time(key, self._story(e)["published"], zone)
                 pieces.append(found)
             out.append(pieces)
         return out
@@ -313,6 +325,12 @@ class DigestAssembler:
         shown = local_time_text(published, zone)
         found = self._times[(published, zone)] = (self._html(shown), shown)
         return found
+
+    def _story(self, e: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The fields the entry's story shows: its own, or its part's when the entry is a
+        reference to one (needed only where a story is not cached yet)."""
+        part = e.get("part")
+        return e if part is None else self._parts[part]
 
     def _split_slots(self, piece: str) -> Pieces:
         return tuple(self._slots.split(piece))

@@ -1559,43 +1559,23 @@ def part_keys(content: Mapping[str, Any]) -> set[str]:
     return keys
 
 
-class EntryView(dict[str, Any]):
-    """A compact edition's entry as the send path reads it: its own fields (``part``, the
-    part's key; rank, reasons, watchlists) held, the story's looked up in the shared part
-    rather than copied into every reader's entry. Indexing finds both (and so do
-    templates); ``get``, iteration and ``len`` see the entry's own fields only."""
-
-    __slots__ = ("story",)
-    story: Mapping[str, Any]
-
-    def __missing__(self, key: str) -> Any:
-        return self.story[key]
-
-
-def _entry_views(
-    refs: Iterable[Mapping[str, Any]], parts: Mapping[str, Mapping[str, Any]]
-) -> list[EntryView]:
-    """Each reference as an ``EntryView`` on its part. Made by ``dict``'s own constructor
-    and then given their part: a send batch makes tens of thousands of them."""
-    views = [EntryView(ref) for ref in refs]
-    for view in views:
-        view.story = parts[view["part"]]
-    return views
-
-
 def expand_edition(
     content: Mapping[str, Any], parts: Mapping[str, Mapping[str, Any]], keep_refs: bool = False
 ) -> dict[str, Any]:
     """A stored edition's content as ``digest_as_dict`` gave it: references (``compact``)
-    replaced by their parts. With ``keep_refs`` each entry is an ``EntryView`` that keeps
-    its ``part`` key (the digest assembler caches a story's rendering by it). Raises
-    ``KeyError`` for a part not in ``parts``."""
+    replaced by their parts. With ``keep_refs`` the entries stay references (``part``,
+    rank, reasons, watchlists), their story in ``parts``: the send path's digest
+    assembler caches a story's rendering by its part's key, and reads the part itself
+    only for a story it has not rendered yet (a batch makes tens of thousands of
+    entries). Raises ``KeyError`` for a part not in ``parts``."""
     if content.get("version") != 2:
         return dict(content)
+    if keep_refs and not parts.keys() >= part_keys(content):
+        raise KeyError("a part the edition refers to")
 
-    def entries(refs: Iterable[Mapping[str, Any]]) -> Sequence[dict[str, Any]]:
+    def entries(refs: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
         if keep_refs:
-            return _entry_views(refs, parts)
+            return list(refs)
         return [
             {
                 **parts[ref["part"]],

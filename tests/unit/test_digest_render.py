@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import replace
@@ -13,11 +14,14 @@ import pytest
 from pipeline.adapters.digest_render import STORY_FIELDS, DigestAssembler, escape_text
 from pipeline.adapters.render import EmailRenderer, Recipient, SiteInfo
 from pipeline.core.digest import (
+    Digest,
     DigestCandidate,
+    DigestJSON,
     DigestRequest,
     ThemeInfo,
     build_digest,
     digest_as_dict,
+    expand_edition,
 )
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -79,6 +83,10 @@ def candidates(rng: random.Random, count: int) -> list[DigestCandidate]:
 
 
 def digests(seed: int) -> list[tuple[dict[str, object], Recipient, str]]:
+    return [(digest_as_dict(d), recipient, heading) for d, recipient, heading in built(seed)]
+
+
+def built(seed: int) -> list[tuple[Digest, Recipient, str]]:
     rng = random.Random(seed)
     out = []
     for n in range(12):
@@ -95,7 +103,7 @@ def digests(seed: int) -> list[tuple[dict[str, object], Recipient, str]]:
             max_watchlist_stories=rng.choice([1, 2, 10]),  # 1 and 2 cut the section short
             previous_counts={t: rng.randint(0, 5) for t in chosen} if n % 2 else None,
         )
-        content = digest_as_dict(build_digest(candidates(rng, rng.randint(0, 30)), request, THEMES))
+        digest = build_digest(candidates(rng, rng.randint(0, 30)), request, THEMES)
         tagged = n % 3 == 0
         recipient = Recipient(
             reason="%%abcreason%%" if tagged else f"Because {rng.choice(HOSTILE)}",
@@ -104,7 +112,7 @@ def digests(seed: int) -> list[tuple[dict[str, object], Recipient, str]]:
             view_url=rng.choice(["", "%%abcview%%", "https://qasid.example/e/1/t"]),
             timezone=rng.choice(ZONES),
         )
-        out.append((content, recipient, rng.choice(["Daily digest", "Weekly <digest>"])))
+        out.append((digest, recipient, rng.choice(["Daily digest", "Weekly <digest>"])))
     return out
 
 
@@ -122,6 +130,32 @@ def test_fast_path_equals_the_full_render(renderer: EmailRenderer, seed: int) ->
         fast = assembler.digest(content, recipient, heading)
         full = renderer.digest(content, recipient, heading)
         assert fast == full
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_fast_path_equals_the_full_render_of_compact_editions_read_as_references(
+    renderer: EmailRenderer, seed: int
+) -> None:
+    """As the send path reads editions: entries left as references to story parts, which
+    the assembler looks up only for stories it has not rendered yet."""
+    encoder = DigestJSON()
+    stored = [(json.loads(encoder.compact(d)), r, h) for d, r, h in built(seed)]
+    parts = {key: json.loads(text) for key, text in encoder.new_parts().items()}
+    as_refs = [(expand_edition(c, parts, keep_refs=True), r, h) for c, r, h in stored]
+    assert any("part" in e for content, _, _ in as_refs for e in content["top"])  # type: ignore[attr-defined]
+    assembler = DigestAssembler(renderer)
+    assembler.prepare(((content, r.timezone) for content, r, _ in as_refs[:6]), parts)
+    for (content, recipient, heading), (compact, _, _) in zip(as_refs, stored, strict=True):
+        whole = expand_edition(compact, parts)
+        assert assembler.digest(content, recipient, heading) == renderer.digest(
+            whole, recipient, heading
+        )
+
+
+def test_an_edition_read_as_references_needs_every_part() -> None:
+    content = {"version": 2, "top": [{"part": "gone", "rank": 1.0, "reasons": []}]}
+    with pytest.raises(KeyError):
+        expand_edition(content, {}, keep_refs=True)
 
 
 def test_a_watchlist_section_cut_short_says_so_on_both_paths(renderer: EmailRenderer) -> None:

@@ -335,8 +335,10 @@ class DeliveryStore:
             if waiting:
                 wanted = set().union(*map(part_keys, waiting)) - known.keys()
                 if len(known) + len(wanted) > PARTS_KEPT:
-                    known.clear()  # the contents expanded above keep the parts they use
-                    wanted = set().union(*map(part_keys, waiting))
+                    # started over: the batch's every part is read again, those of the
+                    # contents expanded above too (read as references, they name theirs)
+                    known.clear()
+                    wanted = set().union(*map(part_keys, decoded.values()))
                 asked = sorted(wanted)
                 query_parts = select(edition_part.c.key, edition_part.c.content)
                 for start in range(0, len(asked), PART_QUERY):

@@ -173,7 +173,7 @@ class DigestAssembler:
         """Render, in few batches, the stories of many ``(content, time zone)`` not yet
         cached (the digests themselves are assembled later). Returns stories rendered.
         ``parts``: the story parts that entries given as references name (contents
-        expanded with ``keep_refs``); kept until the next ``prepare``."""
+        expanded with ``keep_refs``); kept until a later ``prepare`` gives others."""
         if parts is not None:
             self._parts = parts
         wanted: dict[_Key, Mapping[str, Any]] = {}

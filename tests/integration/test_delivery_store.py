@@ -222,35 +222,45 @@ def test_editions_are_read_as_json_reads_them(text: str) -> None:
         assert found == expected and type(found["n"][1]) is float
 
 
+STORY = {"id": "i1", "title": "T", "link": "https://x.example/1", "source": "Dawn",
+         "published": "2026-11-28T10:00:00+00:00", "snippet": "S", "themes": ["economy"],
+         "us_link": False, "also": ["Reuters"]}  # fmt: skip
+THEME = {"id": "economy", "name": "The economy", "description": "", "context": "Why."}
+
+
+def compact(query: str, story_part: str = "story1") -> dict[str, object]:
+    """A compact edition's content: one entry (among the top stories and in a section)."""
+    ref = {"part": story_part, "rank": 9.5, "reasons": [f"watchlist: {query}"],
+           "watchlists": [query]}  # fmt: skip
+    section = {"theme": {"part": "theme1"}, "count": 1, "previous_count": None,
+               "volume_line": "", "entries": [ref]}  # fmt: skip
+    return {"version": 2, "period_start": "a", "period_end": "b", "subject": "s",
+            "preheader": "", "top": [ref], "watchlist_entries": [], "watchlist_line": "",
+            "sections": [section], "item_ids": ["i1"]}  # fmt: skip
+
+
+def spec(sid: int, content: dict[str, object]) -> dict[str, object]:
+    """``create_editions``' keywords for a reader's compact edition."""
+    import json
+
+    from pipeline.adapters.delivery_store import JSONText
+
+    return {"kind": "personal", "subscriber_id": sid, "frequency": "daily",
+            "period_start": NOW - timedelta(days=1), "period_end": NOW,
+            "local_date": "2026-11-29", "subject": "s", "item_count": 1,
+            "content": JSONText(json.dumps(content)), "now": NOW,
+            "queue_delivery": True}  # fmt: skip
+
+
 def test_compact_editions_are_read_whole_and_their_shared_parts_stored_once(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     import json
 
-    from pipeline.adapters.delivery_store import JSONText
     from pipeline.adapters.schema import edition_part
 
-    story = {"id": "i1", "title": "T", "link": "https://x.example/1", "source": "Dawn",
-             "published": "2026-11-28T10:00:00+00:00", "snippet": "S", "themes": ["economy"],
-             "us_link": False, "also": ["Reuters"]}  # fmt: skip
-    theme = {"id": "economy", "name": "The economy", "description": "", "context": "Why."}
+    story, theme = STORY, THEME
     parts = {"story1": json.dumps(story), "theme1": json.dumps(theme)}
-
-    def compact(query: str, story_part: str = "story1") -> dict[str, object]:
-        ref = {"part": story_part, "rank": 9.5, "reasons": [f"watchlist: {query}"],
-               "watchlists": [query]}  # fmt: skip
-        section = {"theme": {"part": "theme1"}, "count": 1, "previous_count": None,
-                   "volume_line": "", "entries": [ref]}  # fmt: skip
-        return {"version": 2, "period_start": "a", "period_end": "b", "subject": "s",
-                "preheader": "", "top": [ref], "watchlist_entries": [], "watchlist_line": "",
-                "sections": [section], "item_ids": ["i1"]}  # fmt: skip
-
-    def spec(sid: int, content: dict[str, object]) -> dict[str, object]:
-        return {"kind": "personal", "subscriber_id": sid, "frequency": "daily",
-                "period_start": NOW - timedelta(days=1), "period_end": NOW,
-                "local_date": "2026-11-29", "subject": "s", "item_count": 1,
-                "content": JSONText(json.dumps(content)), "now": NOW,
-                "queue_delivery": True}  # fmt: skip
 
     ledger = DeliveryStore(store)
     a, b, c = (subscriber(store, f"{n}@example.com") for n in "abc")
@@ -273,6 +283,31 @@ def test_compact_editions_are_read_whole_and_their_shared_parts_stored_once(
     assert found[first].content["top"][0]["watchlists"] == ["Gwadar"]
     assert f"edition {lost} refers to a missing part" in caplog.text
     assert ledger.get_edition(lost) is None
+
+
+def test_editions_read_as_references_find_their_parts_after_the_kept_parts_start_over(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries read as references name their story parts: when a batch overflows the parts
+    kept across batches, the parts of its editions read before the overflow stay kept."""
+    import json
+
+    from pipeline.adapters import delivery_store
+
+    ledger = DeliveryStore(store)
+    a, b = (subscriber(store, f"{n}@example.com") for n in "ab")
+    parts = {key: json.dumps({**STORY, "id": key}) for key in ("story1", "story2")}
+    parts["theme1"] = json.dumps(THEME)
+    ((first, _),) = ledger.create_editions([spec(a, compact("Gwadar"))], parts)
+    ((second, _),) = ledger.create_editions([spec(b, compact("IMF", story_part="story2"))])
+    kept: dict[str, dict[str, object]] = {}
+    ledger.get_editions([first], kept, keep_refs=True)
+    monkeypatch.setattr(delivery_store, "PARTS_KEPT", 2)  # story1 and theme1 fill it
+    found = ledger.get_editions([first, second], kept, keep_refs=True)
+    assert sorted(found) == [first, second]
+    for edition in found.values():
+        assert edition.content["top"][0]["part"] in kept
+        assert kept[edition.content["top"][0]["part"]]["id"] == edition.content["top"][0]["part"]
 
 
 def test_migrating_below_edition_parts_drops_compact_editions_and_keeps_whole_ones(

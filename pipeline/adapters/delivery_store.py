@@ -333,18 +333,30 @@ class DeliveryStore:
                 except KeyError:
                     waiting.append(content)
             if waiting:
-                wanted = set().union(*map(part_keys, waiting)) - known.keys()
+                wanted = set().union(*(part_keys(c, known) for c in waiting)) - known.keys()
                 if len(known) + len(wanted) > PARTS_KEPT:
                     # started over: the batch's every part is read again, those of the
                     # contents expanded above too (read as references, they name theirs)
                     known.clear()
                     wanted = set().union(*map(part_keys, decoded.values()))
-                asked = sorted(wanted)
+                # A shared section's part names story parts of its own: a second round
+                # reads those (a part that is missing is asked for once).
+                asked: set[str] = set()
                 query_parts = select(edition_part.c.key, edition_part.c.content)
-                for start in range(0, len(asked), PART_QUERY):
-                    chunk = asked[start : start + PART_QUERY]
-                    for key, text in conn.execute(query_parts.where(edition_part.c.key.in_(chunk))):
-                        known[key] = read_json(text)
+                while wanted:
+                    asked |= wanted
+                    ordered = sorted(wanted)
+                    read: list[dict[str, Any]] = []
+                    for start in range(0, len(ordered), PART_QUERY):
+                        chunk = ordered[start : start + PART_QUERY]
+                        for key, text in conn.execute(
+                            query_parts.where(edition_part.c.key.in_(chunk))
+                        ):
+                            part = known[key] = read_json(text)
+                            if "entries" in part:  # a shared section's
+                                read.append(part)
+                    wanted = {e["part"] for part in read for e in part["entries"]}
+                    wanted -= known.keys() | asked
         for content in waiting:
             with suppress(KeyError):  # a part that is gone: the edition is left out below
                 expanded[id(content)] = expand_edition(content, known, keep_refs)
@@ -352,7 +364,7 @@ class DeliveryStore:
         for row, content in found:
             whole = expanded.get(id(content))
             if whole is None:
-                missing = sorted(part_keys(content) - known.keys())
+                missing = sorted(part_keys(content, known) - known.keys())
                 log.warning("edition %s refers to a missing part %s", row.id, ", ".join(missing))
                 continue
             # readers of the same digest share one content dict (not a copy each): the

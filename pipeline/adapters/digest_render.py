@@ -65,6 +65,11 @@ ZONED_KEPT = 100_000  # stories with their time filled in kept per zone (then st
 # pieces), and after it (None when the story shows no reasons: then the first two are whole).
 _Zoned = tuple[tuple[str, ...], tuple[str, ...], str | None, str | None]
 HTML_TEXT_KEPT = 100_000  # texts remembered as HTML (a long-lived worker starts over)
+# A shared section's stories with their times (one zone) and reasons filled in, flat:
+# HTML pieces and text pieces, appended to an email as they are.
+_Flat = tuple[tuple[str, ...], tuple[str, ...]]
+SHARED_KEPT = 50_000  # shared sections (their story keys; flat per zone) before starting over
+_Block = tuple[_Key, str, Sequence[Mapping[str, Any]], str | None]
 
 
 def escape_text(value: str) -> str:
@@ -99,6 +104,10 @@ class DigestAssembler:
         self._times: dict[tuple[str, str], tuple[str, str]] = {}  # (time, zone): html, text
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._html_text: dict[str, str] = {}  # text → as the HTML part shows it
+        # a shared section (``expand_edition``'s "entries_part"): its stories' keys, their
+        # stories rendered; and per (part, zone) its stories flat (``_flat``)
+        self._shared_keys: dict[str, list[_Key]] = {}
+        self._shared: dict[tuple[str, str], _Flat] = {}
         # per (content, zone) prepared together: its blocks and rendered stories, used by
         # ``digest`` (held until ``release`` or the next ``prepare``)
         self._prepared: dict[tuple[int, str], tuple[Mapping[str, Any], Any, Any]] = {}
@@ -114,21 +123,17 @@ class DigestAssembler:
     ) -> RenderedEmail:
         """The email ``renderer.digest(content, recipient, heading)`` would give."""
         zone = recipient.timezone
-        stories = self._stories
         known = self._prepared.get((id(content), zone))
         if known is not None and known[0] is content:  # prepared: its stories are at hand
             blocks, pieces = known[1], known[2]
         else:
             blocks = _blocks(content)
-            story_keys = [[_story_key(e) for e in block[2]] for block in blocks]
-            missing = [
-                e
-                for block, block_keys in zip(blocks, story_keys, strict=True)
-                for e, key in zip(block[2], block_keys, strict=True)
-                if key not in stories
-            ]
+            missing: dict[_Key, Mapping[str, Any]] = {}
+            new_shared: dict[str, list[_Key]] = {}
+            story_keys = [self._block_keys(block, missing, new_shared) for block in blocks]
             if missing:
-                self._render_stories(missing, str(content["period_end"]))
+                self._render_stories(list(missing.values()), str(content["period_end"]))
+            self._known_shared(new_shared)
             pieces = self._zoned_pieces(blocks, story_keys, zone)
         keys = [self._start_key(content, heading, zone)]
         keys += [block[0] for block in blocks]
@@ -154,6 +159,11 @@ class DigestAssembler:
             _fill(text, trans_text, values_text)
             if index == len(blocks):
                 break
+            if blocks[index][3] is not None:  # a shared section: its stories flat
+                flat_html, flat_text = pieces[index]
+                html += flat_html
+                text += flat_text
+                continue
             for e, (head_html, head_text, tail_html, tail_text) in zip(
                 blocks[index][2], pieces[index], strict=True
             ):
@@ -177,6 +187,7 @@ class DigestAssembler:
         if parts is not None:
             self._parts = parts
         wanted: dict[_Key, Mapping[str, Any]] = {}
+        new_shared: dict[str, list[_Key]] = {}
         period_end = ""
         prepared = self._prepared = {}  # readers of one digest share its content
         by_content: dict[int, list[list[_Key]]] = {}  # the same for every time zone
@@ -186,22 +197,48 @@ class DigestAssembler:
             blocks = _blocks(content)
             story_keys = by_content.get(id(content))
             if story_keys is None:
-                story_keys = [[_story_key(e) for e in block[2]] for block in blocks]
+                story_keys = [self._block_keys(block, wanted, new_shared) for block in blocks]
                 by_content[id(content)] = story_keys
                 period_end = period_end or str(content["period_end"])
-                for block, block_keys in zip(blocks, story_keys, strict=True):
-                    for e, key in zip(block[2], block_keys, strict=True):
-                        if key not in self._stories and key not in wanted:
-                            wanted[key] = e
             prepared[(id(content), zone)] = (content, blocks, story_keys)
         if wanted:
             self._render_stories(list(wanted.values()), period_end)
+        self._known_shared(new_shared)
         rendered = len(wanted)
         # each digest's stories, as ``digest`` assembles them
         for (content_id, zone), (content, blocks, story_keys) in prepared.items():
             pieces = self._zoned_pieces(blocks, story_keys, zone)
             prepared[(content_id, zone)] = (content, blocks, pieces)
         return rendered
+
+    def _block_keys(
+        self,
+        block: _Block,
+        missing: dict[_Key, Mapping[str, Any]],
+        new_shared: dict[str, list[_Key]],
+    ) -> list[_Key]:
+        """A block's story keys; the entries whose story is not rendered yet go into
+        ``missing``. A shared section's keys are made once (``new_shared`` until its
+        stories are rendered: then ``_known_shared``)."""
+        shared = block[3]
+        if shared is not None:
+            found = self._shared_keys.get(shared) or new_shared.get(shared)
+            if found is not None:
+                return found
+        keys = [_story_key(e) for e in block[2]]
+        stories = self._stories
+        for e, key in zip(block[2], keys, strict=True):
+            if key not in stories and key not in missing:
+                missing[key] = e
+        if shared is not None:
+            new_shared[shared] = keys
+        return keys
+
+    def _known_shared(self, new_shared: Mapping[str, list[_Key]]) -> None:
+        """Shared sections whose stories are now rendered."""
+        if len(self._shared_keys) + len(new_shared) > SHARED_KEPT:
+            self._shared_keys.clear()
+        self._shared_keys.update(new_shared)
 
     def release(self) -> None:
         """Forget what ``prepare`` kept of its digests (call when the batch is done: the
@@ -221,7 +258,7 @@ class DigestAssembler:
         content: Mapping[str, Any],
         recipient: Recipient,
         heading: str,
-        blocks: Sequence[tuple[_Key, str, Sequence[Mapping[str, Any]]]],
+        blocks: Sequence[_Block],
         keys: Sequence[_Key],
     ) -> None:
         """Render this digest's shape with one marker per block: its transitions."""
@@ -290,15 +327,27 @@ class DigestAssembler:
 
     def _zoned_pieces(
         self,
-        blocks: Sequence[tuple[_Key, str, Sequence[Mapping[str, Any]]]],
+        blocks: Sequence[_Block],
         story_keys: Sequence[Sequence[_Key]],
         zone: str,
-    ) -> list[list[_Zoned]]:
+    ) -> list[Any]:
         """The digest's stories with their time filled in for ``zone`` (each made once
-        per story and zone), block by block."""
+        per story and zone), block by block: a list of ``_Zoned`` per block, or for a
+        shared section its stories flat (``_Flat``, made once per section and zone)."""
         zoned = self._zoned.setdefault(zone, {})
-        out = []
+        out: list[Any] = []
         for block, keys in zip(blocks, story_keys, strict=True):
+            shared = block[3]
+            if shared is not None:
+                flat = self._shared.get((shared, zone))
+                if flat is None:
+                    if len(self._shared) >= SHARED_KEPT:
+                        self._shared.clear()
+                    flat = self._shared[(shared, zone)] = self._flat(
+                        block[2], self._zoned_pieces([(*block[:3], None)], [keys], zone)[0]
+                    )
+                out.append(flat)
+                continue
             pieces = []
             for e, key in zip(block[2], keys, strict=True):
                 found = zoned.get(key)
@@ -309,6 +358,19 @@ class DigestAssembler:
                 pieces.append(found)
             out.append(pieces)
         return out
+
+    def _flat(self, entries: Sequence[Mapping[str, Any]], zoned: Sequence[_Zoned]) -> _Flat:
+        """Stories with their reasons filled in, as ``digest`` appends them."""
+        html: list[str] = []
+        text: list[str] = []
+        for e, (head_html, head_text, tail_html, tail_text) in zip(entries, zoned, strict=True):
+            html += head_html
+            text += head_text
+            if tail_html is not None:
+                reasons = "; ".join(e["reasons"])
+                html += (self._html(reasons), tail_html)
+                text += (reasons, tail_text or "")  # set with tail_html
+        return tuple(html), tuple(text)
 
     def _fill_time(self, key: _Key, published: str, zone: str) -> _Zoned:
         story_html, story_text = self._stories[key]
@@ -383,18 +445,24 @@ def _end_key(recipient: Recipient) -> _Key:
             recipient.view_url)  # fmt: skip
 
 
-def _blocks(
-    content: Mapping[str, Any],
-) -> list[tuple[_Key, str, Sequence[Mapping[str, Any]]]]:
-    """The digest's blocks in order: (key, volume line, entries)."""
-    blocks: list[tuple[_Key, str, Sequence[Mapping[str, Any]]]] = []
+def _blocks(content: Mapping[str, Any]) -> list[_Block]:
+    """The digest's blocks in order: (key, volume line, entries, the part a shared
+    section's entries come from or None)."""
+    blocks: list[_Block] = []
     if content.get("top"):
-        blocks.append((("top",), "", content["top"]))
+        blocks.append((("top",), "", content["top"], None))
     for section in content.get("sections", ()):  # the template shows even an empty one
         theme = section["theme"]
         key = ("section", theme.get("id"), theme.get("name"), theme.get("context"))
-        blocks.append((key, str(section.get("volume_line", "")), section.get("entries", ())))
+        blocks.append(
+            (
+                key,
+                str(section.get("volume_line", "")),
+                section.get("entries", ()),
+                section.get("entries_part"),
+            )
+        )
     if content.get("watchlist_entries"):
         line = str(content.get("watchlist_line") or "")
-        blocks.append((("watch", bool(line)), line, content["watchlist_entries"]))
+        blocks.append((("watch", bool(line)), line, content["watchlist_entries"], None))
     return blocks

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from itertools import islice
 from json.encoder import encode_basestring_ascii
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,15 @@ class DigestEntry:
     reasons: tuple[str, ...]  # why it is here: evidence terms or the watchlist hit
     also: tuple[str, ...] = ()  # other outlets that carried the same story
     snippet: str = ""
+
+
+class SharedEntries(tuple[DigestEntry, ...]):
+    """A section's entries that many readers' digests hold as they are (the same entry
+    objects, in the same order): ``ReaderDigests`` hands every such reader this one
+    tuple, and ``DigestJSON.compact`` stores it once, as a part the editions refer to.
+    Equal to a plain tuple of the same entries."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -618,7 +627,12 @@ def _assemble(
     info = {t.id: t for t in themes}
     sections = []
     for theme_id in wanted:
-        listed = by_theme[theme_id][: request.max_per_section]
+        found = by_theme[theme_id]
+        listed = (
+            found
+            if type(found) is SharedEntries and len(found) <= request.max_per_section
+            else tuple(found[: request.max_per_section])
+        )
         if not listed:
             continue
         previous = (request.previous_counts or {}).get(theme_id)
@@ -627,7 +641,7 @@ def _assemble(
         sections.append(
             DigestSection(
                 theme=info[theme_id],
-                entries=tuple(listed),
+                entries=listed,
                 count=counts[theme_id],
                 previous_count=previous,
                 volume_line=_volume_line(counts[theme_id], previous, period_word),
@@ -721,6 +735,9 @@ class _ThemeBase:
     complete: bool  # the lists hold every story
     counts: dict[str, int]
     entries: dict[int, DigestEntry] = field(default_factory=dict)  # built when first shown
+    # per (home section, stories shown, top stories): the section of a reader whose hits
+    # change neither it nor the top stories (``ReaderDigests._shared_section``)
+    sections: dict[tuple[str, int, int], SharedEntries] = field(default_factory=dict)
 
 
 class _Truncated(Exception):
@@ -1251,9 +1268,14 @@ class ReaderDigests:
                 fresh_home[home].append(found)
             else:
                 watch_only.append(found)
-        by_theme = {
-            t: take(base.by_home[t], fresh_home[t], request.max_per_section, shown) for t in wanted
-        }
+        by_theme: dict[str, Sequence[DigestEntry]] = {}
+        for t in wanted:
+            listed = take(base.by_home[t], fresh_home[t], request.max_per_section, shown)
+            # most readers' hits leave most sections as the theme choice's own: then
+            # they hold that one tuple, which editions store once
+            shared = self._shared_section(base, t, wanted, request)
+            same = len(shared) == len(listed) and all(map(is_, listed, shared))
+            by_theme[t] = shared if same else listed
         watch_shown = [shown_entry(f, wanted) for f in watch_only[: request.max_watchlist_stories]]
         return _assemble(
             top,
@@ -1265,6 +1287,23 @@ class ReaderDigests:
             wanted,
             len(watch_only) + left_out,
         )
+
+    def _shared_section(
+        self, base: _ThemeBase, home: str, wanted: Sequence[str], request: DigestRequest
+    ) -> SharedEntries:
+        """The section ``home`` of the theme choice's readers whose hits change neither it
+        nor the top stories: the first stories of its list less the top ones. A reader's
+        section is compared with it entry by entry (``_build``), so rows past those the
+        lists keep (a truncated list) only make it differ."""
+        key = (home, request.max_per_section, request.top_stories)
+        found = base.sections.get(key)
+        if found is None:
+            top = {row[2].id for row in base.rows[: request.top_stories]}
+            rows = [row for row in base.by_home[home] if row[2].id not in top]
+            found = base.sections[key] = SharedEntries(
+                self._entry(base, row, wanted) for row in rows[: request.max_per_section]
+            )
+        return found
 
     def _entry(self, base: _ThemeBase, row: _Row, wanted: Sequence[str]) -> DigestEntry:
         found = base.entries.get(row[1])
@@ -1393,6 +1432,9 @@ class DigestJSON:
         self._refs: dict[int, tuple[DigestEntry, str]] = {}
         self._story_parts: dict[tuple[str, tuple[str, ...]], str] = {}
         self._theme_parts: dict[ThemeInfo, str] = {}
+        # shared sections' entries (by identity, kept alive) → their reference's text
+        self._sections: dict[int, tuple[SharedEntries, str]] = {}
+        self._section_keys: dict[str, None] = {}  # the keys of their parts
         self._new_parts: dict[str, str] = {}  # parts not handed out yet: key → JSON text
 
     def entry(self, entry: DigestEntry) -> str:
@@ -1475,7 +1517,11 @@ class DigestJSON:
         needs that this encoder has not handed out yet are taken by ``new_parts``;
         ``expand_edition`` gives back what ``digest_as_dict`` gives."""
         return self._document(
-            digest, 2, self._ref, lambda theme: f'{{"part": "{self._theme_part(theme)}"}}'
+            digest,
+            2,
+            self._ref,
+            lambda theme: f'{{"part": "{self._theme_part(theme)}"}}',
+            self._section_entries,
         )
 
     def _document(
@@ -1484,13 +1530,20 @@ class DigestJSON:
         version: int,
         entry: Callable[[DigestEntry], str],
         theme: Callable[[ThemeInfo], str],
+        section_entries: Callable[[tuple[DigestEntry, ...]], str] | None = None,
     ) -> str:
-        """Either form's text: ``entry`` and ``theme`` encode those (whole or as refs)."""
+        """Either form's text: ``entry`` and ``theme`` encode those (whole or as refs),
+        ``section_entries`` a section's entries (by default the list of ``entry``)."""
+
+        def listed(entries: tuple[DigestEntry, ...]) -> str:
+            return f"[{_join(map(entry, entries))}]"
+
+        entries_of = section_entries or listed
         sections = [
             f'{{"theme": {theme(s.theme)}, "count": {_count(s.count)}, '
             f'"previous_count": {_count(s.previous_count)}, '
             f'"volume_line": {_string(s.volume_line)}, '
-            f'"entries": [{_join(map(entry, s.entries))}]}}'
+            f'"entries": {entries_of(s.entries)}}}'
             for s in digest.sections
         ]
         return (
@@ -1529,6 +1582,26 @@ class DigestJSON:
             f'"watchlists": {_strings(entry.item.watchlists)}}}'
         )
 
+    def _section_entries(self, entries: tuple[DigestEntry, ...]) -> str:
+        """A section's entries: a list of references, or for entries many readers share
+        (``SharedEntries``) a reference to a part holding that list."""
+        if type(entries) is not SharedEntries or not entries:
+            return f"[{_join(map(self._ref, entries))}]"
+        found = self._sections.get(id(entries))
+        if found is not None and found[0] is entries:
+            return found[1]
+        part = f'{{"entries": [{_join(map(self._ref, entries))}]}}'
+        key = part_key(part)
+        if key not in self._section_keys:  # equal sections of other choices: one part
+            self._new_parts[key] = part
+        text = f'{{"part": "{key}"}}'
+        if len(self._sections) >= self._limit:
+            self._sections.clear()
+            self._section_keys.clear()
+        self._section_keys[key] = None
+        self._sections[id(entries)] = (entries, text)  # kept alive: its id is not reused
+        return text
+
     def _theme_part(self, theme: ThemeInfo) -> str:
         key = self._theme_parts.get(theme)
         if key is None:
@@ -1547,15 +1620,26 @@ def part_key(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def part_keys(content: Mapping[str, Any]) -> set[str]:
-    """The parts a stored edition's content refers to (none for a whole one)."""
+def part_keys(
+    content: Mapping[str, Any], parts: Mapping[str, Mapping[str, Any]] | None = None
+) -> set[str]:
+    """The parts a stored edition's content refers to (none for a whole one). A shared
+    section's entries are a part that refers to story parts in turn: those are among the
+    keys when ``parts`` holds the section's part (read it first, then ask again)."""
     if content.get("version") != 2:
         return set()
     keys = {e["part"] for e in content.get("top", ())}
     keys.update(e["part"] for e in content.get("watchlist_entries", ()))
     for section in content.get("sections", ()):
         keys.add(section["theme"]["part"])
-        keys.update(e["part"] for e in section.get("entries", ()))
+        entries = section.get("entries", ())
+        if isinstance(entries, Mapping):  # a reference to a shared section's entries
+            keys.add(entries["part"])
+            found = None if parts is None else parts.get(entries["part"])
+            if found is not None:
+                keys.update(e["part"] for e in found["entries"])
+        else:
+            keys.update(e["part"] for e in entries)
     return keys
 
 
@@ -1567,10 +1651,12 @@ def expand_edition(
     rank, reasons, watchlists), their story in ``parts``: the send path's digest
     assembler caches a story's rendering by its part's key, and reads the part itself
     only for a story it has not rendered yet (a batch makes tens of thousands of
-    entries). Raises ``KeyError`` for a part not in ``parts``."""
+    entries); a shared section's entries are then its part's own list (not a copy: read
+    only), and the section names that part (``"entries_part"``), which the assembler
+    caches the section's rendering by. Raises ``KeyError`` for a part not in ``parts``."""
     if content.get("version") != 2:
         return dict(content)
-    if keep_refs and not parts.keys() >= part_keys(content):
+    if keep_refs and not parts.keys() >= part_keys(content, parts):
         raise KeyError("a part the edition refers to")
 
     def entries(refs: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
@@ -1586,18 +1672,23 @@ def expand_edition(
             for ref in refs
         ]
 
+    def section_of(section: Mapping[str, Any]) -> dict[str, Any]:
+        refs = section.get("entries", ())
+        out = {**section, "theme": dict(parts[section["theme"]["part"]])}
+        if not isinstance(refs, Mapping):
+            out["entries"] = entries(refs)
+        elif keep_refs:
+            out["entries"] = parts[refs["part"]]["entries"]
+            out["entries_part"] = refs["part"]
+        else:
+            out["entries"] = entries(parts[refs["part"]]["entries"])
+        return out
+
     return {
         **content,
         "version": 1,
         "top": entries(content.get("top", ())),
-        "sections": [
-            {
-                **section,
-                "theme": dict(parts[section["theme"]["part"]]),
-                "entries": entries(section.get("entries", ())),
-            }
-            for section in content.get("sections", ())
-        ],
+        "sections": [section_of(section) for section in content.get("sections", ())],
         "watchlist_entries": entries(content.get("watchlist_entries", ())),
     }
 

@@ -310,6 +310,54 @@ def test_editions_read_as_references_find_their_parts_after_the_kept_parts_start
         assert kept[edition.content["top"][0]["part"]]["id"] == edition.content["top"][0]["part"]
 
 
+def test_a_shared_section_is_read_with_the_story_parts_its_own_part_names(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A section many readers share is stored once, as a part listing its entries (their
+    references to story parts): reading an edition reads that part, then the story parts
+    it names, whole or as references; a story part that is gone leaves the edition out."""
+    import json
+
+    shared_ref = {"part": "story2", "rank": 7.0, "reasons": ["economy: IMF"], "watchlists": []}
+    parts = {
+        "story1": json.dumps(STORY),
+        "story2": json.dumps({**STORY, "id": "i2", "title": "Shared"}),
+        "theme1": json.dumps(THEME),
+        "section1": json.dumps({"entries": [shared_ref]}),
+        "section2": json.dumps({"entries": [{**shared_ref, "part": "gone"}]}),
+    }
+
+    def shared(query: str, section: str) -> dict[str, object]:
+        content = compact(query)
+        content["sections"][0]["entries"] = {"part": section}  # type: ignore[index]
+        return content
+
+    ledger = DeliveryStore(store)
+    a, b, c = (subscriber(store, f"{n}@example.com") for n in "abc")
+    ((first, _), (second, _), (lost, _)) = ledger.create_editions(
+        [
+            spec(a, shared("Gwadar", "section1")),
+            spec(b, shared("IMF", "section1")),
+            spec(c, shared("x", "section2")),
+        ],
+        parts,
+    )
+    whole = ledger.get_editions([first, second, lost])
+    assert sorted(whole) == [first, second]
+    section = whole[first].content["sections"][0]
+    expected = {**json.loads(parts["story2"]), "rank": 7.0, "reasons": ["economy: IMF"],
+                "watchlists": []}  # fmt: skip
+    assert section["entries"] == [expected]
+    assert "entries_part" not in section  # read whole: as the digest's own dict
+    assert "gone" in caplog.text
+    kept: dict[str, dict[str, object]] = {}
+    as_refs = ledger.get_editions([first, second], kept, keep_refs=True)
+    sections = [as_refs[n].content["sections"][0] for n in (first, second)]
+    assert sections[0]["entries_part"] == sections[1]["entries_part"] == "section1"
+    assert sections[0]["entries"] is sections[1]["entries"]  # one list for every reader
+    assert {"story1", "story2", "theme1", "section1"} <= kept.keys()
+
+
 def test_migrating_below_edition_parts_drops_compact_editions_and_keeps_whole_ones(
     store: Store,
 ) -> None:

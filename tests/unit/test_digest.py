@@ -303,6 +303,56 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
         assert expand_edition(compact, parts) == json.loads(json.dumps(digest_as_dict(expected)))
 
 
+def test_readers_whose_hits_leave_a_section_alone_share_it_and_editions_store_it_once() -> None:
+    """Sections that a reader's hits do not change are the theme choice's one tuple of
+    entries (``SharedEntries``); a compact edition refers to it as one part, which names
+    its story parts, and reads back as the digest's own dict."""
+    from pipeline.core.digest import ReaderDigests, SharedEntries
+
+    def story(n: int, theme: str, score: float) -> DigestCandidate:  # one story each
+        return item(n, title=f"Headline q{n}x r{n}y", themes=(theme,), scores={theme: score})
+
+    economy = [story(n, "economy", 4.0 + n % 5) for n in range(12)]
+    india = [story(20 + n, "india", 5.0) for n in range(12)]
+    elsewhere = item(  # in no chosen theme, and a story of its own
+        40, title="Floods in Sindh", themes=("climate",), scores={"climate": 3.0}
+    )
+    planner = ReaderDigests([*economy, *india, elsewhere], THEMES, START, END)
+    req = request(themes=["economy", "india"], top_stories=2, max_per_section=4)
+    alone = planner.build(req, {})
+    watching = planner.build(req, {"i40": ["floods"]})  # a hit outside the chosen themes
+    in_economy = planner.build(req, {"i5": ["IMF"]})  # a hit that moves an economy story
+    for digest in (alone, watching):
+        assert all(type(s.entries) is SharedEntries for s in digest.sections)
+    assert [s.entries for s in alone.sections] == [s.entries for s in watching.sections]
+    assert all(
+        a.entries is b.entries for a, b in zip(alone.sections, watching.sections, strict=True)
+    )
+    assert watching.watchlist_entries and not alone.watchlist_entries
+    assert [s.theme.id for s in alone.sections] == ["india", "economy"]
+    assert in_economy.sections[0].entries is alone.sections[0].entries  # india's
+    assert in_economy.sections[1].entries != alone.sections[1].entries
+    assert type(in_economy.sections[1].entries) is tuple
+
+    encoder = DigestJSON()
+    parts: dict[str, object] = {}
+    for digest in (alone, watching, in_economy):
+        stored = json.loads(encoder.compact(digest))
+        handed = encoder.new_parts()
+        assert not handed.keys() & parts.keys()  # the shared section handed out once
+        parts.update({key: json.loads(text) for key, text in handed.items()})
+        refs = [s["entries"] for s in stored["sections"]]
+        assert [isinstance(r, dict) for r in refs] == [True, digest is not in_economy]
+        assert part_keys(stored, parts) <= parts.keys()
+        assert part_keys(stored) < part_keys(stored, parts)  # the section's story parts
+        assert expand_edition(stored, parts) == json.loads(json.dumps(digest_as_dict(digest)))
+        as_refs = expand_edition(stored, parts, keep_refs=True)
+        for section, ref in zip(as_refs["sections"], refs, strict=True):
+            if isinstance(ref, dict):
+                assert section["entries_part"] == ref["part"]
+                assert section["entries"] is parts[ref["part"]]["entries"]  # type: ignore[index]
+
+
 def test_reader_digests_share_hit_stories_only_between_readers_they_fit() -> None:
     """Readers of every theme choice, one after another on one planner, hitting the same
     stories of several outlets (members sharing themes) and one-item stories: what the

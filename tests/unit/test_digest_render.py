@@ -152,6 +152,49 @@ def test_fast_path_equals_the_full_render_of_compact_editions_read_as_references
         )
 
 
+@pytest.mark.parametrize("seed", [6, 7])
+def test_shared_sections_read_as_references_render_as_the_full_render(
+    renderer: EmailRenderer, seed: int
+) -> None:
+    """Readers of one theme choice whose hits leave a section alone share it: stored as
+    one part, read as that part's list, assembled from its stories flat per time zone.
+    Every reader's email equals the full render of their whole edition."""
+    from pipeline.core.digest import ReaderDigests
+
+    rng = random.Random(seed)
+    pool = [replace(c, watchlists=()) for c in candidates(rng, 60)]
+    planner = ReaderDigests(pool, THEMES, END - timedelta(days=1), END)
+    encoder = DigestJSON()
+    stored = []
+    for n in range(24):
+        chosen = [t.id for t in THEMES][: 2 + n % 3]
+        hits = {c.id: [rng.choice(HOSTILE)] for c in rng.sample(pool, rng.randint(0, 3))}
+        request = DigestRequest(
+            themes=chosen, period_start=END - timedelta(days=1), period_end=END, max_per_section=4
+        )
+        recipient = Recipient(
+            reason="%%abcreason%%",
+            manage_url="%%abcmanage%%",
+            unsubscribe_url="%%abcunsubscribe%%",
+            timezone=ZONES[n % len(ZONES)],
+        )
+        digest = planner.build(request, hits)
+        stored.append((json.loads(encoder.compact(digest)), recipient, "Daily digest"))
+    parts = {key: json.loads(text) for key, text in encoder.new_parts().items()}
+    as_refs = [(expand_edition(c, parts, keep_refs=True), r, h) for c, r, h in stored]
+    shared = [
+        s["entries_part"] for c, _, _ in as_refs for s in c["sections"] if "entries_part" in s
+    ]  # type: ignore[attr-defined]
+    assert len(shared) > len(set(shared)) > 1  # several sections, each of several readers
+    assembler = DigestAssembler(renderer)
+    assembler.prepare(((content, r.timezone) for content, r, _ in as_refs[:12]), parts)
+    for (content, recipient, heading), (compact, _, _) in zip(as_refs, stored, strict=True):
+        whole = expand_edition(compact, parts)
+        assert assembler.digest(content, recipient, heading) == renderer.digest(
+            whole, recipient, heading
+        )
+
+
 def test_an_edition_read_as_references_needs_every_part() -> None:
     content = {"version": 2, "top": [{"part": "gone", "rank": 1.0, "reasons": []}]}
     with pytest.raises(KeyError):

@@ -1633,7 +1633,7 @@ def part_keys(
     for section in content.get("sections", ()):
         keys.add(section["theme"]["part"])
         entries = section.get("entries", ())
-        if isinstance(entries, Mapping):  # a reference to a shared section's entries
+        if isinstance(entries, dict):  # a reference to a shared section's entries (JSON: a dict)
             keys.add(entries["part"])
             found = None if parts is None else parts.get(entries["part"])
             if found is not None:
@@ -1675,7 +1675,7 @@ def expand_edition(
     def section_of(section: Mapping[str, Any]) -> dict[str, Any]:
         refs = section.get("entries", ())
         out = {**section, "theme": dict(parts[section["theme"]["part"]])}
-        if not isinstance(refs, Mapping):
+        if not isinstance(refs, dict):  # a list (JSON), or a reference to a shared one
             out["entries"] = entries(refs)
         elif keep_refs:
             out["entries"] = parts[refs["part"]]["entries"]

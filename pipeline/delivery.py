@@ -568,6 +568,9 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     )
     for span in watched:
         periods.data(*span)
+    # The public editions (every theme: their own clustering) are the first tasks of the
+    # build, beside the readers' chunks; their items are read while the engine works.
+    public = _public_plans(app, now, periods.items_in)
     # Until the engine's child is done, the theme choices' lists (which need no matches)
     # are readied here, the most read first: the build's helpers inherit them.
     readied = _ready_choices(periods, due, matching.running)
@@ -606,9 +609,6 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     encoder = DigestJSON()
     summary = BuildSummary()
     chunks = [due[start : start + BUILD_CHUNK] for start in range(0, len(due), BUILD_CHUNK)]
-    # The public editions (every theme: their own clustering) are the first tasks, built
-    # beside the readers' chunks; their items are read here.
-    public = _public_plans(app, now, periods.items_in)
 
     def build(task: int) -> Digest | _Chunk:
         if task < len(public):

@@ -1513,9 +1513,12 @@ class DigestJSON:
     def compact(self, digest: Digest) -> str:
         """The digest as ``"version": 2`` JSON: each entry a reference to its story's part
         (``{"part": key, "rank", "reasons", "watchlists"}``: what is the reader's own stays
-        here) and each section's theme a reference to the theme's part. The parts it
-        needs that this encoder has not handed out yet are taken by ``new_parts``;
-        ``expand_edition`` gives back what ``digest_as_dict`` gives."""
+        here) and each section's theme a reference to the theme's part. A section whose
+        entries many readers share (``SharedEntries``) holds a reference to a part that
+        lists their references (``{"entries": [...]}``), one part however many readers
+        and theme choices hold it. The parts it needs that this encoder has not handed out
+        yet are taken by ``new_parts``; ``expand_edition`` gives back what
+        ``digest_as_dict`` gives."""
         return self._document(
             digest,
             2,

@@ -138,18 +138,28 @@ def test_fast_path_equals_the_full_render_of_compact_editions_read_as_references
 ) -> None:
     """As the send path reads editions: entries left as references to story parts, which
     the assembler looks up only for stories it has not rendered yet."""
+    as_refs = assert_read_as_references_renders_whole(renderer, built(seed), prepared=6)
+    assert any("part" in e for content, _, _ in as_refs for e in content["top"])  # type: ignore[attr-defined]
+
+
+def assert_read_as_references_renders_whole(
+    renderer: EmailRenderer, cases: list[tuple[Digest, Recipient, str]], prepared: int
+) -> list[tuple[dict[str, object], Recipient, str]]:
+    """Store the digests compact (one encoder, as a build does), read them as the send
+    path does (entries as references), prepare the first ``prepared`` together and check
+    every email against the full render of the whole edition. Returns what was read."""
     encoder = DigestJSON()
-    stored = [(json.loads(encoder.compact(d)), r, h) for d, r, h in built(seed)]
+    stored = [(json.loads(encoder.compact(d)), r, h) for d, r, h in cases]
     parts = {key: json.loads(text) for key, text in encoder.new_parts().items()}
     as_refs = [(expand_edition(c, parts, keep_refs=True), r, h) for c, r, h in stored]
-    assert any("part" in e for content, _, _ in as_refs for e in content["top"])  # type: ignore[attr-defined]
     assembler = DigestAssembler(renderer)
-    assembler.prepare(((content, r.timezone) for content, r, _ in as_refs[:6]), parts)
+    assembler.prepare(((content, r.timezone) for content, r, _ in as_refs[:prepared]), parts)
     for (content, recipient, heading), (compact, _, _) in zip(as_refs, stored, strict=True):
         whole = expand_edition(compact, parts)
         assert assembler.digest(content, recipient, heading) == renderer.digest(
             whole, recipient, heading
         )
+    return as_refs
 
 
 @pytest.mark.parametrize("seed", [6, 7])
@@ -164,8 +174,7 @@ def test_shared_sections_read_as_references_render_as_the_full_render(
     rng = random.Random(seed)
     pool = [replace(c, watchlists=()) for c in candidates(rng, 60)]
     planner = ReaderDigests(pool, THEMES, END - timedelta(days=1), END)
-    encoder = DigestJSON()
-    stored = []
+    cases = []
     for n in range(24):
         chosen = [t.id for t in THEMES][: 2 + n % 3]
         hits = {c.id: [rng.choice(HOSTILE)] for c in rng.sample(pool, rng.randint(0, 3))}
@@ -178,21 +187,12 @@ def test_shared_sections_read_as_references_render_as_the_full_render(
             unsubscribe_url="%%abcunsubscribe%%",
             timezone=ZONES[n % len(ZONES)],
         )
-        digest = planner.build(request, hits)
-        stored.append((json.loads(encoder.compact(digest)), recipient, "Daily digest"))
-    parts = {key: json.loads(text) for key, text in encoder.new_parts().items()}
-    as_refs = [(expand_edition(c, parts, keep_refs=True), r, h) for c, r, h in stored]
+        cases.append((planner.build(request, hits), recipient, "Daily digest"))
+    as_refs = assert_read_as_references_renders_whole(renderer, cases, prepared=12)
     shared = [
         s["entries_part"] for c, _, _ in as_refs for s in c["sections"] if "entries_part" in s
     ]  # type: ignore[attr-defined]
     assert len(shared) > len(set(shared)) > 1  # several sections, each of several readers
-    assembler = DigestAssembler(renderer)
-    assembler.prepare(((content, r.timezone) for content, r, _ in as_refs[:12]), parts)
-    for (content, recipient, heading), (compact, _, _) in zip(as_refs, stored, strict=True):
-        whole = expand_edition(compact, parts)
-        assert assembler.digest(content, recipient, heading) == renderer.digest(
-            whole, recipient, heading
-        )
 
 
 def test_an_edition_read_as_references_needs_every_part() -> None:

@@ -162,15 +162,19 @@ def assert_read_as_references_renders_whole(
     return as_refs
 
 
-@pytest.mark.parametrize("seed", [6, 7])
+@pytest.mark.parametrize(("seed", "kept"), [(6, None), (7, None), (8, 1)])
 def test_shared_sections_read_as_references_render_as_the_full_render(
-    renderer: EmailRenderer, seed: int
+    renderer: EmailRenderer, seed: int, kept: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Readers of one theme choice whose hits leave a section alone share it: stored as
     one part, read as that part's list, assembled from its stories flat per time zone.
-    Every reader's email equals the full render of their whole edition."""
+    Every reader's email equals the full render of their whole edition, also when the
+    assembler keeps a single shared section at a time (``kept``: it starts over)."""
+    from pipeline.adapters import digest_render
     from pipeline.core.digest import ReaderDigests
 
+    if kept is not None:
+        monkeypatch.setattr(digest_render, "SHARED_KEPT", kept)
     rng = random.Random(seed)
     pool = [replace(c, watchlists=()) for c in candidates(rng, 60)]
     planner = ReaderDigests(pool, THEMES, END - timedelta(days=1), END)

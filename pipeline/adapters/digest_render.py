@@ -105,7 +105,7 @@ class DigestAssembler:
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._html_text: dict[str, str] = {}  # text → as the HTML part shows it
         # a shared section (``expand_edition``'s "entries_part"): its stories' keys, their
-        # stories rendered; and per (part, zone) its stories flat (``_flat``)
+        # stories rendered; and per (part, zone) its stories flat (``_zoned_pieces``)
         self._shared_keys: dict[str, list[_Key]] = {}
         self._shared: dict[tuple[str, str], _Flat] = {}
         # per (content, zone) prepared together: its blocks and rendered stories, used by
@@ -148,7 +148,6 @@ class DigestAssembler:
         values_html = {"subject": self._html(subject), "preheader": self._html(preheader)}
         values_text = {"subject": subject, "preheader": preheader}
         transitions = self._transitions
-        html_of = self._html
         for index, pair in enumerate(pairs):
             trans_html, trans_text = transitions[pair]
             if index < len(blocks):
@@ -163,16 +162,8 @@ class DigestAssembler:
                 flat_html, flat_text = pieces[index]
                 html += flat_html
                 text += flat_text
-                continue
-            for e, (head_html, head_text, tail_html, tail_text) in zip(
-                blocks[index][2], pieces[index], strict=True
-            ):
-                html += head_html
-                text += head_text
-                if tail_html is not None:  # the reasons' slot between head and tail
-                    reasons = "; ".join(e["reasons"])
-                    html += (html_of(reasons), tail_html)
-                    text += (reasons, tail_text)
+            else:
+                self._add_stories(html, text, blocks[index][2], pieces[index])
         return RenderedEmail(subject, preheader, "".join(html), "".join(text))
 
     def prepare(
@@ -334,43 +325,53 @@ class DigestAssembler:
         """The digest's stories with their time filled in for ``zone`` (each made once
         per story and zone), block by block: a list of ``_Zoned`` per block, or for a
         shared section its stories flat (``_Flat``, made once per section and zone)."""
-        zoned = self._zoned.setdefault(zone, {})
         out: list[Any] = []
         for block, keys in zip(blocks, story_keys, strict=True):
             shared = block[3]
-            if shared is not None:
-                flat = self._shared.get((shared, zone))
-                if flat is None:
-                    if len(self._shared) >= SHARED_KEPT:
-                        self._shared.clear()
-                    flat = self._shared[(shared, zone)] = self._flat(
-                        block[2], self._zoned_pieces([(*block[:3], None)], [keys], zone)[0]
-                    )
-                out.append(flat)
+            if shared is None:
+                out.append(self._zoned_block(block[2], keys, zone))
                 continue
-            pieces = []
-            for e, key in zip(block[2], keys, strict=True):
-                found = zoned.get(key)
-                if found is None:
-                    if len(zoned) >= ZONED_KEPT:
-                        zoned.clear()
-                    found = zoned[key] = self._fill_time(key, self._story(e)["published"], zone)
-                pieces.append(found)
-            out.append(pieces)
+            flat = self._shared.get((shared, zone))
+            if flat is None:
+                if len(self._shared) >= SHARED_KEPT:
+                    self._shared.clear()
+                html: list[str] = []
+                text: list[str] = []
+                self._add_stories(html, text, block[2], self._zoned_block(block[2], keys, zone))
+                flat = self._shared[(shared, zone)] = (tuple(html), tuple(text))
+            out.append(flat)
         return out
 
-    def _flat(self, entries: Sequence[Mapping[str, Any]], zoned: Sequence[_Zoned]) -> _Flat:
-        """Stories with their reasons filled in, as ``digest`` appends them."""
-        html: list[str] = []
-        text: list[str] = []
+    def _zoned_block(
+        self, entries: Sequence[Mapping[str, Any]], keys: Sequence[_Key], zone: str
+    ) -> list[_Zoned]:
+        """A block's stories with their time filled in for ``zone``."""
+        zoned = self._zoned.setdefault(zone, {})
+        pieces = []
+        for e, key in zip(entries, keys, strict=True):
+            found = zoned.get(key)
+            if found is None:
+                if len(zoned) >= ZONED_KEPT:
+                    zoned.clear()
+                found = zoned[key] = self._fill_time(key, self._story(e)["published"], zone)
+            pieces.append(found)
+        return pieces
+
+    def _add_stories(
+        self,
+        html: list[str],
+        text: list[str],
+        entries: Sequence[Mapping[str, Any]],
+        zoned: Sequence[_Zoned],
+    ) -> None:
+        """Append a block's stories to an email's parts, their reasons filled in."""
         for e, (head_html, head_text, tail_html, tail_text) in zip(entries, zoned, strict=True):
             html += head_html
             text += head_text
-            if tail_html is not None:
+            if tail_html is not None:  # the reasons' slot between head and tail
                 reasons = "; ".join(e["reasons"])
                 html += (self._html(reasons), tail_html)
                 text += (reasons, tail_text or "")  # set with tail_html
-        return tuple(html), tuple(text)
 
     def _fill_time(self, key: _Key, published: str, zone: str) -> _Zoned:
         story_html, story_text = self._stories[key]

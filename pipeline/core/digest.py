@@ -1434,8 +1434,8 @@ class DigestJSON:
         self._theme_parts: dict[ThemeInfo, str] = {}
         # shared sections' entries (by identity, kept alive) → their reference's text
         self._sections: dict[int, tuple[SharedEntries, str]] = {}
-        self._section_keys: dict[str, None] = {}  # the keys of their parts
         self._new_parts: dict[str, str] = {}  # parts not handed out yet: key → JSON text
+        self._handed: dict[str, None] = {}  # the keys of the parts handed out (or about to be)
 
     def entry(self, entry: DigestEntry) -> str:
         """``json.dumps(entry_as_dict(entry))``."""
@@ -1593,15 +1593,11 @@ class DigestJSON:
         found = self._sections.get(id(entries))
         if found is not None and found[0] is entries:
             return found[1]
-        part = f'{{"entries": [{_join(map(self._ref, entries))}]}}'
-        key = part_key(part)
-        if key not in self._section_keys:  # equal sections of other choices: one part
-            self._new_parts[key] = part
+        # equal sections of other choices (other tuples) are the same part, handed out once
+        key = self._part(f'{{"entries": [{_join(map(self._ref, entries))}]}}')
         text = f'{{"part": "{key}"}}'
         if len(self._sections) >= self._limit:
             self._sections.clear()
-            self._section_keys.clear()
-        self._section_keys[key] = None
         self._sections[id(entries)] = (entries, text)  # kept alive: its id is not reused
         return text
 
@@ -1612,8 +1608,13 @@ class DigestJSON:
         return key
 
     def _part(self, text: str) -> str:
+        """The part's key; its text goes to ``new_parts`` the first time the key is met."""
         key = part_key(text)
-        self._new_parts[key] = text
+        if key not in self._handed:
+            if len(self._handed) >= self._limit:
+                self._handed.clear()
+            self._handed[key] = None
+            self._new_parts[key] = text
         return key
 
 

@@ -65,10 +65,11 @@ ZONED_KEPT = 100_000  # stories with their time filled in kept per zone (then st
 # pieces), and after it (None when the story shows no reasons: then the first two are whole).
 _Zoned = tuple[tuple[str, ...], tuple[str, ...], str | None, str | None]
 HTML_TEXT_KEPT = 100_000  # texts remembered as HTML (a long-lived worker starts over)
-# A shared section's stories with their times (one zone) and reasons filled in, flat:
-# HTML pieces and text pieces, appended to an email as they are.
+# A shared block's stories with their times (one zone) and reasons filled in, flat: HTML
+# pieces and text pieces (the stories' own strings, not copies), appended to an email as
+# they are.
 _Flat = tuple[tuple[str, ...], tuple[str, ...]]
-SHARED_KEPT = 50_000  # shared sections (their story keys; flat per zone) before starting over
+SHARED_KEPT = 50_000  # shared blocks (their story keys; flat per zone) before starting over
 _Block = tuple[_Key, str, Sequence[Mapping[str, Any]], str | None]
 
 
@@ -104,8 +105,9 @@ class DigestAssembler:
         self._times: dict[tuple[str, str], tuple[str, str]] = {}  # (time, zone): html, text
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._html_text: dict[str, str] = {}  # text → as the HTML part shows it
-        # a shared section (``expand_edition``'s "entries_part"): its stories' keys, their
-        # stories rendered; and per (part, zone) its stories flat (``_zoned_pieces``)
+        # a shared block (``expand_edition``'s "entries_part", "top_part"): its stories'
+        # keys, their stories rendered; and per (part, zone) its stories flat
+        # (``_zoned_pieces``)
         self._shared_keys: dict[str, list[_Key]] = {}
         self._shared: dict[tuple[str, str], _Flat] = {}
         # per (content, zone) prepared together: its blocks and rendered stories, used by
@@ -158,7 +160,7 @@ class DigestAssembler:
             _fill(text, trans_text, values_text)
             if index == len(blocks):
                 break
-            if blocks[index][3] is not None:  # a shared section: its stories flat
+            if blocks[index][3] is not None:  # a shared block: its stories flat
                 flat_html, flat_text = pieces[index]
                 html += flat_html
                 text += flat_text
@@ -209,7 +211,7 @@ class DigestAssembler:
         new_shared: dict[str, list[_Key]],
     ) -> list[_Key]:
         """A block's story keys; the entries whose story is not rendered yet go into
-        ``missing``. A shared section's keys are made once (``new_shared`` until its
+        ``missing``. A shared block's keys are made once (``new_shared`` until its
         stories are rendered: then ``_known_shared``)."""
         shared = block[3]
         if shared is not None:
@@ -324,7 +326,7 @@ class DigestAssembler:
     ) -> list[Any]:
         """The digest's stories with their time filled in for ``zone`` (each made once
         per story and zone), block by block: a list of ``_Zoned`` per block, or for a
-        shared section its stories flat (``_Flat``, made once per section and zone)."""
+        shared block its stories flat (``_Flat``, made once per block and zone)."""
         out: list[Any] = []
         for block, keys in zip(blocks, story_keys, strict=True):
             shared = block[3]
@@ -451,7 +453,7 @@ def _blocks(content: Mapping[str, Any]) -> list[_Block]:
     section's entries come from or None)."""
     blocks: list[_Block] = []
     if content.get("top"):
-        blocks.append((("top",), "", content["top"], None))
+        blocks.append((("top",), "", content["top"], content.get("top_part")))
     for section in content.get("sections", ()):  # the template shows even an empty one
         theme = section["theme"]
         key = ("section", theme.get("id"), theme.get("name"), theme.get("context"))

@@ -736,7 +736,8 @@ class _ThemeBase:
     counts: dict[str, int]
     entries: dict[int, DigestEntry] = field(default_factory=dict)  # built when first shown
     # per (home section, stories shown, top stories): the section of a reader whose hits
-    # change neither it nor the top stories (``ReaderDigests._shared_section``)
+    # change neither it nor the top stories (``ReaderDigests._shared_section``); under
+    # ("", 0, top stories) the top stories of a reader whose hits do not change them
     sections: dict[tuple[str, int, int], SharedEntries] = field(default_factory=dict)
 
 
@@ -1254,7 +1255,10 @@ class ReaderDigests:
                 raise _Truncated
             return out
 
-        top = tuple(take(base.rows, fresh, request.top_stories, set()))
+        top: tuple[DigestEntry, ...] = tuple(take(base.rows, fresh, request.top_stories, set()))
+        shared_top = self._shared_top(base, wanted, request)
+        if len(shared_top) == len(top) and all(map(is_, top, shared_top)):
+            top = shared_top  # the theme choice's own: stored once, like its sections
         shown = {e.item.id for e in top}
         # the fresh stories in the top are the first of them (``take`` merges in order)
         taken = 0
@@ -1287,6 +1291,20 @@ class ReaderDigests:
             wanted,
             len(watch_only) + left_out,
         )
+
+    def _shared_top(
+        self, base: _ThemeBase, wanted: Sequence[str], request: DigestRequest
+    ) -> SharedEntries:
+        """The top stories of the theme choice's readers whose hits do not change them
+        (about half of a day's readers)."""
+        key = ("", 0, request.top_stories)  # no theme's id is empty
+        found = base.sections.get(key)
+        if found is None:
+            rows = base.rows[: request.top_stories]
+            found = base.sections[key] = SharedEntries(
+                self._entry(base, row, wanted) for row in rows
+            )
+        return found
 
     def _shared_section(
         self, base: _ThemeBase, home: str, wanted: Sequence[str], request: DigestRequest
@@ -1436,6 +1454,7 @@ class DigestJSON:
         self._sections: dict[int, tuple[SharedEntries, str]] = {}
         self._new_parts: dict[str, str] = {}  # parts not handed out yet: key → JSON text
         self._handed: dict[str, None] = {}  # the keys of the parts handed out (or about to be)
+        self._met: dict[str, None] = {}  # the keys of block lists met once, kept in the edition
 
     def entry(self, entry: DigestEntry) -> str:
         """``json.dumps(entry_as_dict(entry))``."""
@@ -1513,10 +1532,11 @@ class DigestJSON:
     def compact(self, digest: Digest) -> str:
         """The digest as ``"version": 2`` JSON: each entry a reference to its story's part
         (``{"part": key, "rank", "reasons", "watchlists"}``: what is the reader's own stays
-        here) and each section's theme a reference to the theme's part. A section whose
-        entries many readers share (``SharedEntries``) holds a reference to a part that
-        lists their references (``{"entries": [...]}``), one part however many readers
-        and theme choices hold it. The parts it needs that this encoder has not handed out
+        here) and each section's theme a reference to the theme's part. A section or top
+        stories whose entries many readers share (``SharedEntries``, or a list without
+        watchlist hits met before) hold a reference to a part that lists their
+        references (``{"entries": [...]}``), one part however many readers and theme
+        choices hold it. The parts it needs that this encoder has not handed out
         yet are taken by ``new_parts``; ``expand_edition`` gives back what
         ``digest_as_dict`` gives."""
         return self._document(
@@ -1524,7 +1544,7 @@ class DigestJSON:
             2,
             self._ref,
             lambda theme: f'{{"part": "{self._theme_part(theme)}"}}',
-            self._section_entries,
+            self._block_entries,
         )
 
     def _document(
@@ -1553,7 +1573,7 @@ class DigestJSON:
             f'{{"version": {version}, "period_start": {_string(digest.period_start.isoformat())}, '
             f'"period_end": {_string(digest.period_end.isoformat())}, '
             f'"subject": {_string(digest.subject)}, "preheader": {_string(digest.preheader)}, '
-            f'"top": [{_join(map(entry, digest.top))}], "sections": [{_join(sections)}], '
+            f'"top": {entries_of(digest.top)}, "sections": [{_join(sections)}], '
             f'"watchlist_entries": [{_join(map(entry, digest.watchlist_entries))}], '
             f'"watchlist_line": {_string(digest.watchlist_line)}, '
             f'"item_ids": {_strings(digest.item_ids)}}}'
@@ -1585,11 +1605,25 @@ class DigestJSON:
             f'"watchlists": {_strings(entry.item.watchlists)}}}'
         )
 
-    def _section_entries(self, entries: tuple[DigestEntry, ...]) -> str:
-        """A section's entries: a list of references, or for entries many readers share
-        (``SharedEntries``) a reference to a part holding that list."""
-        if type(entries) is not SharedEntries or not entries:
-            return f"[{_join(map(self._ref, entries))}]"
+    def _block_entries(self, entries: tuple[DigestEntry, ...]) -> str:
+        """A section's entries or the top stories: a list of references, or a reference
+        to a part holding that list, for entries many readers share (``SharedEntries``)
+        and for a list met before (another reader's hits moved the same stories: a list
+        holding no watchlist hit, so no reader's own query goes into a part)."""
+        if not entries:
+            return "[]"
+        if type(entries) is not SharedEntries:
+            listed = f"[{_join(map(self._ref, entries))}]"
+            if any(e.item.watchlists for e in entries):
+                return listed  # the reader's own: stays in their edition
+            text = f'{{"entries": {listed}}}'
+            key = part_key(text)
+            if key not in self._handed and key not in self._met:
+                if len(self._met) >= self._limit:
+                    self._met.clear()
+                self._met[key] = None  # once: the list stays in the edition
+                return listed
+            return f'{{"part": "{self._part(text, key)}"}}'
         found = self._sections.get(id(entries))
         if found is not None and found[0] is entries:
             return found[1]
@@ -1607,9 +1641,10 @@ class DigestJSON:
             key = self._theme_parts[theme] = self._part(self._theme(theme))
         return key
 
-    def _part(self, text: str) -> str:
-        """The part's key; its text goes to ``new_parts`` the first time the key is met."""
-        key = part_key(text)
+    def _part(self, text: str, key: str | None = None) -> str:
+        """The part's key (``key``, when already made); its text goes to ``new_parts``
+        the first time the key is met."""
+        key = key or part_key(text)
         if key not in self._handed:
             if len(self._handed) >= self._limit:
                 self._handed.clear()
@@ -1628,22 +1663,27 @@ def part_keys(
     content: Mapping[str, Any], parts: Mapping[str, Mapping[str, Any]] | None = None
 ) -> set[str]:
     """The parts a stored edition's content refers to (none for a whole one). A shared
-    section's entries are a part that refers to story parts in turn: those are among the
-    keys when ``parts`` holds the section's part (read it first, then ask again)."""
+    block's entries (a section's, or the top stories) are a part that refers to story
+    parts in turn: those are among the keys when ``parts`` holds the block's part (read
+    it first, then ask again)."""
     if content.get("version") != 2:
         return set()
-    keys = {e["part"] for e in content.get("top", ())}
-    keys.update(e["part"] for e in content.get("watchlist_entries", ()))
-    for section in content.get("sections", ()):
-        keys.add(section["theme"]["part"])
-        entries = section.get("entries", ())
-        if isinstance(entries, dict):  # a reference to a shared section's entries (JSON: a dict)
+    keys: set[str] = set()
+
+    def block(entries: Any) -> None:
+        if isinstance(entries, dict):  # a reference to a shared list of entries (JSON: a dict)
             keys.add(entries["part"])
             found = None if parts is None else parts.get(entries["part"])
             if found is not None:
                 keys.update(e["part"] for e in found["entries"])
         else:
             keys.update(e["part"] for e in entries)
+
+    block(content.get("top", ()))
+    keys.update(e["part"] for e in content.get("watchlist_entries", ()))
+    for section in content.get("sections", ()):
+        keys.add(section["theme"]["part"])
+        block(section.get("entries", ()))
     return keys
 
 
@@ -1655,9 +1695,11 @@ def expand_edition(
     rank, reasons, watchlists), their story in ``parts``: the send path's digest
     assembler caches a story's rendering by its part's key, and reads the part itself
     only for a story it has not rendered yet (a batch makes tens of thousands of
-    entries); a shared section's entries are then its part's own list (not a copy: read
-    only), and the section names that part (``"entries_part"``), which the assembler
-    caches the section's rendering by. Raises ``KeyError`` for a part not in ``parts``."""
+    entries); a shared block's entries (a section's, or the top stories) are then its
+    part's own list (not a copy: read only), and the block names that part
+    (``"entries_part"`` in the section, ``"top_part"`` in the content), which the
+    assembler caches the block's rendering by. Raises ``KeyError`` for a part not in
+    ``parts``."""
     if content.get("version") != 2:
         return dict(content)
     if keep_refs and not parts.keys() >= part_keys(content, parts):
@@ -1676,25 +1718,31 @@ def expand_edition(
             for ref in refs
         ]
 
-    def section_of(section: Mapping[str, Any]) -> dict[str, Any]:
-        refs = section.get("entries", ())
-        out = {**section, "theme": dict(parts[section["theme"]["part"]])}
+    def block(refs: Any) -> tuple[Sequence[Mapping[str, Any]], str | None]:
+        """A block's entries, and the part they come from when kept as references."""
         if not isinstance(refs, dict):  # a list (JSON), or a reference to a shared one
-            out["entries"] = entries(refs)
-        elif keep_refs:
-            out["entries"] = parts[refs["part"]]["entries"]
-            out["entries_part"] = refs["part"]
-        else:
-            out["entries"] = entries(parts[refs["part"]]["entries"])
+            return entries(refs), None
+        if keep_refs:
+            return parts[refs["part"]]["entries"], refs["part"]
+        return entries(parts[refs["part"]]["entries"]), None
+
+    def section_of(section: Mapping[str, Any]) -> dict[str, Any]:
+        out = {**section, "theme": dict(parts[section["theme"]["part"]])}
+        out["entries"], shared = block(section.get("entries", ()))
+        if shared is not None:
+            out["entries_part"] = shared
         return out
 
-    return {
+    out = {
         **content,
         "version": 1,
-        "top": entries(content.get("top", ())),
         "sections": [section_of(section) for section in content.get("sections", ())],
         "watchlist_entries": entries(content.get("watchlist_entries", ())),
     }
+    out["top"], shared_top = block(content.get("top", ()))
+    if shared_top is not None:
+        out["top_part"] = shared_top
+    return out
 
 
 def single_entry(candidate: DigestCandidate, themes: Sequence[str]) -> DigestEntry:

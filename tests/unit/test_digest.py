@@ -324,6 +324,8 @@ def test_readers_whose_hits_leave_a_section_alone_share_it_and_editions_store_it
     in_economy = planner.build(req, {"i5": ["IMF"]})  # a hit that moves an economy story
     for digest in (alone, watching):
         assert all(type(s.entries) is SharedEntries for s in digest.sections)
+        assert type(digest.top) is SharedEntries
+    assert watching.top is alone.top
     assert [s.entries for s in alone.sections] == [s.entries for s in watching.sections]
     assert all(
         a.entries is b.entries for a, b in zip(alone.sections, watching.sections, strict=True)
@@ -351,6 +353,42 @@ def test_readers_whose_hits_leave_a_section_alone_share_it_and_editions_store_it
             if isinstance(ref, dict):
                 assert section["entries_part"] == ref["part"]
                 assert section["entries"] is parts[ref["part"]]["entries"]  # type: ignore[index]
+
+
+def test_a_list_without_hits_met_again_is_stored_once_and_a_hit_never_goes_into_a_part() -> None:
+    """Two readers whose same hit lifts a story into the top stories: their top holds
+    the hit (their own: it stays in each edition), and the section the story left is the
+    same list of other stories for both, stored in the second edition as a part naming
+    it. Read back, both are their digests."""
+    from pipeline.core.digest import ReaderDigests
+
+    def story(n: int, theme: str, score: float) -> DigestCandidate:
+        return item(n, title=f"Headline q{n}x r{n}y", themes=(theme,), scores={theme: score})
+
+    economy = [story(n, "economy", 4.0 + n % 5) for n in range(12)]
+    planner = ReaderDigests(economy, THEMES, START, END)
+    req = request(themes=["economy"], top_stories=2, max_per_section=4)
+    hits = {"i3": ["my secret query"]}  # an economy story outside the top, lifted by the hit
+    first, second = planner.build(req, hits), planner.build(req, dict(hits))
+    assert "i3" in {e.item.id for e in first.top}
+    assert first.sections[0].entries == second.sections[0].entries
+    assert not any(e.item.watchlists for e in first.sections[0].entries)
+
+    encoder = DigestJSON()
+    stored = []
+    parts: dict[str, object] = {}
+    for digest in (first, second):
+        stored.append(json.loads(encoder.compact(digest)))
+        parts.update({k: json.loads(v) for k, v in encoder.new_parts().items()})
+    assert isinstance(stored[0]["sections"][0]["entries"], list)  # met once: in the edition
+    ref = stored[1]["sections"][0]["entries"]
+    assert ref == {"part": ref["part"]} and parts[ref["part"]] == {
+        "entries": stored[0]["sections"][0]["entries"]
+    }
+    assert [type(s["top"]) for s in stored] == [list, list]  # the hit: the reader's own
+    assert "my secret query" not in json.dumps(parts)
+    for digest, compact in zip((first, second), stored, strict=True):
+        assert expand_edition(compact, parts) == json.loads(json.dumps(digest_as_dict(digest)))
 
 
 def test_reader_digests_share_hit_stories_only_between_readers_they_fit() -> None:
@@ -437,7 +475,17 @@ def test_compact_edition_shares_stories_and_keeps_the_readers_own_text_out_of_pa
     assert len(parts) == len(digest.item_ids) + len(digest.sections)  # stories and themes
     whole = expand_edition(json.loads(compact), {k: json.loads(v) for k, v in parts.items()})
     assert whole == json.loads(json.dumps(digest_as_dict(digest)))
-    # a second reader with the same stories needs no new part, and an edition that was
-    # stored whole (before compact editions) reads as it is
-    assert encoder.compact(digest) == compact and encoder.new_parts() == {}
+    # a second reader with the same stories needs no new story part: the top stories,
+    # a list met before holding no watchlist hit, are now one part naming them
+    again = encoder.compact(digest)
+    (key, top_text), *more = encoder.new_parts().items()
+    assert not more and json.loads(again)["top"] == {"part": key}
+    assert json.loads(top_text) == {"entries": json.loads(compact)["top"]}
+    parts[key] = top_text
+    assert "my secret query" in again and "my secret query" not in top_text
+    whole_again = expand_edition(json.loads(again), {k: json.loads(v) for k, v in parts.items()})
+    assert whole_again == whole
+    # a third needs nothing new, and an edition that was stored whole (before compact
+    # editions) reads as it is
+    assert encoder.compact(digest) == again and encoder.new_parts() == {}
     assert expand_edition(digest_as_dict(digest), {}) == digest_as_dict(digest)

@@ -166,8 +166,9 @@ def assert_read_as_references_renders_whole(
 def test_shared_sections_read_as_references_render_as_the_full_render(
     renderer: EmailRenderer, seed: int, kept: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Readers of one theme choice whose hits leave a section alone share it: stored as
-    one part, read as that part's list, assembled from its stories flat per time zone.
+    """Readers of one theme choice whose hits leave a section (or the top stories) alone
+    share it: stored as one part, read as that part's list, assembled from its stories
+    flat per time zone.
     Every reader's email equals the full render of their whole edition, also when the
     assembler keeps a single shared section at a time (``kept``: it starts over)."""
     from pipeline.adapters import digest_render
@@ -197,6 +198,8 @@ def test_shared_sections_read_as_references_render_as_the_full_render(
         s["entries_part"] for c, _, _ in as_refs for s in c["sections"] if "entries_part" in s
     ]  # type: ignore[attr-defined]
     assert len(shared) > len(set(shared)) > 1  # several sections, each of several readers
+    tops = [c["top_part"] for c, _, _ in as_refs if "top_part" in c]
+    assert len(tops) > len(set(tops))  # top stories of several readers, stored once
 
 
 def test_an_edition_read_as_references_needs_every_part() -> None:

@@ -456,6 +456,7 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
 # -- building ------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)  # a build's sections repeat a few counts
 def _volume_line(count: int, previous: int | None, period_word: str) -> str:
     stories = "story" if count == 1 else "stories"
     if previous is None:
@@ -479,6 +480,7 @@ def _watchlist_line(shown: int, matched: int, period_word: str) -> str:
     )
 
 
+@lru_cache(maxsize=256)
 def _period_word(start: datetime, end: datetime) -> str:
     days = (end - start) / timedelta(days=1)
     if days <= 1.5:
@@ -739,6 +741,9 @@ class _ThemeBase:
     # change neither it nor the top stories (``ReaderDigests._shared_section``); under
     # ("", 0, top stories) the top stories of a reader whose hits do not change them
     sections: dict[tuple[str, int, int], SharedEntries] = field(default_factory=dict)
+    # per the same key: the stories of the rows such a section is read from (a reader
+    # whose top stories are the choice's and who holds no hit on these has that section)
+    reach: dict[tuple[str, int, int], frozenset[int]] = field(default_factory=dict)
 
 
 class _Truncated(Exception):
@@ -911,7 +916,10 @@ class ReaderDigests:
         self._story_themes: list[tuple[str, ...]] = []
         self._story_masks: list[int] = []  # per story: its themes as a mask
         self._single: dict[str, list[_Row]] = {t: [] for t in self.order}
+        self._member_at: dict[str, int] = {}  # an item's place among its story's members
         for story, members in enumerate(self.stories.members):
+            for n, c in enumerate(members):
+                self._member_at[c.id] = n
             known = {t for c in members if c.relevant for t in self._ordered[c.id]}
             story_themes = tuple(t for t in self.order if t in known)
             self._story_themes.append(story_themes)
@@ -1099,18 +1107,16 @@ class ReaderDigests:
         story: int,
         hits: Mapping[str, Sequence[str]],
         wanted: tuple[str, ...],
+        present: tuple[tuple[int, bool], ...],
         chosen: set[str],
         mask: int,
     ) -> tuple[_Fresh, tuple[str, ...]]:
         """The story with the reader's hits (as ``build_digest`` would rank them), and the
         chosen themes it counted for without them. Its entry is made only if it is shown
-        (``_shown``): most of a reader's hits are not. ``chosen``: ``wanted`` as a set,
+        (``_shown``): most of a reader's hits are not. ``present``: the members holding a
+        hit, in order (place, whether it has queries); ``chosen``: ``wanted`` as a set,
         ``mask`` as a mask."""
-        members = self.stories.members[story]
         get = hits.get
-        present = tuple(
-            (n, bool(queries)) for n, c in enumerate(members) if (queries := get(c.id)) is not None
-        )
         key = (story, mask & self._all_themes[story], present)
         found = self._hit_stories.get(key)
         if found is None:
@@ -1197,12 +1203,20 @@ class ReaderDigests:
         shift, mask = len(self.order), self._mask(wanted)
         touched: set[int] = set()
         fresh: list[_Fresh] = []
-        several: set[int] = set()  # hit stories of several items (or whose hit has no query)
+        # hit stories of several items (or whose hit has no query): their members holding
+        # a hit, as (place among the story's members, whether the hit has queries)
+        several: dict[int, list[tuple[int, bool]]] = {}
+        member_at = self._member_at
         for item_id, queries in hits.items():
             at = alone_of.get(item_id)
             if at is None or not queries:
-                if item_id in story_of:
-                    several.add(story_of[item_id])
+                story = story_of.get(item_id)
+                if story is not None:
+                    held = several.get(story)
+                    if held is None:
+                        several[story] = [(member_at[item_id], bool(queries))]
+                    else:
+                        held.append((member_at[item_id], bool(queries)))
                 continue
             # Most hit stories: the hit alone. Its lead and the themes it counts for are
             # those without the hits (the counts stand); its rank is the same for every
@@ -1215,14 +1229,16 @@ class ReaderDigests:
             touched.add(story)
             # its queries as given: deduplicated by ``_shown``, for the few hits shown
             fresh.append((alone[0], alone[1], queries, (), alone[2], alone[3], alone[4]))
-        for story in several:
-            found_story, before = self._fresh(story, hits, wanted, chosen, mask)
+        for story, held in several.items():
+            if len(held) > 1:
+                held.sort()
+            found_story, before = self._fresh(story, hits, wanted, tuple(held), chosen, mask)
             for t in before:  # the story without the hits
                 counts[t] -= 1
             for t in found_story[5]:
                 counts[t] += 1
             fresh.append(found_story)
-        touched |= several
+        touched.update(several)
         fresh.sort(key=_first_field)
         shown_entry = self._shown
 
@@ -1273,11 +1289,23 @@ class ReaderDigests:
             else:
                 watch_only.append(found)
         by_theme: dict[str, Sequence[DigestEntry]] = {}
+        clean_top = top is shared_top
         for t in wanted:
-            listed = take(base.by_home[t], fresh_home[t], request.max_per_section, shown)
             # most readers' hits leave most sections as the theme choice's own: then
             # they hold that one tuple, which editions store once
             shared = self._shared_section(base, t, wanted, request)
+            if (
+                clean_top
+                and not fresh_home[t]
+                and base.reach[(t, request.max_per_section, request.top_stories)].isdisjoint(
+                    touched
+                )
+                and (base.complete or len(shared) == request.max_per_section)
+            ):
+                # what ``take`` would give: no hit story among the rows it would read
+                by_theme[t] = shared
+                continue
+            listed = take(base.by_home[t], fresh_home[t], request.max_per_section, shown)
             same = len(shared) == len(listed) and all(map(is_, listed, shared))
             by_theme[t] = shared if same else listed
         watch_shown = [shown_entry(f, wanted) for f in watch_only[: request.max_watchlist_stories]]
@@ -1317,9 +1345,17 @@ class ReaderDigests:
         found = base.sections.get(key)
         if found is None:
             top = {row[2].id for row in base.rows[: request.top_stories]}
-            rows = [row for row in base.by_home[home] if row[2].id not in top]
+            rows: list[_Row] = []
+            read = 0  # the rows of the list this section reads (those of top stories too)
+            for row in base.by_home[home]:
+                if len(rows) == request.max_per_section:
+                    break
+                read += 1
+                if row[2].id not in top:
+                    rows.append(row)
+            base.reach[key] = frozenset(row[1] for row in base.by_home[home][:read])
             found = base.sections[key] = SharedEntries(
-                self._entry(base, row, wanted) for row in rows[: request.max_per_section]
+                self._entry(base, row, wanted) for row in rows
             )
         return found
 
@@ -1339,6 +1375,11 @@ class ReaderDigests:
 
 def digest_subject(title: str, day_of: date, lead_themes: Sequence[str], sections: int) -> str:
     """E.g. "qasid, 29 Nov: Sanctions, The economy, India (+2 more)"."""
+    return _subject(title, day_of, tuple(lead_themes), sections)
+
+
+@lru_cache(maxsize=4096)  # a build's readers share a few dates and theme choices
+def _subject(title: str, day_of: date, lead_themes: tuple[str, ...], sections: int) -> str:
     day = f"{day_of.day} {day_of:%b}"
     if not lead_themes:
         return f"{title}, {day}: your watchlists"

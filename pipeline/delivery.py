@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import secrets
 import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
@@ -919,7 +920,13 @@ def compose(
             return None
         view_token = editorial.tokens.make("view", subscriber.id, subscriber.email, str(edition.id))
         values[tags["view"]] = f"{base}/editions/{edition.id}/{view_token}"
-        recipient = replace(recipient, view_url=tags["view"])
+        recipient = Recipient(
+            reason=recipient.reason,
+            manage_url=recipient.manage_url,
+            unsubscribe_url=recipient.unsubscribe_url,
+            view_url=tags["view"],
+            timezone=recipient.timezone,
+        )
         heading = {"weekly": "Weekly digest", "daily": "Daily digest"}.get(
             edition.frequency, "Digest"
         )
@@ -951,14 +958,24 @@ def compose(
         html=rendered.html,
         date=app.clock(),
         list_unsubscribe_url=unsubscribe,
-        list_unsubscribe_mailto=(
-            f"mailto:unsubscribe@{sender.domain}?subject="
-            + quote(f"unsubscribe {unsubscribe.rsplit('/', 1)[-1]}")
-        ),
+        list_unsubscribe_mailto=_unsubscribe_mailto(sender.domain, unsubscribe),
         list_id=app.settings.mail.list_id,
         custom_args=custom_args,
         substitutions={tag: value for tag, value in values.items() if _used(rendered, tag)},
     )
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")  # what ``quote`` leaves as it is
+
+
+def _unsubscribe_mailto(domain: str, unsubscribe_url: str) -> str:
+    """The mailto: unsubscribe link, its subject naming the link's token."""
+    token = unsubscribe_url.rsplit("/", 1)[-1]
+    # a token is URL-safe base64 and dots: quoted, only the space changes
+    quoted = (
+        "unsubscribe%20" + token if _URL_SAFE.fullmatch(token) else quote(f"unsubscribe {token}")
+    )
+    return f"mailto:unsubscribe@{domain}?subject={quoted}"
 
 
 def _used(rendered: RenderedEmail, tag: str) -> bool:

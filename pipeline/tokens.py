@@ -19,6 +19,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class TokenSubject:
     fingerprint: str  # of the email the token was issued to
 
 
+@lru_cache(maxsize=1024)  # an email's links are signed one after another for one address
 def fingerprint(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
 

@@ -65,11 +65,11 @@ ZONED_KEPT = 100_000  # stories with their time filled in kept per zone (then st
 # pieces), and after it (None when the story shows no reasons: then the first two are whole).
 _Zoned = tuple[tuple[str, ...], tuple[str, ...], str | None, str | None]
 HTML_TEXT_KEPT = 100_000  # texts remembered as HTML (a long-lived worker starts over)
-# A shared block's stories with their times (one zone) and reasons filled in, flat: HTML
-# pieces and text pieces (the stories' own strings, not copies), appended to an email as
-# they are.
-_Flat = tuple[tuple[str, ...], tuple[str, ...]]
-SHARED_KEPT = 50_000  # shared blocks (their story keys; flat per zone) before starting over
+# A shared block's stories with their times (one zone) and reasons filled in: HTML and
+# text, appended to an email as they are (a day's benchmark has about 1,200 such blocks:
+# about 10 KB each per zone).
+_Flat = tuple[str, str]
+SHARED_KEPT = 10_000  # shared blocks (their story keys; whole per zone) before starting over
 _Block = tuple[_Key, str, Sequence[Mapping[str, Any]], str | None]
 
 
@@ -160,10 +160,10 @@ class DigestAssembler:
             _fill(text, trans_text, values_text)
             if index == len(blocks):
                 break
-            if blocks[index][3] is not None:  # a shared block: its stories flat
+            if blocks[index][3] is not None:  # a shared block: its stories whole
                 flat_html, flat_text = pieces[index]
-                html += flat_html
-                text += flat_text
+                html.append(flat_html)
+                text.append(flat_text)
             else:
                 self._add_stories(html, text, blocks[index][2], pieces[index])
         return RenderedEmail(subject, preheader, "".join(html), "".join(text))
@@ -326,7 +326,7 @@ class DigestAssembler:
     ) -> list[Any]:
         """The digest's stories with their time filled in for ``zone`` (each made once
         per story and zone), block by block: a list of ``_Zoned`` per block, or for a
-        shared block its stories flat (``_Flat``, made once per block and zone)."""
+        shared block its stories whole (``_Flat``, made once per block and zone)."""
         out: list[Any] = []
         for block, keys in zip(blocks, story_keys, strict=True):
             shared = block[3]
@@ -340,7 +340,7 @@ class DigestAssembler:
                 html: list[str] = []
                 text: list[str] = []
                 self._add_stories(html, text, block[2], self._zoned_block(block[2], keys, zone))
-                flat = self._shared[(shared, zone)] = (tuple(html), tuple(text))
+                flat = self._shared[(shared, zone)] = ("".join(html), "".join(text))
             out.append(flat)
         return out
 

@@ -84,3 +84,17 @@ def test_new_tokens_are_signed_with_the_first_key_and_old_keys_still_verify() ->
     assert Tokens(["new"]).read("unsubscribe", fresh)[0].subscriber_id == 3
     with pytest.raises(TokenError):
         Tokens(["old"]).read("unsubscribe", fresh)
+
+
+def test_the_mailto_unsubscribe_link_names_the_token_as_urllib_quotes_it() -> None:
+    from urllib.parse import quote
+
+    from pipeline.delivery import _unsubscribe_mailto
+
+    made = Tokens(["secret"]).make("unsubscribe", 7, "a@example.org", "x" * 40)
+    for token in (made, "a.b_c-d~e", "odd token/é", ""):
+        url = f"https://qasid.example/unsubscribe/{token}"
+        expected = quote(f"unsubscribe {url.rsplit('/', 1)[-1]}")
+        assert _unsubscribe_mailto("qasid.example", url) == (
+            f"mailto:unsubscribe@qasid.example?subject={expected}"
+        )

@@ -327,9 +327,10 @@ class DeliveryStore:
             # their parts have been read.
             expanded: dict[int, dict[str, Any]] = {}  # by id of the decoded content
             waiting: list[dict[str, Any]] = []
+            whole_blocks: set[str] = set()  # shared blocks whose story parts are in ``known``
             for content in decoded.values():
                 try:
-                    expanded[id(content)] = expand_edition(content, known, keep_refs)
+                    expanded[id(content)] = expand_edition(content, known, keep_refs, whole_blocks)
                 except KeyError:
                     waiting.append(content)
             if waiting:
@@ -338,6 +339,7 @@ class DeliveryStore:
                     # started over: the batch's every part is read again, those of the
                     # contents expanded above too (read as references, they name theirs)
                     known.clear()
+                    whole_blocks.clear()
                     wanted = set().union(*map(part_keys, decoded.values()))
                 # A shared section's part names story parts of its own: a second round
                 # reads those (a part that is missing is asked for once).
@@ -359,7 +361,7 @@ class DeliveryStore:
                     wanted -= known.keys() | asked
         for content in waiting:
             with suppress(KeyError):  # a part that is gone: the edition is left out below
-                expanded[id(content)] = expand_edition(content, known, keep_refs)
+                expanded[id(content)] = expand_edition(content, known, keep_refs, whole_blocks)
         out: dict[int, EditionRow] = {}
         for row, content in found:
             whole = expanded.get(id(content))

@@ -1728,8 +1728,43 @@ def part_keys(
     return keys
 
 
+def _parts_present(
+    content: Mapping[str, Any],
+    parts: Mapping[str, Mapping[str, Any]],
+    whole_blocks: set[str] | None,
+) -> bool:
+    """``parts.keys() >= part_keys(content, parts)``, a shared block's story parts checked
+    once (``whole_blocks``)."""
+    if whole_blocks is None:
+        return parts.keys() >= part_keys(content, parts)
+
+    def present(entries: Any) -> bool:
+        if not isinstance(entries, dict):  # a list of references
+            return all(e["part"] in parts for e in entries)
+        key = entries["part"]
+        if key in whole_blocks:
+            return True
+        block = parts.get(key)
+        if block is None or not all(e["part"] in parts for e in block["entries"]):
+            return False
+        whole_blocks.add(key)
+        return True
+
+    return (
+        present(content.get("top", ()))
+        and present(content.get("watchlist_entries", ()))
+        and all(
+            section["theme"]["part"] in parts and present(section.get("entries", ()))
+            for section in content.get("sections", ())
+        )
+    )
+
+
 def expand_edition(
-    content: Mapping[str, Any], parts: Mapping[str, Mapping[str, Any]], keep_refs: bool = False
+    content: Mapping[str, Any],
+    parts: Mapping[str, Mapping[str, Any]],
+    keep_refs: bool = False,
+    whole_blocks: set[str] | None = None,
 ) -> dict[str, Any]:
     """A stored edition's content as ``digest_as_dict`` gave it: references (``compact``)
     replaced by their parts. With ``keep_refs`` the entries stay references (``part``,
@@ -1740,10 +1775,12 @@ def expand_edition(
     part's own list (not a copy: read only), and the block names that part
     (``"entries_part"`` in the section, ``"top_part"`` in the content), which the
     assembler caches the block's rendering by. Raises ``KeyError`` for a part not in
-    ``parts``."""
+    ``parts``. ``whole_blocks``: the shared blocks' parts whose story parts were all found
+    in ``parts`` (filled in here; a batch's editions share a few hundred blocks, each
+    checked once; forget it when ``parts`` loses any)."""
     if content.get("version") != 2:
         return dict(content)
-    if keep_refs and not parts.keys() >= part_keys(content, parts):
+    if keep_refs and not _parts_present(content, parts, whole_blocks):
         raise KeyError("a part the edition refers to")
 
     def entries(refs: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -353,6 +354,20 @@ def test_readers_whose_hits_leave_a_section_alone_share_it_and_editions_store_it
             if isinstance(ref, dict):
                 assert section["entries_part"] == ref["part"]
                 assert section["entries"] is parts[ref["part"]]["entries"]  # type: ignore[index]
+        # a shared block's story parts are checked once per set of blocks found whole
+        whole: set[str] = set()
+        assert expand_edition(stored, parts, True, whole) == as_refs
+        assert expand_edition(stored, parts, True, whole) == as_refs
+        assert whole == {r["part"] for r in refs if isinstance(r, dict)} | (
+            {stored["top"]["part"]} if isinstance(stored["top"], dict) else set()
+        )
+        shared = next(r["part"] for r in refs if isinstance(r, dict))
+        story = parts[shared]["entries"][0]["part"]  # type: ignore[index]
+        without = {key: part for key, part in parts.items() if key != story}
+        with pytest.raises(KeyError):
+            expand_edition(stored, without, True, set())
+        with pytest.raises(KeyError):
+            expand_edition(stored, without, True)
 
 
 def test_a_list_without_hits_met_again_is_stored_once_and_a_hit_never_goes_into_a_part() -> None:

@@ -402,7 +402,8 @@ def _reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ..
     return _watch_reasons(candidate.watchlists) + _theme_reasons(candidate, themes)
 
 
-def _watch_reasons(queries: Iterable[str]) -> tuple[str, ...]:
+@lru_cache(maxsize=1 << 16)  # readers share queries: a build shows the same ones often
+def _watch_reasons(queries: tuple[str, ...]) -> tuple[str, ...]:
     """The reasons the reader's watchlist queries give (before the themes')."""
     return tuple(f"watchlist: {query}" for query in queries)
 

@@ -23,7 +23,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
@@ -920,13 +920,7 @@ def compose(
             return None
         view_token = editorial.tokens.make("view", subscriber.id, subscriber.email, str(edition.id))
         values[tags["view"]] = f"{base}/editions/{edition.id}/{view_token}"
-        recipient = Recipient(
-            reason=recipient.reason,
-            manage_url=recipient.manage_url,
-            unsubscribe_url=recipient.unsubscribe_url,
-            view_url=tags["view"],
-            timezone=recipient.timezone,
-        )
+        recipient = replace(recipient, view_url=tags["view"])
         heading = {"weekly": "Weekly digest", "daily": "Daily digest"}.get(
             edition.frequency, "Digest"
         )

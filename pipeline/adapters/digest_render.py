@@ -228,7 +228,7 @@ class DigestAssembler:
         return keys
 
     def _known_shared(self, new_shared: Mapping[str, list[_Key]]) -> None:
-        """Shared sections whose stories are now rendered."""
+        """Shared blocks whose stories are now rendered."""
         if len(self._shared_keys) + len(new_shared) > SHARED_KEPT:
             self._shared_keys.clear()
         self._shared_keys.update(new_shared)

@@ -739,12 +739,13 @@ class _ThemeBase:
     counts: dict[str, int]
     entries: dict[int, DigestEntry] = field(default_factory=dict)  # built when first shown
     # per (home section, stories shown, top stories): the section of a reader whose hits
-    # change neither it nor the top stories (``ReaderDigests._shared_section``); under
-    # ("", 0, top stories) the top stories of a reader whose hits do not change them
-    sections: dict[tuple[str, int, int], SharedEntries] = field(default_factory=dict)
-    # per the same key: the stories of the rows such a section is read from (a reader
-    # whose top stories are the choice's and who holds no hit on these has that section)
-    reach: dict[tuple[str, int, int], frozenset[int]] = field(default_factory=dict)
+    # change neither it nor the top stories, and the stories of the rows it is read from
+    # (``ReaderDigests._shared_section``)
+    sections: dict[tuple[str, int, int], tuple[SharedEntries, frozenset[int]]] = field(
+        default_factory=dict
+    )
+    # per number of top stories: those of a reader whose hits do not change them
+    tops: dict[int, SharedEntries] = field(default_factory=dict)
 
 
 class _Truncated(Exception):
@@ -1294,13 +1295,11 @@ class ReaderDigests:
         for t in wanted:
             # most readers' hits leave most sections as the theme choice's own: then
             # they hold that one tuple, which editions store once
-            shared = self._shared_section(base, t, wanted, request)
+            shared, reach = self._shared_section(base, t, wanted, request)
             if (
                 clean_top
                 and not fresh_home[t]
-                and base.reach[(t, request.max_per_section, request.top_stories)].isdisjoint(
-                    touched
-                )
+                and reach.isdisjoint(touched)
                 and (base.complete or len(shared) == request.max_per_section)
             ):
                 # what ``take`` would give: no hit story among the rows it would read
@@ -1326,22 +1325,23 @@ class ReaderDigests:
     ) -> SharedEntries:
         """The top stories of the theme choice's readers whose hits do not change them
         (about half of a day's readers)."""
-        key = ("", 0, request.top_stories)  # no theme's id is empty
-        found = base.sections.get(key)
+        found = base.tops.get(request.top_stories)
         if found is None:
             rows = base.rows[: request.top_stories]
-            found = base.sections[key] = SharedEntries(
+            found = base.tops[request.top_stories] = SharedEntries(
                 self._entry(base, row, wanted) for row in rows
             )
         return found
 
     def _shared_section(
         self, base: _ThemeBase, home: str, wanted: Sequence[str], request: DigestRequest
-    ) -> SharedEntries:
+    ) -> tuple[SharedEntries, frozenset[int]]:
         """The section ``home`` of the theme choice's readers whose hits change neither it
-        nor the top stories: the first stories of its list less the top ones. A reader's
-        section is compared with it entry by entry (``_build``), so rows past those the
-        lists keep (a truncated list) only make it differ."""
+        nor the top stories: the first stories of its list less the top ones; and the
+        stories of the rows it is read from (a reader whose top stories are the choice's
+        and who holds no hit on these has that section). A reader's section is compared
+        with it entry by entry (``_build``), so rows past those the lists keep (a
+        truncated list) only make it differ."""
         key = (home, request.max_per_section, request.top_stories)
         found = base.sections.get(key)
         if found is None:
@@ -1354,9 +1354,9 @@ class ReaderDigests:
                 read += 1
                 if row[2].id not in top:
                     rows.append(row)
-            base.reach[key] = frozenset(row[1] for row in base.by_home[home][:read])
-            found = base.sections[key] = SharedEntries(
-                self._entry(base, row, wanted) for row in rows
+            found = base.sections[key] = (
+                SharedEntries(self._entry(base, row, wanted) for row in rows),
+                frozenset(row[1] for row in base.by_home[home][:read]),
             )
         return found
 
@@ -1654,28 +1654,29 @@ class DigestJSON:
         holding no watchlist hit, so no reader's own query goes into a part)."""
         if not entries:
             return "[]"
-        if type(entries) is not SharedEntries:
-            listed = f"[{_join(map(self._ref, entries))}]"
-            if any(e.item.watchlists for e in entries):
-                return listed  # the reader's own: stays in their edition
-            text = f'{{"entries": {listed}}}'
-            key = part_key(text)
-            if key not in self._handed and key not in self._met:
-                if len(self._met) >= self._limit:
-                    self._met.clear()
-                self._met[key] = None  # once: the list stays in the edition
-                return listed
-            return f'{{"part": "{self._part(text, key)}"}}'
-        found = self._sections.get(id(entries))
-        if found is not None and found[0] is entries:
-            return found[1]
-        # equal sections of other choices (other tuples) are the same part, handed out once
-        key = self._part(f'{{"entries": [{_join(map(self._ref, entries))}]}}')
-        text = f'{{"part": "{key}"}}'
-        if len(self._sections) >= self._limit:
-            self._sections.clear()
-        self._sections[id(entries)] = (entries, text)  # kept alive: its id is not reused
-        return text
+        shared = type(entries) is SharedEntries
+        if shared:
+            found = self._sections.get(id(entries))
+            if found is not None and found[0] is entries:
+                return found[1]
+        listed = f"[{_join(map(self._ref, entries))}]"
+        if not shared and any(e.item.watchlists for e in entries):
+            return listed  # the reader's own: stays in their edition
+        text = f'{{"entries": {listed}}}'
+        key = part_key(text)
+        if not shared and key not in self._handed and key not in self._met:
+            if len(self._met) >= self._limit:
+                self._met.clear()
+            self._met[key] = None  # once: the list stays in the edition
+            return listed
+        reference = f'{{"part": "{self._part(text, key)}"}}'
+        if type(entries) is SharedEntries:
+            # equal sections of other choices (other tuples) are the same part, handed
+            # out once; this tuple is kept alive, so its id is not reused
+            if len(self._sections) >= self._limit:
+                self._sections.clear()
+            self._sections[id(entries)] = (entries, reference)
+        return reference
 
     def _theme_part(self, theme: ThemeInfo) -> str:
         key = self._theme_parts.get(theme)
@@ -1736,8 +1737,7 @@ def _parts_present(
 ) -> bool:
     """``parts.keys() >= part_keys(content, parts)``, a shared block's story parts checked
     once (``whole_blocks``)."""
-    if whole_blocks is None:
-        return parts.keys() >= part_keys(content, parts)
+    whole_blocks = set() if whole_blocks is None else whole_blocks
 
     def present(entries: Any) -> bool:
         if not isinstance(entries, dict):  # a list of references

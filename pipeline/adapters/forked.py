@@ -338,13 +338,21 @@ def private_mib() -> float:
 
 
 def _receive(pipes: list[Connection], arrived: queue.SimpleQueue[tuple[Any, ...]]) -> None:
-    """Move helpers' messages to ``arrived`` until every pipe is closed; then "end"."""
+    """Move helpers' messages to ``arrived`` until every pipe is closed; then "end".
+
+    "end" always comes: the consumer waits for it. A message read whole that does not
+    unpickle (a result whose class refuses to be rebuilt) is reported as a failure of no
+    task, and the pipe read on: its task is not done, so it is run again here."""
     open_pipes = list(pipes)
-    while open_pipes:
-        for pipe in wait(open_pipes):
-            assert isinstance(pipe, Connection)
-            try:
-                arrived.put(pipe.recv())
-            except (EOFError, OSError):
-                open_pipes.remove(pipe)
-    arrived.put(("end",))
+    try:
+        while open_pipes:
+            for pipe in wait(open_pipes):
+                assert isinstance(pipe, Connection)
+                try:
+                    arrived.put(pipe.recv())
+                except (EOFError, OSError):
+                    open_pipes.remove(pipe)
+                except Exception:
+                    arrived.put(("failed", None, traceback.format_exc()))
+    finally:
+        arrived.put(("end",))

@@ -191,6 +191,35 @@ def test_a_forked_call_that_fails_or_dies_is_run_here() -> None:
         forked.ChildCall(lambda: 1 // 0).result()  # fails there, then here: raises here
 
 
+def _refuse_to_load() -> None:
+    raise RuntimeError("this result cannot be rebuilt here")
+
+
+class ArrivesBroken:
+    """Pickles in the helper, fails to unpickle in the job (as a class whose pickled
+    form its own constructor refuses would)."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse_to_load, ())
+
+
+def test_a_result_that_does_not_unpickle_is_redone_here_without_hanging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parent = os.getpid()
+
+    def work(task: int) -> object:
+        time.sleep(0.01)
+        return ArrivesBroken() if os.getpid() != parent else task
+
+    with caplog.at_level(logging.WARNING):
+        consumed, run = collect(12, work)
+        value = forked.ChildCall(lambda: work(5)).result()
+    assert consumed == {task: task for task in range(12)}  # every task, each once, here
+    assert run.failed >= 1 and value == 5
+    assert "cannot be rebuilt here" in caplog.text
+
+
 def test_a_forked_call_not_forked_runs_when_asked() -> None:
     call = forked.ChildCall(os.getpid, fork=False)
     assert call.result() == os.getpid()

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := pipeline tests $(wildcard bench scripts)
 
-.PHONY: install demo test lint format bench eval lock clean serve browser
+.PHONY: install native demo test test-pure lint format bench eval lock clean serve browser
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) native
 
-demo: $(STAMP)
+# The hot pure modules compiled to C by mypyc (pipeline/native.py); without a C compiler
+# the Python sources run. CI (CI=true) insists on the compiled modules.
+native: $(STAMP)
+	$(BIN)/python scripts/build_native.py $(if $(CI),--strict)
+
+demo: install
 	$(BIN)/qasid demo
 
 lint: $(STAMP)
@@ -28,8 +33,15 @@ format: $(STAMP)
 	$(BIN)/ruff format $(LINTED)
 	$(BIN)/ruff check --fix $(LINTED)
 
-test: lint browser
+test: lint browser native
 	$(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-pure
+
+# The compiled modules' tests again on their Python sources (what runs without a compiler).
+PURE_TESTS := tests/unit/test_digest.py tests/unit/test_digest_render.py \
+	tests/unit/test_reader_hits.py tests/unit/test_text.py tests/unit/test_native.py
+test-pure: $(STAMP)
+	QASID_PURE_PYTHON=1 $(BIN)/pytest -q -p no:randomly $(PURE_TESTS)
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 browser:
@@ -41,7 +53,7 @@ browser:
 	    echo "note: chromium is not installed; browser tests will be skipped (apt-get install chromium)"; \
 	  fi; }
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/python -m bench.run_all
 
 eval: $(STAMP)
@@ -53,4 +65,5 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock -q
 
 clean:
-	rm -rf var $(VENV)
+	rm -rf var $(VENV) build/native
+	find pipeline -name '*.so' -delete

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline import rules
+from pipeline import native, rules
 from pipeline.core import matcher, query, text, watchlists
 from pipeline.core.collector import gc_paused
 from pipeline.core.watchlists import WatchlistIndex
@@ -44,8 +44,8 @@ def cache_key(aliases_path: Path) -> str:
     """What a cached engine must have been built with: this format, the engine's source
     and the aliases file."""
     digest = hashlib.sha256(f"qasid-watchlist-cache-{CACHE_FORMAT}".encode())
-    for module in _ENGINE_MODULES:
-        digest.update(Path(str(module.__file__)).read_bytes())
+    for module in _ENGINE_MODULES:  # the sources, also of a module compiled by mypyc
+        digest.update(native.source_path(module.__name__).read_bytes())
     digest.update(aliases_path.read_bytes() if aliases_path.exists() else b"")
     return digest.hexdigest()
 

@@ -13,13 +13,14 @@ a sum of named parts so an editor can explain any position:
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import heapq
 import json
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from itertools import islice
@@ -28,8 +29,12 @@ from operator import is_, itemgetter
 from typing import Any
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from pipeline.core.text import token_texts
+
+# Compiled by mypyc (``pipeline.native``): its classes hold no ``__dict__`` to fill.
+COMPILED = not __file__.endswith(".py")
 
 # Ranking weights: small integers so that a reader can follow the arithmetic.
 THEME_SCORE_CAP = 12.0
@@ -94,6 +99,7 @@ class DigestEntry:
     snippet: str = ""
 
 
+@mypyc_attr(native_class=False)
 class SharedEntries(tuple[DigestEntry, ...]):
     """A section's entries that many readers' digests hold as they are (the same entry
     objects, in the same order): ``ReaderDigests`` hands every such reader this one
@@ -429,6 +435,8 @@ def _entry_of(
     """``DigestEntry(item, rank, reasons, also, snippet)`` without the frozen dataclass's
     field-by-field ``__init__`` (no ``__post_init__``: nothing else to run). A build makes
     one per shown hit story of every reader."""
+    if COMPILED:
+        return DigestEntry(item, rank, reasons, also, snippet)
     entry = object.__new__(DigestEntry)
     entry.__dict__.update(item=item, rank=rank, reasons=reasons, also=also, snippet=snippet)
     return entry
@@ -510,6 +518,26 @@ class DayStories:
             else:
                 found.append(candidate)
         return list(out.values())
+
+
+def _rebuilt(obj: Any) -> tuple[Any, ...]:
+    """A frozen dataclass pickled as its class and its fields' values (mypyc's native
+    classes would be unpickled by setting each field, which a frozen class refuses)."""
+    return (type(obj), tuple(getattr(obj, each.name) for each in fields(obj)))
+
+
+if COMPILED:  # digests, public editions and the day's stories cross forked processes
+    for _frozen in (
+        ThemeInfo,
+        DigestCandidate,
+        DigestEntry,
+        DigestSection,
+        Digest,
+        DigestRequest,
+        _Signature,
+        DayStories,
+    ):
+        copyreg.pickle(_frozen, _rebuilt)
 
 
 def day_stories(
@@ -685,6 +713,8 @@ _Row = tuple[tuple[float, datetime, str], int, DigestCandidate, tuple[str, ...],
 def _with_watchlists(candidate: DigestCandidate, watchlists: tuple[str, ...]) -> DigestCandidate:
     """``replace(candidate, watchlists=watchlists)`` at a fifth of the cost: the fields are
     copied as they are (a frozen dataclass with no ``__post_init__``: nothing to re-run)."""
+    if COMPILED:
+        return replace(candidate, watchlists=watchlists)
     copied = object.__new__(DigestCandidate)
     copied.__dict__.update(candidate.__dict__, watchlists=watchlists)
     return copied

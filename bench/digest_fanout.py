@@ -429,7 +429,18 @@ def run(
     runs = runs or 1
     naive_sample = naive_sample or (300 if quick else 1000)
     about = machine()
-    step(f"digest fan-out: {subscribers:,} readers, {n_items:,} items; load {about['load']}")
+    # the measured child imports the same modules: compiled by mypyc, or the sources
+    about["modules"] = subprocess.run(
+        [sys.executable, "-c", "import pipeline; print(pipeline.NATIVE_MODE)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    step(
+        f"digest fan-out: {subscribers:,} readers, {n_items:,} items; load {about['load']}; "
+        f"modules {about['modules']}"
+    )
     results: dict[str, Any] = {"engines": {}}
     rows_out = []
     for engine in engines:
@@ -454,7 +465,7 @@ def run(
     results["machine"] = about
     results["table"] = table(
         f"Digest fan-out: {subscribers:,} readers (themes + 5 watchlists), {n_items:,} items; "
-        f"load {about['load']} → {about['load after']}",
+        f"load {about['load']} → {about['load after']}; modules {about['modules']}",
         [
             "engine",
             "digests",

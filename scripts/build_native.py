@@ -4,8 +4,8 @@
     python scripts/build_native.py --force   # always
     python scripts/build_native.py --clean   # remove the extensions: the sources run
 
-The C extensions are written beside their sources (``build_ext --inplace``; the generated C
-and object files under ``build/native/``), the shared library as
+The C extensions are built under ``build/native/`` and moved beside their sources (by
+rename, so a running worker keeps the files it mapped), the shared library as
 ``pipeline/native_core__mypyc.*.so``. Without mypyc or a C compiler this says so and leaves
 the Python sources to run (exit status 0: the project works either way, only slower);
 ``--strict`` makes that an error (CI).
@@ -14,7 +14,9 @@ the Python sources to run (exit status 0: the project works either way, only slo
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,10 @@ def extensions() -> list[Path]:
     shared = native.PACKAGE_ROOT / native.NATIVE_GROUP.split(".")[-1]
     found.append(native.extension_path(shared.with_name(shared.name + "__mypyc.py")))
     return [path for path in found if path is not None]
+
+
+def native_suffix() -> str:
+    return importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
 def clean() -> None:
@@ -59,10 +65,16 @@ def build() -> None:
     # A bare Distribution: setup() would read pyproject.toml, which is not about this.
     dist = Distribution({"name": "qasid-native", "ext_modules": modules})
     command = dist.get_command_obj("build_ext")
-    command.inplace = True
     command.build_temp = str(BUILD_DIR / "temp")
-    command.build_lib = str(BUILD_DIR / "lib")
+    command.build_lib = str(lib := BUILD_DIR / "lib")
     dist.run_command("build_ext")
+    # Into place by rename, not by writing over: a running worker has the old files mapped,
+    # and a library rewritten under a process crashes it.
+    for built in sorted(lib.rglob("*" + native_suffix())):
+        target = REPO / built.relative_to(lib)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copy2(built, partial)
+        os.replace(partial, target)
     for path in extensions():  # newer than every source, whatever order they were written
         path.touch()
     took = time.perf_counter() - started

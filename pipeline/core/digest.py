@@ -33,7 +33,8 @@ from mypy_extensions import mypyc_attr
 
 from pipeline.core.text import token_texts
 
-# Compiled by mypyc (``pipeline.native``): its classes hold no ``__dict__`` to fill.
+# Whether this module runs compiled by mypyc (``pipeline.native``): its classes then hold
+# no ``__dict__`` to fill, so the shortcuts below that fill one use constructors instead.
 COMPILED = not __file__.endswith(".py")
 
 # Ranking weights: small integers so that a reader can follow the arithmetic.
@@ -99,7 +100,7 @@ class DigestEntry:
     snippet: str = ""
 
 
-@mypyc_attr(native_class=False)
+@mypyc_attr(native_class=False)  # compiled, still a Python class: native ones cannot subclass tuple
 class SharedEntries(tuple[DigestEntry, ...]):
     """A section's entries that many readers' digests hold as they are (the same entry
     objects, in the same order): ``ReaderDigests`` hands every such reader this one

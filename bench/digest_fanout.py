@@ -353,8 +353,11 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
         def __init__(self, renderer: Any) -> None:
             self.digest = renderer.digest
 
-        def prepare(self, _: Any) -> int:
+        def prepare(self, *_: Any) -> int:
             return 0
+
+        def release(self) -> None:
+            pass
 
     editorial = delivery.load_editorial(app, ())  # as drain_queue does
     editorial.tags = mailer.tags(editorial.tags)  # the tags the sent emails carry

@@ -35,7 +35,7 @@ from mypy_extensions import mypyc_attr
 
 from pipeline.adapters import forked, watchlist_cache
 from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow, JSONText
-from pipeline.adapters.digest_render import DigestAssembler
+from pipeline.adapters.digest_render import Assembler, DigestAssembler
 from pipeline.adapters.render import EmailRenderer, Recipient, RenderedEmail, SiteInfo
 from pipeline.adapters.storage import StoredItem
 from pipeline.adapters.subscriber_store import SubscriberStore
@@ -149,7 +149,7 @@ class Editorial:
         }
         self.renderer = EmailRenderer(root / "templates", site, frozenset(self.tags.values()))
         # Digests are assembled from stories rendered once per job (the same email).
-        self.assembler = DigestAssembler(self.renderer)
+        self.assembler: Assembler = DigestAssembler(self.renderer)
         self.parts: dict[str, dict[str, Any]] = {}  # compact editions' parts read so far
         self.tokens: Tokens = app.tokens
 

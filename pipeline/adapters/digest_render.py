@@ -35,7 +35,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 from markupsafe import Markup
 
@@ -84,6 +84,23 @@ def escape_text(value: str) -> str:
     if "\xa0" in value:
         value = value.replace("\xa0", "&nbsp;")
     return value
+
+
+class Assembler(Protocol):
+    """What the send path asks of the assembler it is given (``Editorial.assembler``):
+    ``DigestAssembler``, or the benchmark's naive path (a full render per email)."""
+
+    def prepare(
+        self,
+        digests: Iterable[tuple[Mapping[str, Any], str]],
+        parts: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int: ...
+
+    def digest(
+        self, content: Mapping[str, Any], recipient: Recipient, heading: str
+    ) -> RenderedEmail: ...
+
+    def release(self) -> None: ...
 
 
 class DigestAssembler:

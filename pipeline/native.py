@@ -1,9 +1,9 @@
 """The modules compiled to C by mypyc, and when their Python sources are imported instead.
 
 ``make native`` (part of ``make install``, ``scripts/build_native.py``) compiles
-``NATIVE_MODULES``, the digest build's and the send path's hottest pure code, into C
-extensions beside their sources: a digest fan-out of 100,000 readers takes about 12% less
-CPU (BENCHMARKS.md). The sources stay the reference: they are typed Python that mypy
+``NATIVE_MODULES``, the digest build's and the send path's hottest code, into C
+extensions beside their sources: a digest fan-out of 100,000 readers takes about an eighth
+less time (BENCHMARKS.md, twelfth session). The sources stay the reference: they are typed Python that mypy
 checks, and everything works without a compiler, only slower.
 
 Python imports an extension before a ``.py`` file of the same name, so a stale extension

@@ -3,8 +3,8 @@
 ``make native`` (part of ``make install``, ``scripts/build_native.py``) compiles
 ``NATIVE_MODULES``, the digest build's and the send path's hottest code, into C
 extensions beside their sources: a digest fan-out of 100,000 readers takes about an eighth
-less time (BENCHMARKS.md, twelfth session). The sources stay the reference: they are typed Python that mypy
-checks, and everything works without a compiler, only slower.
+less time (BENCHMARKS.md, twelfth session). The sources stay the reference: they are
+typed Python that mypy checks, and everything works without a compiler, only slower.
 
 Python imports an extension before a ``.py`` file of the same name, so a stale extension
 would hide an edited source. ``use_sources_if_needed`` (run when ``pipeline`` is imported)

@@ -39,8 +39,7 @@ test: lint browser native
 
 # The compiled modules' tests again on their Python sources (what runs without a compiler).
 PURE_TESTS := tests/unit/test_digest.py tests/unit/test_digest_render.py \
-	tests/unit/test_reader_hits.py tests/unit/test_text.py tests/unit/test_native.py \
-	tests/integration/test_delivery.py
+	tests/unit/test_reader_hits.py tests/unit/test_text.py tests/unit/test_native.py
 test-pure: $(STAMP)
 	QASID_PURE_PYTHON=1 $(BIN)/pytest -n 2 -q $(PURE_TESTS)
 

@@ -31,7 +31,6 @@ NATIVE_MODULES = (
     "pipeline.core.reader_hits",
     "pipeline.core.digest",
     "pipeline.adapters.digest_render",
-    "pipeline.delivery",
 )
 NATIVE_GROUP = "pipeline.native_core"  # the shared library: pipeline/native_core__mypyc.*.so
 PURE_ENV = "QASID_PURE_PYTHON"

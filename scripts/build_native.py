@@ -67,6 +67,7 @@ def build() -> None:
     command = dist.get_command_obj("build_ext")
     command.build_temp = str(BUILD_DIR / "temp")
     command.build_lib = str(lib := BUILD_DIR / "lib")
+    shutil.rmtree(lib, ignore_errors=True)  # only this build's files are moved into place
     dist.run_command("build_ext")
     # Into place by rename, not by writing over: a running worker has the old files mapped,
     # and a library rewritten under a process crashes it.

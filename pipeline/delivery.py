@@ -31,8 +31,6 @@ from typing import Any, cast
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from mypy_extensions import mypyc_attr
-
 from pipeline.adapters import forked, watchlist_cache
 from pipeline.adapters.delivery_store import DeliveryRow, DeliveryStore, EditionRow, JSONText
 from pipeline.adapters.digest_render import Assembler, DigestAssembler
@@ -122,7 +120,6 @@ def check_sending_settings(app: App) -> None:
 # -- what the services share -----------------------------------------------------------------
 
 
-@mypyc_attr(native_class=False)  # compiled, still a Python class: cached properties
 class Editorial:
     """The themes, the renderer and (built on first use) the watchlist engine, once per job."""
 
@@ -450,21 +447,20 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
     def __len__(self) -> int:
         return len(self._at)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __getstate__(self) -> tuple[Any, ...]:
         # The watchlist → run table as two arrays too (a dict pickles entry by entry).
-        # Rebuilt through the constructor: compiled by mypyc, the class has no other way.
         at = self._at
-        arrays = (self._places, self._offsets, array("q", at.keys()), array("L", at.values()))
-        return (_unpickled_matches, (self._item_ids, *arrays))
+        return (
+            self._item_ids,
+            self._places,
+            self._offsets,
+            array("q", at.keys()),
+            array("L", at.values()),
+        )
 
-
-def _unpickled_matches(
-    item_ids: list[str], places: array[int], offsets: array[int], watchlists: Any, runs: Any
-) -> PackedMatches:
-    packed = PackedMatches(item_ids)
-    packed._places, packed._offsets = places, offsets
-    packed._at = dict(zip(watchlists, runs, strict=True))
-    return packed
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._item_ids, self._places, self._offsets, watchlists, runs = state
+        self._at = dict(zip(watchlists, runs, strict=True))
 
 
 def _match_periods(

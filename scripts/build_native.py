@@ -33,8 +33,8 @@ from pipeline import native  # noqa: E402
 def extensions() -> list[Path]:
     """Every compiled file of the group (the modules' and the shared library)."""
     found = [native.extension_path(native.source_path(m)) for m in native.NATIVE_MODULES]
-    shared = native.PACKAGE_ROOT / native.NATIVE_GROUP.split(".")[-1]
-    found.append(native.extension_path(shared.with_name(shared.name + "__mypyc.py")))
+    shared = native.PACKAGE_ROOT / f"{native.NATIVE_GROUP.split('.')[-1]}__mypyc.py"
+    found.append(native.extension_path(shared))
     return [path for path in found if path is not None]
 
 
@@ -98,7 +98,7 @@ def main() -> int:
     print(f"compiling {len(native.NATIVE_MODULES)} modules with mypyc ({problem or 'forced'})")
     try:
         build()
-    except (ImportError, SystemExit, Exception) as error:  # no mypyc, no compiler, C errors
+    except (SystemExit, Exception) as error:  # no mypyc, no compiler, C errors
         clean()  # never leave a part of the group
         message = f"could not compile ({type(error).__name__}: {error}); the Python sources run"
         print(message, file=sys.stderr)

@@ -216,8 +216,8 @@ def cluster(
     clustering). A headline needing at least two common words is looked up by pairs
     instead: two sets overlapping by o ≥ k share at least k of the first |x| - o + k
     elements of each (the prefix principle; o ≥ ceil(t·|x|) for either side), so with k
-    = 3 (2 for headlines of three or four words) the clusters that can match are among the
-    intersections of triples (pairs) of its prefix's posting sets, taken in C.
+    = 3 (2 for headlines of three or four words) the clusters that can match are those
+    holding three (two) of its prefix's tokens, counted over the tokens' posting bit masks.
     """
     signatures = [_signature(candidate) for candidate in candidates]
     if threshold <= 0:
@@ -241,30 +241,20 @@ def cluster(
         """The first |x| - ceil(t·|x|) + k of a set's tokens, given in rank order."""
         return ordered[: len(ordered) - least_overlap(len(ordered)) + k]
 
-    def probe_shared(tokens: list[str], postings: Mapping[str, set[int]], k: int) -> set[int]:
+    def probe_shared(tokens: list[str], postings: Mapping[str, int], k: int) -> list[int]:
         """The indexed clusters holding at least ``k`` (2 or 3) of ``tokens``, the prefix of
-        length |x| - o + k. The i-th common element is among the first |x| - o + i (o - i
-        common elements follow it), so a pair's first element is among the first
-        ``len(tokens) - k + 1`` and its second among the first ``len(tokens) - k + 2``."""
-        lists = [(n, postings[token]) for n, token in enumerate(tokens) if token in postings]
-        last_first, last_second = len(tokens) - k, len(tokens) - k + 1  # 0-based, inclusive
-        found: set[int] = set()
-        for a, (n, first) in enumerate(lists):
-            if n > last_first:
-                break
-            for b in range(a + 1, len(lists)):
-                m, second = lists[b]
-                if m > last_second:
-                    break
-                both = first & second
-                if not both:
-                    continue
-                if k == 2:
-                    found |= both
-                    continue
-                for _, third in lists[b + 1 :]:
-                    found |= both & third
-        return found
+        length |x| - o + k. Each token's posting is a bit mask (bit i: cluster i); the
+        masks are counted bit-wise, saturating at three (``ones``, ``twos``, ``threes``:
+        the clusters met at least that often). A day's headlines share common words: their
+        posting sets held hundreds of clusters each, and intersecting every pair and triple
+        of them took about 40% of the clustering."""
+        ones = twos = threes = 0
+        for token in tokens:
+            mask = postings.get(token, 0)
+            threes |= twos & mask
+            twos |= ones & mask
+            ones |= mask
+        return _bit_places(threes if k == 3 else twos)
 
     def probe(
         tokens: list[str], size: int, postings: Mapping[str, list[tuple[int, int, int]]]
@@ -285,7 +275,7 @@ def cluster(
     links: list[set[str]] = []
     title_sizes: list[int] = []
     by_title: dict[str, list[tuple[int, int, int]]] = {}
-    by_title_shared: dict[int, dict[str, set[int]]] = {2: {}, 3: {}}
+    by_title_shared: dict[int, dict[str, int]] = {2: {}, 3: {}}
     by_body: dict[str, list[tuple[int, int, int]]] = {}
     by_link: dict[str, list[int]] = {}
     for candidate, sig in zip(candidates, signatures, strict=True):
@@ -340,14 +330,28 @@ def cluster(
             for j, word in enumerate(title_prefix):
                 if frequency[word] > 1:
                     by_title.setdefault(word, []).append((index, j, len(sig.title)))
+            bit = 1 << index
             for shared, words in shared_prefixes.items():
+                masks = by_title_shared[shared]
                 for word in words:
                     if frequency[word] > 1:
-                        by_title_shared[shared].setdefault(word, set()).add(index)
+                        masks[word] = masks.get(word, 0) | bit
             for j, shingle in enumerate(body_prefix):
                 if frequency[shingle] > 1:
                     by_body.setdefault(shingle, []).append((index, j, len(sig.body)))
     return clusters
+
+
+def _bit_places(mask: int) -> list[int]:
+    """The places of the set bits of ``mask`` (non-negative), highest first."""
+    digits = bin(mask)  # "0b" and the highest bit first
+    last = len(digits) - 1
+    places: list[int] = []
+    at = digits.find("1", 2)
+    while at >= 0:
+        places.append(last - at)
+        at = digits.find("1", at + 1)
+    return places
 
 
 def _cluster_scan(

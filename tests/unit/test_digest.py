@@ -235,6 +235,40 @@ def test_prefix_filtered_clustering_equals_the_full_scan(
     ]
 
 
+def test_prefix_filtered_clustering_equals_the_full_scan_past_a_machine_word_of_clusters() -> None:
+    # the look-ups' posting masks hold a bit per cluster: hundreds of clusters make them
+    # integers of several machine words (a compiled module handles those apart)
+    import random
+
+    from pipeline.core.digest import _cluster_scan, _signature
+
+    rng = random.Random(7)
+    words = [f"{word}{n}" for word in WORDS for n in range(4)]  # 52 words
+    candidates = [
+        item(
+            n,
+            title=" ".join(rng.sample(words, rng.randint(3, 9))),
+            summary_text=" ".join(rng.choices(words[:12], k=rng.randint(0, 14))),
+        )
+        for n in range(400)
+    ]
+    fast = cluster(candidates, 0.5)
+    slow = _cluster_scan(candidates, [_signature(c) for c in candidates], 0.5)
+    assert len(fast) > 100
+    assert [[c.id for c in members] for members in fast] == [
+        [c.id for c in members] for members in slow
+    ]
+
+
+def test_bit_places_are_the_set_bits_highest_first() -> None:
+    from pipeline.core.digest import _bit_places
+
+    assert _bit_places(0) == []
+    assert _bit_places(1) == [0]
+    assert _bit_places(0b1011) == [3, 1, 0]
+    assert _bit_places(1 << 200 | 1 << 64 | 1 << 3) == [200, 64, 3]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(

@@ -552,6 +552,8 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     due.sort(key=lambda d: (d[2].start, d[2].end, choices[d[0].themes], d[0].id))
     step.done(f"{len(due):,} of {len(active):,} readers due")
     periods = _Periods(app, editorial)
+    summary = BuildSummary()
+    early_public = 0  # public editions built while the engine's child matched
     watched: dict[tuple[datetime, datetime], bool] = {}
     for subscriber, _, period in due:
         span = (period.start, period.end)
@@ -573,9 +575,16 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     # build, beside the readers' chunks; their items are read while the engine works.
     public = _public_plans(app, now, periods.items_in)
     # Until the engine's child is done, the theme choices' lists (which need no matches)
-    # are readied here, the most read first: the build's helpers inherit them.
+    # are readied here, the most read first: the build's helpers inherit them. Then the
+    # public editions (which need none either) are built and stored here.
     readied = _ready_choices(periods, due, matching.running)
+    while public and matching.running():
+        plan = public.pop(0)
+        summary.public += _store_public(app, plan, _public_digest(app, editorial, plan), now)
+        early_public += 1
+    waiting = time.perf_counter()
     matches = matching.result()
+    waited = time.perf_counter() - waiting
     for (span, _), by_watchlist in zip(to_match, matches, strict=True):
         periods.data(*span).matched(by_watchlist)
         periods.data(*span).table(editorial)  # made here: the build's helpers share it
@@ -584,7 +593,8 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
         f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
         f"{sum(len(p.stories.members) for p in clustered):,} stories; watchlists matched "
         f"against {sum(len(items) for _, items in to_match):,} items beside it "
-        f"({readied:,} theme choices' lists readied meanwhile)"
+        f"({readied:,} theme choices' lists readied and {early_public} public editions "
+        f"built meanwhile; {waited:.1f} s waited for the matches)"
     )
     # The previous periods' stories are needed for their counts alone: clustered in a
     # forked child (their items read here first), so that their memory is gone when it
@@ -608,7 +618,6 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     # share is one part, stored once; each edition holds references and what is its
     # reader's own. Their text is spliced from pieces encoded once.
     encoder = DigestJSON()
-    summary = BuildSummary()
     chunks = [due[start : start + BUILD_CHUNK] for start in range(0, len(due), BUILD_CHUNK)]
 
     def build(task: int) -> Digest | _Chunk:
@@ -623,7 +632,10 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
         _write_editions(ledger, built, summary)
 
     run = forked.run_tasks(len(public) + len(chunks), build, write, workers)
-    step.done(f"{len(due):,} digests, {len(public)} public editions, {run.processes} processes")
+    step.done(
+        f"{len(due):,} digests, {len(public) + early_public} public editions, "
+        f"{run.processes} processes"
+    )
     summary.processes = run.processes
     summary.helper_private_mib = max(
         run.helper_private_mib, matching.private_mib, counting.private_mib

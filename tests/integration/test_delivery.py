@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import event
@@ -558,7 +559,7 @@ def editions_by_reader(app: App) -> dict[int, tuple[str, object, int | None]]:
 
 
 def test_digests_built_on_several_processes_equal_those_built_in_one(
-    app: App, monkeypatch: pytest.MonkeyPatch
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from sqlalchemy import delete, select
 
@@ -614,6 +615,21 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
     compared = [json.dumps(content) for _, content, _ in alone.values()]
     counted = r"[1-9]\d* stor(y|ies) this day, (the same as|(up|down) from [1-9])"
     assert any(re.search(counted, c) for c in compared)  # the day before had stories
+    # the public editions are built and stored by the job's process while the engine's
+    # child matches (here slowed down): the same editions
+    match_items = delivery.match_items
+
+    def slow_match(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(3)
+        return match_items(*args, **kwargs)
+
+    monkeypatch.setattr(delivery, "match_items", slow_match)
+    with caplog.at_level(logging.INFO, logger="pipeline.delivery"):
+        early, shared_early, public_early = build(2)
+    assert "2 public editions built meanwhile" in caplog.text
+    assert (early.built, early.public) == (serial.built, 2)
+    assert public_early == public_alone
+    assert shared_early == alone
 
 
 def test_theme_choices_lists_are_readied_most_read_first_while_the_matching_runs(

@@ -471,8 +471,17 @@ def _match_periods(
     forgotten before they are (also when the child failed and this runs here)."""
     if not forget:
         return [match_items(editorial, items) for items in periods]
+    started = time.perf_counter()
     editorial.load_index()  # then the watchlist texts it was made from can go
+    loaded = time.perf_counter()
     found = [match_items(editorial, items) for items in periods]
+    log.info(
+        "digest build: watchlist engine loaded (%.1f s) and matched against %d period(s) "
+        "(%.1f s) in a forked child",
+        loaded - started,
+        len(periods),
+        time.perf_counter() - loaded,
+    )
     forked.note_private_peak()
     editorial.forget_index()
     return found

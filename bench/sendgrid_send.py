@@ -20,7 +20,7 @@ watchlist hit), so their emails share content and SendGrid takes a group in one 
   ledger. Ledger overhead = ledger time / raw time - 1. The two paths alternate which runs
   first in a process (the first pays for warming up).
 - **bookkeeping inside the drain**: the same ledger run, with the ledger's own calls timed
-  where they happen (``claim``, ``get_editions``, ``SubscriberStore.by_ids``, ``mark_*``):
+  where they happen (``claim``, ``get_editions``, ``SubscriberStore.for_sending``, ``mark_*``):
   their CPU against the rest of the drain's, a ratio that shared-machine noise moves less
   than the ratio of two separate passes.
 """
@@ -209,7 +209,7 @@ def bookkeeping_timer() -> Iterator[dict[str, float]]:
         (DeliveryStore, "mark_failed"),
         (DeliveryStore, "mark_retry"),
         (DeliveryStore, "mark_unknown"),
-        (SubscriberStore, "by_ids"),
+        (SubscriberStore, "for_sending"),
     ]
     originals = [(owner, name, getattr(owner, name)) for owner, name in targets]
 
@@ -263,14 +263,22 @@ def raw_pass(url: str, folder: Path, stub: Stub, out: dict[str, Any]) -> None:
     batches = []
     while rows := ledger.claim(NOW, app.worker_name, 1000):
         editions = ledger.get_editions(sorted({r.edition_id for r in rows if r.edition_id}))
-        batches.append((rows, people.by_ids(sorted({r.subscriber_id for r in rows})), editions))
+        readers, counts = people.for_sending(sorted({r.subscriber_id for r in rows}))
+        batches.append((rows, readers, counts, editions))
     before = stub.counts()
     wall, cpu = time.perf_counter(), cpu_seconds()
     editorial = delivery.load_editorial(app, ())  # as drain_queue does
     accepted = 0
-    for rows, readers, editions in batches:
+    for rows, readers, counts, editions in batches:
         emails = [
-            delivery.compose(app, editorial, row, readers[row.subscriber_id], editions)
+            delivery.compose(
+                app,
+                editorial,
+                row,
+                readers[row.subscriber_id],
+                editions,
+                counts.get(row.subscriber_id, 0),
+            )
             for row in rows
         ]
         results = mailer.send_batch([e for e in emails if e is not None])

@@ -882,7 +882,7 @@ def _links(app: App, tokens: Tokens, subscriber: Subscriber) -> tuple[str, str]:
     return unsubscribe, manage
 
 
-def _reason(subscriber: Subscriber, site_name: str) -> str:
+def _reason(subscriber: Subscriber, site_name: str, watchlists: int | None = None) -> str:
     how = {
         Frequency.INSTANT: "instant alerts and a daily digest",
         Frequency.DAILY: "a daily digest",
@@ -891,7 +891,7 @@ def _reason(subscriber: Subscriber, site_name: str) -> str:
     return (
         f"You receive this because you subscribed to {site_name} ({how} at "
         f"{subscriber.hour:02d}:00 {subscriber.timezone}, {len(subscriber.themes)} themes, "
-        f"{len(subscriber.watchlists)} watchlists)."
+        f"{len(subscriber.watchlists) if watchlists is None else watchlists} watchlists)."
     )
 
 
@@ -901,18 +901,21 @@ def compose(
     row: DeliveryRow,
     subscriber: Subscriber,
     editions: Mapping[int, EditionRow] | None = None,
+    watchlist_count: int | None = None,
 ) -> OutgoingEmail | None:
     """The email for one ledger row, or None when its content is gone.
 
     The body is rendered with substitution tags where it names the reader (links, the
     "why you got this" line); the email carries the values to put in their place.
     ``editions``: editions already read for a batch of rows (others are read here).
+    ``watchlist_count``: how many watchlists the reader keeps, when ``subscriber`` holds
+    only their instant ones (``SubscriberStore.for_sending``).
     """
     unsubscribe, manage = _links(app, editorial.tokens, subscriber)
     base = app.settings.web.base_url
     tags = editorial.tags
     values = {
-        tags["reason"]: _reason(subscriber, app.settings.digest.site_name),
+        tags["reason"]: _reason(subscriber, app.settings.digest.site_name, watchlist_count),
         tags["manage"]: manage,
         tags["unsubscribe"]: unsubscribe,
     }
@@ -1135,7 +1138,7 @@ def compose_batch(
     or whose content is gone are recorded (suppressed, failed) and left out."""
     worker = app.worker_name
     # Re-read statuses just before sending: an unsubscribe after the build must win.
-    fresh = people.by_ids(sorted({row.subscriber_id for row in rows}))
+    fresh, watchlist_counts = people.for_sending(sorted({row.subscriber_id for row in rows}))
     editions = ledger.get_editions(
         sorted({r.edition_id for r in rows if r.edition_id}), editorial.parts, keep_refs=True
     )
@@ -1156,7 +1159,7 @@ def compose_batch(
             ledger.mark_suppressed(row.id, worker, f"not sent: {reason}")
             summary.suppressed += 1
             continue
-        email = compose(app, editorial, row, reader, editions)
+        email = compose(app, editorial, row, reader, editions, watchlist_counts.get(reader.id, 0))
         if email is None:
             ledger.mark_failed(row.id, worker, "content no longer exists")
             summary.failed += 1

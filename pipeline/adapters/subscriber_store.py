@@ -118,8 +118,26 @@ class SubscriberStore:
             return {}
         return {s.id: s for s in self._lean(subscriber.c.id.in_(list(ids)))}
 
-    def _lean(self, condition: Any) -> list[Subscriber]:
-        """The subscribers ``condition`` selects with their watchlists, no timestamps."""
+    def for_sending(self, ids: Sequence[int]) -> tuple[dict[int, Subscriber], dict[int, int]]:
+        """``by_ids`` for the send queue: each reader with their instant watchlists alone
+        (what an alert is matched against), and apart how many watchlists each keeps (the
+        footer says so; a reader with none is left out). Reading every watchlist of a
+        batch's readers only to count them was about 5% of the send path."""
+        if not ids:
+            return {}, {}
+        chosen = subscriber.c.id.in_(list(ids))
+        readers = {s.id: s for s in self._lean(chosen, instant_only=True)}
+        with self.store._begin() as conn:
+            counts = conn.execute(
+                select(watchlist.c.subscriber_id, func.count())
+                .where(watchlist.c.subscriber_id.in_(list(ids)))
+                .group_by(watchlist.c.subscriber_id)
+            ).all()
+        return readers, {int(owner): int(count) for owner, count in counts}
+
+    def _lean(self, condition: Any, instant_only: bool = False) -> list[Subscriber]:
+        """The subscribers ``condition`` selects with their watchlists (``instant_only``:
+        those sending alerts), no timestamps."""
         with self.store._begin() as conn:
             rows = conn.execute(
                 select(
@@ -150,6 +168,8 @@ class SubscriberStore:
                 .where(condition)
                 .order_by(watchlist.c.id)
             )
+            if instant_only:
+                query = query.where(watchlist.c.instant.is_(True))
             # fetched at once: row by row, the result's own bookkeeping doubled the read
             for owner, wid, text, instant in conn.execute(query).all():
                 lists[owner].append(Watchlist(wid, text, bool(instant)))

@@ -108,6 +108,8 @@ def outbox_messages(app: App) -> list[EmailMessage]:
 def test_a_due_digest_is_built_once_and_sent_once(app: App) -> None:
     store_news(app, *NEWS)
     subscribe(app, "reader@example.com", hour=7, timezone="Asia/Karachi")
+    add_watchlist(app, "reader@example.com", "Gwadar")
+    add_watchlist(app, "reader@example.com", "heatwave", instant=True)
     first = delivery.build_due_digests(app)
     again = delivery.build_due_digests(app)
     assert (first.built, again.built, again.existing) == (1, 0, 0)
@@ -129,6 +131,7 @@ def test_a_due_digest_is_built_once_and_sent_once(app: App) -> None:
         assert "IMF approves next loan tranche" in part
         assert "1 Test Street, Lahore" in part
         assert "/unsubscribe/" in part
+        assert "2 watchlists)" in part  # all of them, the instant one too
 
 
 def test_the_build_runs_without_the_cyclic_collector_and_gives_it_back(
@@ -760,16 +763,16 @@ def test_a_helper_that_fails_to_compose_leaves_its_batch_to_be_sent_once(
     many_built(app, clock, 12)
     with_digest(app, send_batch=2, send_workers=3)
     job = os.getpid()
-    by_ids = SubscriberStore.by_ids  # composing a batch re-reads its readers first
+    for_sending = SubscriberStore.for_sending  # composing a batch re-reads its readers first
 
     def fails_in_helpers(*args: object, **kwargs: object) -> object:
         if os.getpid() != job:
             raise RuntimeError("a helper's compose went wrong")
-        return by_ids(*args, **kwargs)  # type: ignore[arg-type]
+        return for_sending(*args, **kwargs)  # type: ignore[arg-type]
 
     # Through an adapter: the job's own functions may be compiled (mypyc), and compiled
     # code calls them directly, past any patch.
-    monkeypatch.setattr(SubscriberStore, "by_ids", fails_in_helpers)
+    monkeypatch.setattr(SubscriberStore, "for_sending", fails_in_helpers)
     with caplog.at_level(logging.WARNING):
         summary = delivery.drain_queue(app, app.mailer())
     assert "a helper's compose went wrong" in caplog.text  # helpers did take batches

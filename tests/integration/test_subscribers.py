@@ -127,6 +127,28 @@ def test_active_readers_are_all_active_subscribers_without_creation_times(app: A
     assert store.active() == expected
 
 
+def test_readers_for_sending_hold_their_instant_watchlists_and_a_count_of_all(
+    app: App,
+) -> None:
+    subscribe(app, "a@example.com")
+    subscribe(app, "b@example.com")
+    subscribe(app, "c@example.com")
+    add_watchlist(app, "a@example.com", "Gwadar")
+    add_watchlist(app, "a@example.com", "IMF", instant=True)
+    add_watchlist(app, "a@example.com", "drone strike")
+    add_watchlist(app, "b@example.com", "CPEC")
+    store = SubscriberStore(app.store)
+    full = {s.email: s for s in store.all()}
+    ids = [full[e].id for e in ("a@example.com", "b@example.com", "c@example.com")]
+    readers, counts = store.for_sending(ids)
+    by_email = {s.email: s for s in readers.values()}
+    assert [w.query for w in by_email["a@example.com"].watchlists] == ["IMF"]
+    assert by_email["b@example.com"].watchlists == by_email["c@example.com"].watchlists == ()
+    assert counts == {full["a@example.com"].id: 3, full["b@example.com"].id: 1}
+    assert {s.email: s.status for s in readers.values()} == {e: s.status for e, s in full.items()}
+    assert store.for_sending([]) == ({}, {})
+
+
 def test_backtest_counts_matches_per_week_with_examples(app: App) -> None:
     from dataclasses import replace
     from datetime import timedelta

@@ -492,3 +492,22 @@ def test_only_the_ingest_transaction_skips_waiting_for_the_wal_flush(postgres_ur
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
     finally:
         store.close()
+
+
+def test_time_stamps_bind_as_utc_on_both_engines_and_naive_ones_are_refused(
+    store: Store,
+) -> None:
+    from datetime import timezone
+
+    from pipeline.adapters.schema import UTCDateTime
+
+    process = UTCDateTime().bind_processor(store.engine.dialect)
+    assert process is not None
+    instant = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    karachi = instant.astimezone(timezone(timedelta(hours=5)))
+    # the same instant in another zone binds the same (converted values are remembered)
+    assert process(instant) == process(karachi) == process(instant)
+    assert process(None) is None
+    for _ in range(2):  # a refusal is not remembered as a value
+        with pytest.raises(ValueError, match="naive datetime"):
+            process(datetime(2026, 12, 1, 12))

@@ -669,6 +669,24 @@ def test_theme_choices_lists_are_readied_most_read_first_while_the_matching_runs
     }
 
 
+def test_the_engine_is_forgotten_after_matching_in_the_job_but_kept_by_a_child(
+    app: App,
+) -> None:
+    """A forked child keeps the engine until it ends (its exit lets it all go at once);
+    the job, running the matching itself after a child failed, forgets it at once."""
+    import os
+
+    store_news(app, "Chinese engineers return to Gwadar port project", *NEWS)
+    subscribe(app, "reader@example.com")
+    add_watchlist(app, "reader@example.com", "Gwadar")
+    items = app.store.items_between(app.clock() - timedelta(days=1), app.clock())
+    for job, kept in ((os.getpid(), False), (os.getpid() + 1, True)):
+        editorial = delivery.load_editorial(app, SubscriberStore(app.store).active())
+        [found] = delivery._match_periods(editorial, [items], True, job)
+        assert len(found) == 1 and len(next(iter(found.values()))) == 1
+        assert ("index" in editorial.__dict__) is kept
+
+
 def test_packed_watchlist_matches_answer_as_the_matches_and_survive_a_pickle() -> None:
     """What the engine's forked child hands back: the same watchlist → item ids, from a
     few arrays (watchlists sharing a query share one run of item places)."""

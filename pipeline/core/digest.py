@@ -213,7 +213,7 @@ def cluster(
 
     Headlines are short and share common words, so their one-token prefixes reach long
     posting lists (a day of 20,000 items: ~24 million entries visited, most of the day's
-    clustering). A headline needing at least two common words is looked up by pairs
+    clustering). A headline needing at least two common words is looked up by counts
     instead: two sets overlapping by o ≥ k share at least k of the first |x| - o + k
     elements of each (the prefix principle; o ≥ ceil(t·|x|) for either side), so with k
     = 3 (2 for headlines of three or four words) the clusters that can match are those

@@ -57,9 +57,9 @@ _SPACES = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NAME_ADDR = re.compile(r"^(?P<name>.*?)\s*<(?P<addr>[^<>]*)>$")
 _UNSAFE_IN_ADDRESS = re.compile(r"[\s,;<>()\[\]\"\\:]")
-_URL_UNSAFE = re.compile(
-    r"[^!#-+\--;=?-\[\]-~]"
-)  # printable ASCII but <>,"\ (one class: 3x faster than two)
+# not a URL character allowed inside <...> in a header: printable ASCII but <>,"\ (one
+# class, three times faster than the two it replaced)
+_URL_UNSAFE = re.compile(r"[^!#-+\--;=?-\[\]-~]")
 
 # Headers the message builder owns; an email's extra ``headers`` may not set them.
 RESERVED_HEADERS = frozenset(

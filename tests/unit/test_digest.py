@@ -538,3 +538,20 @@ def test_compact_edition_shares_stories_and_keeps_the_readers_own_text_out_of_pa
     # editions) reads as it is
     assert encoder.compact(digest) == again and encoder.new_parts() == {}
     assert expand_edition(digest_as_dict(digest), {}) == digest_as_dict(digest)
+
+
+def test_the_builders_quick_constructors_make_equal_frozen_objects() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from pipeline.core.digest import DigestSection, _entry_of, _section_of, _with_watchlists
+
+    lead = item(1)
+    copied = _with_watchlists(lead, ("imf",))
+    assert copied == replace(lead, watchlists=("imf",))
+    entry = _entry_of(copied, 7.5, ("economy: IMF",), ("Reuters",), "A snippet.")
+    assert entry == DigestEntry(copied, 7.5, ("economy: IMF",), ("Reuters",), "A snippet.")
+    section = _section_of(THEMES[0], (entry,), 3, None, "3 stories")
+    assert section == DigestSection(THEMES[0], (entry,), 3, None, "3 stories")
+    for made, field in ((copied, "title"), (entry, "rank"), (section, "count")):
+        with pytest.raises(FrozenInstanceError):
+            setattr(made, field, None)

@@ -308,15 +308,12 @@ class DeliveryStore:
         ``expand_edition``."""
         if not edition_ids:
             return {}
-        columns = [column for column in edition.c if column.name != "content"]
-        query = select(*columns, cast(edition.c.content, Text).label("content_text")).where(
-            edition.c.id.in_(list(edition_ids))
-        )
+        query = select(*_EDITION_READ).where(edition.c.id.in_(list(edition_ids)))
         decoded: dict[str, dict[str, Any]] = {}
         found: list[tuple[Any, dict[str, Any]]] = []
         with self.store._begin() as conn:
             for row in conn.execute(query):
-                text = row.content_text or "{}"
+                text = row[_CONTENT_AT] or "{}"
                 content = decoded.get(text)
                 if content is None:
                     content = decoded[text] = read_json(text)
@@ -370,8 +367,12 @@ class DeliveryStore:
                 log.warning("edition %s refers to a missing part %s", row.id, ", ".join(missing))
                 continue
             # readers of the same digest share one content dict (not a copy each): the
-            # send path prepares a digest once for all of them
-            out[int(row.id)] = _edition_row({**row._mapping, "content": whole}, copy=False)
+            # send path prepares a digest once for all of them. Made from the row's places,
+            # not its mapping: a send batch reads 1,000 rows (a fifth of this call's time).
+            values = list(row)
+            values[_CONTENT_AT] = whole
+            made = EditionRow(*values)
+            out[int(made.id)] = made
         return out
 
     def public_editions(self, limit: int = 20, offset: int = 0) -> list[EditionRow]:
@@ -477,7 +478,8 @@ class DeliveryStore:
         )
         with self.store._begin() as conn:
             rows = conn.execute(statement).all()
-        return sorted((_delivery_row(r._mapping) for r in rows), key=lambda r: r.id)
+        # the columns are DeliveryRow's fields in order: made from the rows' places
+        return sorted((DeliveryRow(*r) for r in rows), key=lambda r: r.id)
 
     def _finish(self, delivery_id: int, worker: str | None, **values: Any) -> bool:
         condition = delivery.c.id == delivery_id
@@ -649,7 +651,16 @@ def _is_integrity_error(error: BaseException) -> bool:
     return False
 
 
-def _edition_row(row: Any, copy: bool = True) -> EditionRow:
+# ``get_editions``'s columns in the order of EditionRow's fields, the content as stored text
+# (decoded once per distinct text).
+_EDITION_READ = [
+    cast(edition.c.content, Text) if f.name == "content" else edition.c[f.name]
+    for f in fields(EditionRow)
+]
+_CONTENT_AT = [f.name for f in fields(EditionRow)].index("content")
+
+
+def _edition_row(row: Any) -> EditionRow:
     content = row["content"] or {}
     return EditionRow(
         id=row["id"],
@@ -661,7 +672,7 @@ def _edition_row(row: Any, copy: bool = True) -> EditionRow:
         local_date=row["local_date"],
         subject=row["subject"],
         item_count=row["item_count"],
-        content=dict(content) if copy else content,
+        content=dict(content),
         created_at=row["created_at"],
     )
 

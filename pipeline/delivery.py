@@ -123,17 +123,11 @@ def check_sending_settings(app: App) -> None:
 class Editorial:
     """The themes, the renderer and (built on first use) the watchlist engine, once per job."""
 
-    def __init__(
-        self,
-        app: App,
-        subscribers: Iterable[Subscriber],
-        queries: Mapping[int, str] | None = None,
-    ) -> None:
+    def __init__(self, app: App, subscribers: Iterable[Subscriber]) -> None:
         root = Path(app.settings.root)
         self.root = root
         self.themes: list[ThemeInfo] = load_theme_infos(root)
         self._subscribers = tuple(subscribers)
-        self._queries = queries  # given instead of the readers' watchlists
         cache = app.settings.digest.watchlist_cache
         self.index_cache = app.settings.path(cache) if cache.strip() else None
         base = app.settings.web.base_url
@@ -160,8 +154,6 @@ class Editorial:
     def queries(self) -> dict[int, str]:
         """Watchlist id → query, for the readers given. Made on first use: a digest build
         makes it only in the child that loads the watchlist engine (500,000 entries)."""
-        if self._queries is not None:
-            return dict(self._queries)
         return {w.id: w.query for s in self._subscribers for w in s.watchlists}
 
     @cached_property
@@ -374,20 +366,12 @@ class _PeriodData:
 
 
 def match_items(editorial: Editorial, items: Sequence[StoredItem]) -> PackedMatches:
-    """Watchlist id → the ids of ``items`` it matches, every watchlist in one batch."""
-    return match_texts(editorial, [(item.id, item.title, item.summary_text) for item in items])
-
-
-_ItemText = tuple[str, str, str]  # what matching reads of an item: id, title, text
-
-
-def match_texts(editorial: Editorial, items: Sequence[_ItemText]) -> PackedMatches:
-    """``match_items`` for items given as (id, title, text): the items are numbered by
-    place, and the engine's answer in places is packed as it is."""
+    """Watchlist id → the ids of ``items`` it matches, every watchlist in one batch: the
+    items are numbered by place, and the engine's answer in places is packed as it is."""
     matches = editorial.index.items_by_watchlist(
-        (n, title, body) for n, (_, title, body) in enumerate(items)
+        (n, item.title, item.summary_text) for n, item in enumerate(items)
     )
-    return PackedMatches.of_places(matches, [item_id for item_id, _, _ in items])
+    return PackedMatches.of_places(matches, [item.id for item in items])
 
 
 class PackedMatches(Mapping[int, tuple[str, ...]]):
@@ -479,50 +463,29 @@ class PackedMatches(Mapping[int, tuple[str, ...]]):
         self._at = dict(zip(watchlists, runs, strict=True))
 
 
-# What the job hands the matching once it knows the due readers: their watchlists (id →
-# query) and each due period's items to match; None when no reader has a watchlist.
-_MatchOrder = tuple[dict[int, str], list[list[_ItemText]]] | None
-
-
-def _match_when_told(app: App, receive: Callable[[], _MatchOrder], job: int) -> list[PackedMatches]:
-    """The watchlist matches of the periods ``receive()`` gives, one ``PackedMatches`` per
-    period. In a forked child (started with the job: not the process ``job``), the engine
-    is loaded from the watchlists in the store while the job reads its readers, then
-    brought to the job's own (a watchlist edited meanwhile), and kept until the child
-    ends, which lets all of it go at once (freeing its objects one by one took 0.4 s while
-    the job waited). Run in the job (the child failed, or no fork), it loads the engine for
-    the job's watchlists and forgets it before returning."""
-    in_child = os.getpid() != job
+def _match_periods(
+    editorial: Editorial, periods: Sequence[Sequence[StoredItem]], forget: bool, job: int = 0
+) -> list[PackedMatches]:
+    """``match_items`` for each period's items; ``forget``: in a forked child, whose
+    answers are handed back (packed), the engine, most of the memory, is made first. Here
+    (the process ``job``: the child failed and this runs in the job) it is forgotten
+    before the answers are returned; a forked child keeps it until it ends, which lets
+    all of it go at once (freeing its objects one by one took 0.4 s, while the job
+    waited for the answers)."""
+    if not forget:
+        return [match_items(editorial, items) for items in periods]
     started = time.perf_counter()
-    editorial: Editorial | None = None
-    texts: dict[int, str] = {}
-    if in_child:
-        app.store.engine.dispose(close=False)  # a connection of its own
-        texts = SubscriberStore(app.store).active_queries()
-        editorial = Editorial(app, (), queries=texts)
-        editorial.load_index()
+    editorial.load_index()  # then the watchlist texts it was made from can go
     loaded = time.perf_counter()
-    order = receive()
-    told = time.perf_counter()
-    if order is None:
-        return []
-    queries, periods = order
-    if editorial is None:
-        editorial = Editorial(app, (), queries=queries)
-        editorial.load_index()
-    else:
-        watchlist_cache.update_index(editorial.index, texts, queries)
-    matched = time.perf_counter()
-    found = [match_texts(editorial, items) for items in periods]
+    found = [match_items(editorial, items) for items in periods]
+    in_child = os.getpid() != job
     log.info(
         "digest build: watchlist engine loaded (%.1f s) and matched against %d period(s) "
         "(%.1f s)%s",
-        loaded - started + (matched - told),
+        loaded - started,
         len(periods),
-        time.perf_counter() - matched,
-        f" in a forked child (which waited {told - loaded:.1f} s for the job's items)"
-        if in_child
-        else "",
+        time.perf_counter() - loaded,
+        " in a forked child" if in_child else "",
     )
     forked.note_private_peak()
     if not in_child:
@@ -576,40 +539,22 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     now = now or app.clock()
     people = SubscriberStore(app.store)
     ledger = DeliveryStore(app.store)
+    active = people.active()
+    editorial = load_editorial(app, active)
     last = {f: ledger.last_period_ends(f) for f in ("daily", "weekly")}
+    due: list[_Due] = []
     # A period depends on the hour, zone, frequency and last period alone: a few distinct
     # ones, each worked out once.
     periods_of: dict[tuple[int, str, str, datetime | None], Period | None] = {}
-
-    def period_of(reader: int, hour: int, timezone: str, frequency: str) -> Period | None:
-        last_end = last[frequency].get(reader)
-        key = (hour, timezone, frequency, last_end)
-        if key not in periods_of:
-            zone = ZoneInfo(timezone)
-            periods_of[key] = due_period(now, hour, zone, frequency, last_end)
-        return periods_of[key]
-
-    workers = app.settings.digest.build_workers or forked.available_cores()
-    # The watchlist engine (1.2 GB for 500,000 watchlists) is loaded and run in a forked
-    # child, so it never lives in this process nor in the build helpers forked from it.
-    # It starts as soon as some reader is due (their schedules alone are read for that)
-    # and loads while this process reads the readers and clusters the due periods; it is
-    # then handed the readers' watchlists and the items (``_match_when_told``), and its
-    # matches come back packed (``PackedMatches``).
-    job = os.getpid()
-    matching: forked.ChildCall[list[PackedMatches]] = forked.ChildCall(
-        lambda receive: _match_when_told(app, receive, job),
-        fork=workers > 1
-        and people.any_watchlist()
-        and any(period_of(*schedule) for schedule in people.schedules()),
-        takes_input=True,
-    )
-    active = people.active()
-    editorial = load_editorial(app, active)
-    due: list[_Due] = []
     for subscriber in active:
         frequency = _digest_frequency(subscriber)
-        period = period_of(subscriber.id, subscriber.hour, subscriber.timezone, frequency)
+        last_end = last[frequency].get(subscriber.id)
+        key = (subscriber.hour, subscriber.timezone, frequency, last_end)
+        if key in periods_of:
+            period = periods_of[key]
+        else:
+            zone = ZoneInfo(subscriber.timezone)
+            period = periods_of[key] = due_period(now, subscriber.hour, zone, frequency, last_end)
         if period is not None:
             due.append((subscriber, frequency, period))
     # Readers of the same period and theme choice side by side: a chunk's readers share
@@ -629,13 +574,16 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
         span = (period.start, period.end)
         watched[span] = watched.get(span, False) or bool(subscriber.watchlists)
     to_match = [(span, periods.items_in(*span)) for span, lists in watched.items() if lists]
-    matching.send(
-        (
-            {w.id: w.query for s in active for w in s.watchlists},
-            [[(i.id, i.title, i.summary_text) for i in items] for _, items in to_match],
-        )
-        if to_match
-        else None
+    workers = app.settings.digest.build_workers or forked.available_cores()
+    # The watchlist engine (1.2 GB for 500,000 watchlists) is loaded and run in a forked
+    # child, so it never lives in this process nor in the build helpers forked from it;
+    # this process clusters the due periods meanwhile. The matches come back packed
+    # (``PackedMatches``).
+    fork_matching = workers > 1 and bool(to_match)
+    job = os.getpid()
+    matching = forked.ChildCall(
+        lambda: _match_periods(editorial, [items for _, items in to_match], fork_matching, job),
+        fork=fork_matching,
     )
     for span in watched:
         periods.data(*span)

@@ -230,56 +230,20 @@ class ChildCall(Generic[R]):
     value back. When the child fails or is killed, ``result()`` runs ``work()`` here (an
     error then raises here). Not forked when ``fork`` is False or impossible: ``result()``
     runs it. ``private_mib``: the child's own memory at its end or the most it noted
-    (``note_private_peak``), whichever is more, once ``result()`` returned.
+    (``note_private_peak``), whichever is more, once ``result()`` returned."""
 
-    ``takes_input``: the child starts before all it needs is known. ``work(receive)`` is
-    called instead, and ``receive()`` gives what this process hands over with ``send``
-    (None when it sent nothing before ``result()``, or ended): the child can do what
-    needs no input meanwhile."""
-
-    def __init__(
-        self, work: Callable[..., R], fork: bool = True, *, takes_input: bool = False
-    ) -> None:
+    def __init__(self, work: Callable[[], R], fork: bool = True) -> None:
         self.work = work
         self.private_mib = 0.0
-        self._takes_input = takes_input
-        self._sent: Any = None
-        self._outbox: Connection | None = None  # the input's write end, until sent
-        self._writer: threading.Thread | None = None
         self._messages: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._child: Any = None
         if not (fork and can_fork()):
             return
-        target: Callable[[], R] = work
-        if takes_input:
-            inbox, self._outbox = multiprocessing.get_context("fork").Pipe(duplex=False)
-            target = _WithInbox(work, inbox, self._outbox)
-        self._child, self._receiver = _fork(_call, target)
-        if takes_input:
-            inbox.close()
+        self._child, self._receiver = _fork(_call, work)
         self._reader = threading.Thread(
             target=_receive, args=([self._receiver], self._messages), daemon=True
         )
         self._reader.start()
-
-    def send(self, value: Any) -> None:
-        """Hand ``value`` to the work (``takes_input``; once). A thread pickles and writes
-        it, so this process does not wait for a child that is still busy."""
-        self._sent = value
-        outbox, self._outbox = self._outbox, None
-        if outbox is None:
-            return
-
-        def write() -> None:
-            try:
-                outbox.send(value)
-            except OSError:  # the child ended: ``result()`` runs the work here
-                pass
-            finally:
-                outbox.close()
-
-        self._writer = threading.Thread(target=write, daemon=True)
-        self._writer.start()
 
     def running(self) -> bool:
         """Whether the forked child is still at work (False when not forked, and once its
@@ -287,16 +251,11 @@ class ChildCall(Generic[R]):
         return self._child is not None and self._reader.is_alive()
 
     def result(self) -> R:
-        if self._outbox is not None:  # nothing was sent: the child receives None
-            self._outbox.close()
-            self._outbox = None
         if self._child is None:
-            return self._run_here()
+            return self.work()
         self._reader.join()
         self._child.join()
         self._receiver.close()
-        if self._writer is not None:
-            self._writer.join()
         value: Any = None
         done = False
         while True:
@@ -311,30 +270,8 @@ class ChildCall(Generic[R]):
                 break
         if not done:
             log.warning("a forked call ended with exit code %s: run here", self._child.exitcode)
-            return self._run_here()
+            return self.work()
         return cast(R, value)
-
-    def _run_here(self) -> R:
-        if self._takes_input:
-            return cast(R, self.work(lambda: self._sent))
-        return cast(R, self.work())
-
-
-class _WithInbox:
-    """A ``takes_input`` work as the forked child runs it: with its end of the input."""
-
-    def __init__(self, work: Callable[..., Any], inbox: Connection, outbox: Connection) -> None:
-        self.work, self.inbox, self.outbox = work, inbox, outbox
-
-    def __call__(self) -> Any:
-        self.outbox.close()  # this process's copy: the job's close must reach ``receive``
-        return self.work(self.receive)
-
-    def receive(self) -> Any:
-        try:
-            return self.inbox.recv()
-        except (EOFError, OSError):  # the job sent nothing, or ended
-            return None
 
 
 _noted_mib = 0.0  # the most private memory this process noted (``note_private_peak``)

@@ -111,49 +111,6 @@ class SubscriberStore:
         parsing 600,000 timestamps (SQLite keeps them as text)."""
         return self._lean(subscriber.c.status == SubscriberStatus.ACTIVE.value)
 
-    def schedules(self) -> list[tuple[int, int, str, str]]:
-        """(id, hour, time zone, digest frequency: "weekly" or "daily") of each active
-        subscriber: whether anyone's digest is due, known before reading them whole."""
-        with self.store._begin() as conn:
-            rows = conn.execute(
-                select(
-                    subscriber.c.id,
-                    subscriber.c.hour,
-                    subscriber.c.timezone,
-                    subscriber.c.frequency,
-                ).where(subscriber.c.status == SubscriberStatus.ACTIVE.value)
-            ).all()
-        weekly = Frequency.WEEKLY.value  # instant readers get a daily digest too
-        return [
-            (int(sid), int(hour), zone, "weekly" if frequency == weekly else "daily")
-            for sid, hour, zone, frequency in rows
-        ]
-
-    def any_watchlist(self) -> bool:
-        """Whether any active subscriber keeps a watchlist."""
-        with self.store._begin() as conn:
-            return (
-                conn.execute(
-                    select(watchlist.c.id)
-                    .join(subscriber, subscriber.c.id == watchlist.c.subscriber_id)
-                    .where(subscriber.c.status == SubscriberStatus.ACTIVE.value)
-                    .limit(1)
-                ).first()
-                is not None
-            )
-
-    def active_queries(self) -> dict[int, str]:
-        """Watchlist id → query of every active subscriber's watchlists: the texts of
-        ``active``'s readers, read alone (a digest build's watchlist engine starts from
-        them while the job reads the readers)."""
-        with self.store._begin() as conn:
-            rows = conn.execute(
-                select(watchlist.c.id, watchlist.c.query)
-                .join(subscriber, subscriber.c.id == watchlist.c.subscriber_id)
-                .where(subscriber.c.status == SubscriberStatus.ACTIVE.value)
-            ).all()
-        return {int(wid): text for wid, text in rows}
-
     def by_ids(self, ids: Sequence[int]) -> dict[int, Subscriber]:
         """Subscribers by id, read fresh (the send queue re-checks status just before
         sending), less the creation times (as ``active``)."""

@@ -65,30 +65,21 @@ def load_index(
         _write(path, key, dict(queries), index)
         return index
     index, texts = cached
-    removed, changed = update_index(index, texts, queries)
-    if removed or changed:
-        log.info(
-            "watchlist engine loaded from %s: %d removed, %d added or changed",
-            path,
-            removed,
-            changed,
-        )
-        _write(path, key, dict(queries), index)
-    return index
-
-
-def update_index(
-    index: WatchlistIndex[int], texts: Mapping[int, str], queries: Mapping[int, str]
-) -> tuple[int, int]:
-    """Bring ``index``, made from ``texts`` (watchlist id → query), to ``queries``: the
-    watchlists gone are removed, the new and edited ones added. Returns how many of each."""
     removed = [wid for wid in texts if wid not in queries]
     changed = [(wid, q) for wid, q in queries.items() if texts.get(wid) != q]
     for wid in removed:
         index.remove_watchlist(wid)
     if changed:
         index.add_watchlists(changed)
-    return len(removed), len(changed)
+    if removed or changed:
+        log.info(
+            "watchlist engine loaded from %s: %d removed, %d added or changed",
+            path,
+            len(removed),
+            len(changed),
+        )
+        _write(path, key, dict(queries), index)
+    return index
 
 
 def _read(path: Path, key: str) -> tuple[WatchlistIndex[int], dict[int, str]] | None:

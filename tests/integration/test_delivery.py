@@ -620,13 +620,13 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
     assert any(re.search(counted, c) for c in compared)  # the day before had stories
     # the public editions are built and stored by the job's process while the engine's
     # child matches (here slowed down): the same editions
-    match_texts = delivery.match_texts
+    match_items = delivery.match_items
 
     def slow_match(*args: Any, **kwargs: Any) -> Any:
         time.sleep(3)
-        return match_texts(*args, **kwargs)
+        return match_items(*args, **kwargs)
 
-    monkeypatch.setattr(delivery, "match_texts", slow_match)
+    monkeypatch.setattr(delivery, "match_items", slow_match)
     with caplog.at_level(logging.INFO, logger="pipeline.delivery"):
         early, shared_early, public_early = build(2)
     assert "2 public editions built meanwhile" in caplog.text
@@ -670,7 +670,7 @@ def test_theme_choices_lists_are_readied_most_read_first_while_the_matching_runs
 
 
 def test_the_engine_is_forgotten_after_matching_in_the_job_but_kept_by_a_child(
-    app: App, monkeypatch: pytest.MonkeyPatch
+    app: App,
 ) -> None:
     """A forked child keeps the engine until it ends (its exit lets it all go at once);
     the job, running the matching itself after a child failed, forgets it at once."""
@@ -680,41 +680,11 @@ def test_the_engine_is_forgotten_after_matching_in_the_job_but_kept_by_a_child(
     subscribe(app, "reader@example.com")
     add_watchlist(app, "reader@example.com", "Gwadar")
     items = app.store.items_between(app.clock() - timedelta(days=1), app.clock())
-    order = (
-        SubscriberStore(app.store).active_queries(),
-        [[(i.id, i.title, i.summary_text) for i in items]],
-    )
-    forgotten: list[int] = []
-    monkeypatch.setattr(delivery.Editorial, "forget_index", lambda self: forgotten.append(1))
     for job, kept in ((os.getpid(), False), (os.getpid() + 1, True)):
-        forgotten.clear()
-        [found] = delivery._match_when_told(app, lambda: order, job)
+        editorial = delivery.load_editorial(app, SubscriberStore(app.store).active())
+        [found] = delivery._match_periods(editorial, [items], True, job)
         assert len(found) == 1 and len(next(iter(found.values()))) == 1
-        assert bool(forgotten) is not kept
-    assert delivery._match_when_told(app, lambda: None, os.getpid() + 1) == []  # none due
-
-
-def test_the_engines_child_matches_the_jobs_watchlists_not_those_it_loaded(app: App) -> None:
-    """The child loads the engine from the watchlists in the store before the job has read
-    its readers; a watchlist edited, added or removed in between is matched as the job
-    read it."""
-    import os
-
-    store_news(app, "Chinese engineers return to Gwadar port project", *NEWS)
-    subscribe(app, "reader@example.com")
-    add_watchlist(app, "reader@example.com", "Gwadar")
-    add_watchlist(app, "reader@example.com", "port")
-    items = app.store.items_between(app.clock() - timedelta(days=1), app.clock())
-    stored = SubscriberStore(app.store).active_queries()
-    gwadar, port = sorted(stored)
-    texts = [[(i.id, i.title, i.summary_text) for i in items]]
-    # the job read "Gwadar" edited to "IMF", "port" gone and a new watchlist 999
-    jobs_queries = {gwadar: "IMF", 999: "engineers"}
-    [found] = delivery._match_when_told(app, lambda: (jobs_queries, texts), os.getpid() + 1)
-    imf = {i.id for i in items if "IMF" in i.title or "IMF" in i.summary_text}
-    assert set(found.get(gwadar, ())) == imf
-    assert port not in found
-    assert len(found[999]) == 1
+        assert ("index" in editorial.__dict__) is kept
 
 
 def test_packed_watchlist_matches_answer_as_the_matches_and_survive_a_pickle() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -190,40 +189,6 @@ def test_a_forked_call_that_fails_or_dies_is_run_here() -> None:
     assert forked.ChildCall(fails).result() == parent
     with pytest.raises(ZeroDivisionError):
         forked.ChildCall(lambda: 1 // 0).result()  # fails there, then here: raises here
-
-
-def test_a_forked_call_taking_input_gets_what_is_sent_after_it_started() -> None:
-    parent = os.getpid()
-
-    def doubles(receive: Callable[[], object]) -> tuple[int, object]:
-        value = receive()
-        return os.getpid(), None if value is None else [2 * v for v in value]  # type: ignore[attr-defined]
-
-    call = forked.ChildCall(doubles, takes_input=True)
-    time.sleep(0.05)  # the child waits for its input
-    big = list(range(300_000))  # more than a pipe holds: written by a thread
-    call.send(big)
-    pid, value = call.result()
-    assert pid != parent and value == [2 * v for v in big]
-    # nothing sent: the work receives None; not forked: it receives what was sent, here
-    assert forked.ChildCall(doubles, takes_input=True).result()[1] is None
-    here = forked.ChildCall(doubles, fork=False, takes_input=True)
-    here.send([1, 2])
-    assert here.result() == (parent, [2, 4])
-
-
-def test_a_forked_call_taking_input_that_dies_is_run_here_with_the_input() -> None:
-    parent = os.getpid()
-
-    def dies(receive: Callable[[], object]) -> object:
-        value = receive()
-        if os.getpid() != parent:
-            os._exit(3)
-        return value
-
-    call = forked.ChildCall(dies, takes_input=True)
-    call.send({"items": 3})
-    assert call.result() == {"items": 3}
 
 
 def _refuse_to_load() -> None:

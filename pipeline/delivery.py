@@ -591,10 +591,11 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     # build, beside the readers' chunks; their items are read while the engine works.
     public = _public_plans(app, now, periods.items_in)
     # The theme choices' lists (which need no matches) are all readied here, the most read
-    # first, and the build's helpers inherit them: those left to the helpers once the
-    # engine's child had answered cost more there (the benchmark's build: 83 s, 153-155 s
-    # of CPU, against 79 s, 145 s with all made here). Then, until the child is done, the
-    # public editions (which need no matches either) are built and stored here.
+    # first, and the build's helpers inherit them. Left to the helpers, they cost more
+    # there: measured once, with an engine child that answered before they were all made
+    # (a variant since reverted), the build took 83 s and 153-155 s of CPU against 79 s
+    # and 145 s with all made here. Then, until the child is done, the public editions
+    # (which need no matches either) are built and stored here.
     readied = _ready_choices(periods, due)
     while public and matching.running():
         plan = public.pop(0)
@@ -611,7 +612,7 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
         f"{sum(len(p.candidates) for p in clustered):,} items clustered into "
         f"{sum(len(p.stories.members) for p in clustered):,} stories; watchlists matched "
         f"against {sum(len(items) for _, items in to_match):,} items beside it "
-        f"({readied:,} theme choices' lists readied and {early_public} public editions "
+        f"({readied:,} theme choices' lists readied, {early_public} public editions "
         f"built meanwhile; {waited:.1f} s waited for the matches)"
     )
     # The previous periods' stories are needed for their counts alone: clustered in a
@@ -669,11 +670,9 @@ def _ready_choices(periods: _Periods, due: Sequence[_Due]) -> int:
     for subscriber, _, period in due:
         planner = periods.data(period.start, period.end).planner
         readers[(period.start, period.end, planner.wanted(subscriber.themes))] += 1
-    made = 0
     for start, end, wanted in sorted(readers, key=readers.__getitem__, reverse=True):
         periods.data(start, end).planner.base(wanted)
-        made += 1
-    return made
+    return len(readers)
 
 
 # A chunk of built editions: their rows, and the parts they refer to that the process

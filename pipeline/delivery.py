@@ -215,6 +215,7 @@ def to_candidate(item: StoredItem, watchlists: Sequence[str] = ()) -> DigestCand
         us_link=bool(item.us_link),
         relevant=bool(item.relevant),
         watchlists=tuple(watchlists),
+        undated=bool(item.published_missing),
     )
 
 

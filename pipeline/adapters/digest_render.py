@@ -51,7 +51,7 @@ from pipeline.adapters.render import (
 # Entry fields a story shows besides the reasons (the cache key, or the key of the compact
 # edition part that holds them, which stands for them). A test checks that the
 # story templates read no other field of ``e``.
-STORY_FIELDS = ("id", "title", "link", "source", "published", "snippet", "also")
+STORY_FIELDS = ("id", "title", "link", "source", "published", "snippet", "also", "undated")
 
 # Pieces: literal text and slot names alternating, literal first and last.
 Pieces = tuple[str, ...]
@@ -304,7 +304,8 @@ class DigestAssembler:
                 top: list[Mapping[str, Any]] = [{"cut": cut}]
                 for e in chunk:
                     story = self._story(e)
-                    shown = {name: story[name] for name in STORY_FIELDS}
+                    # "undated" is stored only when true (``digest._entry_head``)
+                    shown = {name: story.get(name) for name in STORY_FIELDS}
                     shown["published"] = when
                     shown["reasons"] = [self._slot("reasons")] if e.get("reasons") else []
                     top += (shown, {"cut": cut})
@@ -457,6 +458,7 @@ def _story_key(e: Mapping[str, Any]) -> _Key:
         e["published"],
         e["snippet"],
         tuple(e["also"]),
+        bool(e.get("undated")),
     )
 
 

@@ -82,6 +82,8 @@ class StoredItem:
     evidence: dict[str, list[str]]
     source: str = ""  # the feed's title
     row_id: int = 0  # the database key (alerts and deliveries refer to it)
+    # the feed gave no usable date: ``published`` is when the item was first fetched
+    published_missing: bool = False
 
 
 class Store:
@@ -1048,4 +1050,5 @@ def _stored_item(row: Any) -> StoredItem:
         themes=list(row["themes"] or []),
         scores=dict(row["scores"] or {}),
         evidence=dict(row["evidence"] or {}),
+        published_missing=bool(row.get("published_missing")),
     )

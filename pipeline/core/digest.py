@@ -87,6 +87,8 @@ class DigestCandidate:
     us_link: bool
     relevant: bool
     watchlists: tuple[str, ...] = ()  # queries of the reader's watchlists that matched
+    # the feed gave no date: ``published`` is when the item was first seen, and says so
+    undated: bool = False
 
 
 @dataclass(frozen=True)
@@ -761,6 +763,7 @@ def _with_watchlists(candidate: DigestCandidate, watchlists: tuple[str, ...]) ->
         made.us_link = candidate.us_link  # type: ignore[misc]
         made.relevant = candidate.relevant  # type: ignore[misc]
         made.watchlists = watchlists  # type: ignore[misc]
+        made.undated = candidate.undated  # type: ignore[misc]
         return made
     copied = object.__new__(DigestCandidate)
     copied.__dict__.update(candidate.__dict__, watchlists=watchlists)
@@ -775,7 +778,7 @@ for _class, _names in (
     (
         DigestCandidate,
         "id title link source published summary_text themes scores evidence us_link "
-        "relevant watchlists",
+        "relevant watchlists undated",
     ),
 ):
     if [each.name for each in fields(_class)] != _names.split():
@@ -1489,7 +1492,7 @@ def _preheader(top: Sequence[DigestEntry]) -> str:
 def _entry_head(entry: DigestEntry) -> dict[str, object]:
     """An entry's fields that depend on its item alone (``DigestJSON`` encodes them once)."""
     item = entry.item
-    return {
+    head: dict[str, object] = {
         "id": item.id,
         "title": item.title,
         "link": item.link,
@@ -1499,6 +1502,9 @@ def _entry_head(entry: DigestEntry) -> dict[str, object]:
         "themes": list(item.themes),
         "us_link": item.us_link,
     }
+    if item.undated:  # only then: a dated item's stored form is as it always was
+        head["undated"] = True
+    return head
 
 
 def entry_as_dict(entry: DigestEntry) -> dict[str, object]:
@@ -1629,6 +1635,7 @@ class DigestJSON:
             item.themes,
             item.us_link,
             type(item.us_link),
+            item.undated,
         )
         cached = self._heads.get(item.id)
         if cached is not None and cached[0] == shown:

@@ -219,7 +219,12 @@ def _entries(value: object, zone: ZoneInfo) -> list[EntryView]:
                 href=safe_url(e.get("link")),
                 source=_text(e.get("source")),
                 when_iso=when.isoformat() if when else "",
-                when=f"{local.day} {local:%b %Y, %H:%M} {local.tzname()}" if local else "",
+                when=(
+                    ("first seen " if e.get("undated") else "")
+                    + f"{local.day} {local:%b %Y, %H:%M} {local.tzname()}"
+                    if local
+                    else ""
+                ),
                 snippet=_text(e.get("snippet")),
                 why="; ".join(_text(r) for r in reasons)
                 if isinstance(reasons, list)

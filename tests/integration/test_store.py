@@ -118,6 +118,17 @@ def test_items_are_listed_newest_first(store: Store) -> None:
     assert [i.title for i in store.list_items(limit=1)] == ["Story 1"]
 
 
+def test_an_item_without_a_date_reads_back_as_undated(store: Store) -> None:
+    from pipeline.delivery import to_candidate
+
+    feed_id = add(store)
+    items = [make_item(1), make_item(2, published_missing=True)]
+    store.store_items(feed_id, "https://a.example/feed", items, NOW, {})
+    read = {it.title: it for it in store.items_between(NOW - timedelta(hours=1), NOW)}
+    assert read["Story 2"].published_missing and not read["Story 1"].published_missing
+    assert to_candidate(read["Story 2"]).undated and not to_candidate(read["Story 1"]).undated
+
+
 def test_claimed_feeds_are_not_claimed_again_until_the_lease_ends(store: Store) -> None:
     add(store, "https://a.example/1")
     add(store, "https://a.example/2")

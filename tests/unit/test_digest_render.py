@@ -77,6 +77,7 @@ def candidates(rng: random.Random, count: int) -> list[DigestCandidate]:
                 watchlists=tuple(
                     rng.sample(HOSTILE, rng.randint(0, 2)) if rng.random() < 0.2 else ()
                 ),
+                undated=n % 5 == 2,  # the feed gave no date (no draw: the seeds' cases stay)
             )
         )
     return out
@@ -200,6 +201,29 @@ def test_shared_sections_read_as_references_render_as_the_full_render(
     assert len(shared) > len(set(shared)) > 1  # several sections, each of several readers
     tops = [c["top_part"] for c, _, _ in as_refs if "top_part" in c]
     assert len(tops) > len(set(tops))  # top stories of several readers, stored once
+
+
+def test_an_undated_story_says_first_seen_on_both_paths_and_a_dated_one_is_stored_as_before(
+    renderer: EmailRenderer,
+) -> None:
+    rng = random.Random(13)
+    first, second = candidates(rng, 2)
+    dated, undated = replace(first, undated=False), replace(second, undated=True)
+    request = DigestRequest(
+        themes=[t.id for t in THEMES], period_start=END - timedelta(days=1), period_end=END
+    )
+    digest = build_digest([dated, undated], request, THEMES)
+    content = digest_as_dict(digest)
+    heads = {e["id"]: e for e in content["top"]}  # type: ignore[attr-defined]
+    assert heads[undated.id]["undated"] is True and "undated" not in heads[dated.id]
+    recipient = Recipient(
+        "why", "https://q.example/m", "https://q.example/u", timezone="Asia/Karachi"
+    )
+    fast = DigestAssembler(renderer).digest(content, recipient, "Daily")
+    assert fast == renderer.digest(content, recipient, "Daily")
+    assert fast.text.count("first seen ") == fast.html.count("first seen ") == 1
+    seen = re.search(r"first seen (\d+ \w+ \d{4}, \d\d:\d\d PKT)", fast.text)
+    assert seen is not None  # the time of first sight, in the reader's zone
 
 
 def test_an_edition_read_as_references_needs_every_part() -> None:

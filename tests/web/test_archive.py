@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -337,6 +337,17 @@ def test_public_edition_page_shows_the_digest(client: FlaskClient, web_core: App
     assert "also: Other Outlet" in html or "also: Outlet A" in html
     assert "Outlet A" in html and "PKT" in html  # source and time in Karachi
     assert f'href="/themes/{economy.id}"' in html
+
+
+def test_an_item_its_feed_gave_no_date_shows_when_it_was_first_seen(
+    client: FlaskClient, web_core: App
+) -> None:
+    undated = replace(make_item(1, "IMF approves loan tranche", hours=2), published_missing=True)
+    dated = make_item(2, ECONOMY[0], hours=3)
+    edition_id = publish(web_core, store_items(web_core, [undated, dated]), compact=True)
+    html = client.get(f"/editions/{edition_id}").get_data(as_text=True)
+    assert html.count("first seen ") == 1  # the undated item alone
+    assert re.search(r"first seen \d+ \w+ \d{4}, \d\d:\d\d PKT", html)
 
 
 def test_unknown_and_personal_editions_are_not_public(client: FlaskClient, web_core: App) -> None:

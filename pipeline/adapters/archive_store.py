@@ -115,6 +115,7 @@ class SearchHit:
     published: datetime
     summary_text: str
     edition_id: int | None = None  # the first public edition it appeared in
+    published_missing: bool = False  # no date from the feed: ``published`` is first seen
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class ThemeItem:
     summary_text: str
     themes: tuple[str, ...]
     edition_id: int | None = None
+    published_missing: bool = False  # no date from the feed: ``published`` is first seen
 
 
 T = TypeVar("T")
@@ -296,6 +298,7 @@ class ArchiveStore:
                 published=_utc(row.published_at),
                 summary_text=row.summary_text,
                 edition_id=editions.get(row.uid),
+                published_missing=bool(row.published_missing),
             )
             for row in rows[:per_page]
         ]
@@ -376,6 +379,7 @@ class ArchiveStore:
                 item.c.published_at,
                 item.c.summary_text,
                 item.c.themes,
+                item.c.published_missing,
                 feed.c.title.label("source"),
             )
             .select_from(
@@ -400,6 +404,7 @@ class ArchiveStore:
                 summary_text=row.summary_text,
                 themes=tuple(row.themes or ()),
                 edition_id=editions.get(row.uid),
+                published_missing=bool(row.published_missing),
             )
             for row in rows
         ]
@@ -582,7 +587,8 @@ _SQLITE_LISTING = text(
 
 _HIT_COLUMNS = (
     "item.uid AS uid, item.title AS title, item.link AS link, item.published_at AS published_at,"
-    " item.summary_text AS summary_text, feed.title AS source"
+    " item.summary_text AS summary_text, item.published_missing AS published_missing,"
+    " feed.title AS source"
 )
 
 _PG_MATCH = "item.search_vector @@ plainto_tsquery('english'::regconfig, :q)"
@@ -592,7 +598,8 @@ _PG_SPAN = text("SELECT max(published_at), min(published_at) FROM item")
 _PG_BITMAP_ONLY = text("SET LOCAL enable_indexscan = off")
 _PG_RECENT = text(
     f"SELECT {_HIT_COLUMNS} FROM (SELECT id, uid, title, link, published_at, summary_text,"
-    " feed_id, search_vector FROM item ORDER BY published_at DESC, id DESC LIMIT :recent)"
+    " published_missing, feed_id, search_vector FROM item"
+    " ORDER BY published_at DESC, id DESC LIMIT :recent)"
     f" AS item JOIN feed ON feed.id = item.feed_id WHERE {_PG_MATCH}"
     " ORDER BY item.published_at DESC, item.id DESC LIMIT :limit OFFSET :offset"
 )

@@ -348,6 +348,10 @@ def test_an_item_its_feed_gave_no_date_shows_when_it_was_first_seen(
     html = client.get(f"/editions/{edition_id}").get_data(as_text=True)
     assert html.count("first seen ") == 1  # the undated item alone
     assert re.search(r"first seen \d+ \w+ \d{4}, \d\d:\d\d PKT", html)
+    theme_page = client.get("/themes/economy").get_data(as_text=True)
+    assert "IMF approves loan tranche" in theme_page and "first seen <time" in theme_page
+    search = client.get("/archive?q=imf").get_data(as_text=True)
+    assert "IMF approves loan tranche" in search and "first seen <time" in search
 
 
 def test_unknown_and_personal_editions_are_not_public(client: FlaskClient, web_core: App) -> None:

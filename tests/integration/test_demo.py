@@ -333,6 +333,35 @@ def test_demo_serves_the_web_app_at_the_url_it_prints(
 
 
 @pytest.mark.timeout(60)
+def test_a_stop_signal_landing_during_a_request_still_ends_the_demo_server() -> None:
+    """The SIGTERM handler raises ``_Stop`` wherever the main thread is: inside a request,
+    the server's loop must not take it for a failed request and go on serving."""
+    from werkzeug.serving import make_server
+
+    def app(environ: object, start_response: object) -> list[bytes]:
+        raise demo._Stop  # as the handler does when the signal lands here
+
+    server = make_server("127.0.0.1", 0, app)  # type: ignore[arg-type]
+    stopped: list[bool] = []
+
+    def serve() -> None:
+        try:
+            server.serve_forever()
+        except demo._Stop:
+            stopped.append(True)
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    try:
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5)
+        serving.join(10)
+        assert stopped == [True]
+    finally:
+        server.server_close()
+
+
+@pytest.mark.timeout(60)
 def test_demo_refuses_a_busy_port_before_running_the_pipeline(tmp_path: Path) -> None:
     import socket
 

@@ -304,8 +304,9 @@ class DigestAssembler:
                 top: list[Mapping[str, Any]] = [{"cut": cut}]
                 for e in chunk:
                     story = self._story(e)
-                    # "undated" is stored only when true (``digest._entry_head``)
-                    shown = {name: story.get(name) for name in STORY_FIELDS}
+                    shown = {name: story[name] for name in STORY_FIELDS if name != "undated"}
+                    # stored only when true (``digest._entry_head``)
+                    shown["undated"] = story.get("undated", False)
                     shown["published"] = when
                     shown["reasons"] = [self._slot("reasons")] if e.get("reasons") else []
                     top += (shown, {"cut": cut})

@@ -1050,5 +1050,5 @@ def _stored_item(row: Any) -> StoredItem:
         themes=list(row["themes"] or []),
         scores=dict(row["scores"] or {}),
         evidence=dict(row["evidence"] or {}),
-        published_missing=bool(row.get("published_missing")),
+        published_missing=bool(row["published_missing"]),
     )

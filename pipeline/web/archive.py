@@ -211,6 +211,7 @@ def _entries(value: object, zone: ZoneInfo) -> list[EntryView]:
             continue
         when = _when(e.get("published"))
         local = when.astimezone(zone) if when else None
+        seen = "first seen " if e.get("undated") else ""  # the feed gave no date
         reasons = e.get("reasons")
         out.append(
             EntryView(
@@ -219,12 +220,7 @@ def _entries(value: object, zone: ZoneInfo) -> list[EntryView]:
                 href=safe_url(e.get("link")),
                 source=_text(e.get("source")),
                 when_iso=when.isoformat() if when else "",
-                when=(
-                    ("first seen " if e.get("undated") else "")
-                    + f"{local.day} {local:%b %Y, %H:%M} {local.tzname()}"
-                    if local
-                    else ""
-                ),
+                when=f"{seen}{local.day} {local:%b %Y, %H:%M} {local.tzname()}" if local else "",
                 snippet=_text(e.get("snippet")),
                 why="; ".join(_text(r) for r in reasons)
                 if isinstance(reasons, list)

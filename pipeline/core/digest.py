@@ -7,7 +7,8 @@ a sum of named parts so an editor can explain any position:
          + US involvement bonus
          + title bonus (the theme's evidence is in the headline)
          + source variety (other outlets carrying the same story)
-         + recency (newer items within the period score higher)
+         + recency (newer items within the period score higher; an item its feed gave no
+           date earns none: when qasid first saw it says little about when it was published)
          + watchlist bonus (the reader asked for this explicitly)
 """
 
@@ -400,7 +401,7 @@ def rank_parts(
     )
     span = (period_end - period_start).total_seconds() or 1.0
     age = (period_end - min(candidate.published, period_end)).total_seconds()
-    recency = max(0.0, 1.0 - age / span) * RECENCY_BONUS
+    recency = 0.0 if candidate.undated else max(0.0, 1.0 - age / span) * RECENCY_BONUS
     return {
         "theme": min(theme_score, THEME_SCORE_CAP),
         "us": US_BONUS if candidate.us_link else 0.0,
@@ -965,7 +966,7 @@ class ReaderDigests:
         self._preferred: dict[str, tuple[str, ...]] = {}
         for c in self.candidates.values():
             age = (period_end - min(c.published, period_end)).total_seconds()
-            recency = round(max(0.0, 1.0 - age / span) * RECENCY_BONUS, 3)
+            recency = 0.0 if c.undated else round(max(0.0, 1.0 - age / span) * RECENCY_BONUS, 3)
             title_words = _words(c.title)
             per_theme = {
                 t: (

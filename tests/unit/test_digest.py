@@ -84,6 +84,17 @@ def test_us_involvement_and_a_headline_hit_raise_the_rank() -> None:
     assert parts[2]["title"] > parts[0]["title"]
 
 
+def test_an_item_without_a_date_earns_no_recency_and_ranks_below_a_dated_one() -> None:
+    # Its first-seen time stands in for the date (shown as "first seen"), but says little
+    # about when it was published: a new feed's backlog is all first seen at once.
+    dated = item(1, published=END - timedelta(minutes=5))
+    undated = replace(dated, id="i2", title="Story 2: other words", undated=True)
+    assert rank_parts(dated, ALL, START, END)["recency"] > 1.9
+    assert rank_parts(undated, ALL, START, END)["recency"] == 0.0
+    digest = build_digest([undated, dated], request(top_stories=1), THEMES)
+    assert [e.item.id for e in digest.top] == ["i1"]
+
+
 def test_the_same_story_from_several_outlets_appears_once_naming_the_others() -> None:
     story = "Pakistan and IMF reach staff-level agreement on loan programme"
     items = [
@@ -278,6 +289,7 @@ def test_bit_places_are_the_set_bits_highest_first() -> None:
             st.booleans(),
             st.sampled_from(["Dawn", "Geo", "Reuters"]),
             st.integers(0, 40),
+            st.booleans(),
         ),
         min_size=1,
         max_size=40,
@@ -294,7 +306,7 @@ def test_bit_places_are_the_set_bits_highest_first() -> None:
     ),
 )
 def test_reader_digests_equal_build_digest_over_the_day_stories(
-    stories: list[tuple[list[str], list[str], bool, str, int]],
+    stories: list[tuple[list[str], list[str], bool, str, int, bool]],
     readers: list[tuple[list[str], dict[int, str], int, int]],
 ) -> None:
     from pipeline.core.digest import ReaderDigests
@@ -311,8 +323,9 @@ def test_reader_digests_equal_build_digest_over_the_day_stories(
             relevant=relevant,
             source=source,
             published=END - timedelta(hours=hours % 30),  # some outside the period
+            undated=undated,  # no recency bonus
         )
-        for n, (words, themes, relevant, source, hours) in enumerate(stories)
+        for n, (words, themes, relevant, source, hours, undated) in enumerate(stories)
     ]
     planner = ReaderDigests(candidates, THEMES, START, END)
     short = ReaderDigests(candidates, THEMES, START, END, spare=-9)  # lists cut at 2 rows

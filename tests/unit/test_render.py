@@ -24,6 +24,8 @@ from pipeline.core.digest import (
     ThemeInfo,
     build_digest,
     digest_as_dict,
+    entry_as_dict,
+    single_entry,
 )
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -135,6 +137,31 @@ def test_alert_renders_one_story(renderer: EmailRenderer) -> None:
     email = renderer.alert(entry, RECIPIENT, "Sanctions, with US involvement")
     assert email.subject.startswith("qasid alert: ")
     assert "&lt;script&gt;" in email.html and "<script>" not in email.html
+
+
+@pytest.mark.parametrize("undated", [False, True])
+def test_an_alert_for_an_item_without_a_date_says_when_it_was_first_seen(
+    renderer: EmailRenderer, undated: bool
+) -> None:
+    candidate = DigestCandidate(
+        id="i1",
+        title="Treasury designates network",
+        link="https://news.example/1",
+        source="Dawn",
+        published=END - timedelta(hours=2),  # 05:00 PKT
+        summary_text="The designation names three firms.",
+        themes=("sanctions",),
+        scores={"sanctions": 6.0},
+        evidence={"sanctions": ["designates"]},
+        us_link=True,
+        relevant=True,
+        undated=undated,
+    )
+    entry = entry_as_dict(single_entry(candidate, ["sanctions"]))
+    email = renderer.alert(entry, RECIPIENT, "Sanctions, with US involvement")
+    for part in (email.text, re.sub(r"<[^>]+>", "", email.html)):
+        assert "29 Nov 2026, 05:00 PKT" in part
+        assert ("first seen 29 Nov 2026" in part) is undated
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,10 @@ US_BONUS = 2.0
 TITLE_BONUS = 1.5
 VARIETY_BONUS = 1.0  # per other outlet, up to VARIETY_CAP
 VARIETY_CAP = 3.0
+# A stored edition's compact form (``DigestJSON.compact``); version 2, which also held
+# ``item_ids``, is still read.
+COMPACT_VERSION = 3
+COMPACT_VERSIONS = (2, 3)
 RECENCY_BONUS = 2.0  # for an item at the very end of the period, falling linearly to 0
 WATCHLIST_BONUS = 3.0
 
@@ -1668,7 +1672,7 @@ class DigestJSON:
     # -- the compact form: what readers share is stored once -------------------------------
 
     def compact(self, digest: Digest) -> str:
-        """The digest as ``"version": 2`` JSON: each entry a reference to its story's part
+        """The digest as ``"version": 3`` JSON: each entry a reference to its story's part
         (``{"part": key, "rank", "reasons", "watchlists"}``: what is the reader's own stays
         here) and each section's theme a reference to the theme's part. A section or top
         stories whose entries many readers share (``SharedEntries``, or a list without
@@ -1676,10 +1680,12 @@ class DigestJSON:
         references (``{"entries": [...]}``), one part however many readers and theme
         choices hold it. The parts it needs that this encoder has not handed out
         yet are taken by ``new_parts``; ``expand_edition`` gives back what
-        ``digest_as_dict`` gives."""
+        ``digest_as_dict`` gives. Unlike version 2, it leaves out ``item_ids``: the shown
+        entries' item ids in order, which ``expand_edition`` reads off the expanded
+        entries (a quarter of a personal edition's bytes, stored for nothing)."""
         return self._document(
             digest,
-            2,
+            COMPACT_VERSION,
             self._ref,
             lambda theme: f'{{"part": "{self._theme_part(theme)}"}}',
             self._block_entries,
@@ -1700,6 +1706,8 @@ class DigestJSON:
             return f"[{_join(map(entry, entries))}]"
 
         entries_of = section_entries or listed
+        # the compact form leaves them out: ``expand_edition`` reads them off the entries
+        ids = "" if version == COMPACT_VERSION else f', "item_ids": {_strings(digest.item_ids)}'
         sections = [
             f'{{"theme": {theme(s.theme)}, "count": {_count(s.count)}, '
             f'"previous_count": {_count(s.previous_count)}, '
@@ -1713,8 +1721,7 @@ class DigestJSON:
             f'"subject": {_string(digest.subject)}, "preheader": {_string(digest.preheader)}, '
             f'"top": {entries_of(digest.top)}, "sections": [{_join(sections)}], '
             f'"watchlist_entries": [{_join(map(entry, digest.watchlist_entries))}], '
-            f'"watchlist_line": {_string(digest.watchlist_line)}, '
-            f'"item_ids": {_strings(digest.item_ids)}}}'
+            f'"watchlist_line": {_string(digest.watchlist_line)}{ids}}}'
         )
 
     def new_parts(self) -> dict[str, str]:
@@ -1805,7 +1812,7 @@ def part_keys(
     block's entries (a section's, or the top stories) are a part that refers to story
     parts in turn: those are among the keys when ``parts`` holds the block's part (read
     it first, then ask again)."""
-    if content.get("version") != 2:
+    if content.get("version") not in COMPACT_VERSIONS:
         return set()
     keys: set[str] = set()
 
@@ -1874,8 +1881,11 @@ def expand_edition(
     assembler caches the block's rendering by. Raises ``KeyError`` for a part not in
     ``parts``. ``whole_blocks``: the shared blocks' parts whose story parts were all found
     in ``parts`` (filled in here; a batch's editions share a few hundred blocks, each
-    checked once; forget it when ``parts`` loses any)."""
-    if content.get("version") != 2:
+    checked once; forget it when ``parts`` loses any). A version 3 content's ``item_ids``
+    (not stored) are read off its entries, except with ``keep_refs`` (references hold no
+    item ids; the send path needs none)."""
+    version = content.get("version")
+    if version not in COMPACT_VERSIONS:
         return dict(content)
     if keep_refs and not _parts_present(content, parts, whole_blocks):
         raise KeyError("a part the edition refers to")
@@ -1917,6 +1927,13 @@ def expand_edition(
     out["top"], shared_top = block(content.get("top", ()))
     if shared_top is not None:
         out["top_part"] = shared_top
+    if version == COMPACT_VERSION and not keep_refs:
+        # in the order ``_assemble`` gives them: top stories, sections, watchlist stories
+        # (a digest never shows an item twice; fromkeys as it does)
+        shown = [e["id"] for e in out["top"]]
+        shown += [e["id"] for section in out["sections"] for e in section["entries"]]
+        shown += [e["id"] for e in out["watchlist_entries"]]
+        out = {**out, "item_ids": list(dict.fromkeys(shown))}
     return out
 
 

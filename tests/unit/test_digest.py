@@ -553,6 +553,27 @@ def test_compact_edition_shares_stories_and_keeps_the_readers_own_text_out_of_pa
     assert expand_edition(digest_as_dict(digest), {}) == digest_as_dict(digest)
 
 
+def test_a_compact_edition_leaves_its_item_ids_out_and_reads_them_off_its_entries() -> None:
+    items = [
+        item(1, themes=("india",), scores={"india": 9.0}),
+        item(2, themes=("economy",), scores={"economy": 2.0}),
+        item(3, themes=("counterterrorism",), scores={"counterterrorism": 3.0}),
+        item(4, relevant=False, themes=(), watchlists=("q",)),
+        item(5, themes=("india", "economy"), scores={"india": 5.0, "economy": 5.0}),
+    ]
+    encoder = DigestJSON()
+    digest = build_digest(items, request(top_stories=2), THEMES)
+    stored = json.loads(encoder.compact(digest))
+    assert stored["version"] == 3 and "item_ids" not in stored
+    parts = {k: json.loads(v) for k, v in encoder.new_parts().items()}
+    whole = expand_edition(stored, parts)
+    assert whole["item_ids"] == list(digest.item_ids) == ["i1", "i5", "i3", "i2", "i4"]
+    assert whole == json.loads(json.dumps(digest_as_dict(digest)))
+    # an edition stored before (version 2) holds them, and reads as it did
+    before = {**stored, "version": 2, "item_ids": ["as", "stored"]}
+    assert expand_edition(before, parts) == {**whole, "item_ids": ["as", "stored"]}
+
+
 def test_the_builders_quick_constructors_make_equal_frozen_objects() -> None:
     from dataclasses import FrozenInstanceError
 

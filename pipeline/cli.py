@@ -18,6 +18,7 @@ from pipeline.bootstrap import App, build_app
 from pipeline.core.errors import QasidError, QueryError
 from pipeline.core.models import FeedSource, FeedState
 from pipeline.core.subscribers import Subscriber
+from pipeline.core.wording import counted
 from pipeline.services import FeedPollReport, PollSummary
 from pipeline.settings import Settings, load_settings
 
@@ -520,7 +521,7 @@ def subscribers_add(
     verb = "added" if created else "updated"
     click.echo(
         f"{verb} {sub.email}: {sub.frequency.value} at {sub.hour:02d}:00 {sub.timezone}, "
-        f"{len(sub.themes)} themes"
+        f"{counted(len(sub.themes), 'theme')}"
     )
 
 

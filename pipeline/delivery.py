@@ -58,6 +58,7 @@ from pipeline.core.mail import Mailer, OutgoingEmail, SendOutcome, SendResult, p
 from pipeline.core.reader_hits import HitTable
 from pipeline.core.subscribers import Frequency, Subscriber, SubscriberStatus
 from pipeline.core.watchlists import WatchlistIndex, WatchlistMatches
+from pipeline.core.wording import counted
 from pipeline.editorial import load_theme_infos
 from pipeline.rules import load_aliases
 from pipeline.tokens import Tokens
@@ -893,10 +894,12 @@ def _reason(subscriber: Subscriber, site_name: str, watchlists: int | None = Non
         Frequency.DAILY: "a daily digest",
         Frequency.WEEKLY: "a weekly digest",
     }[subscriber.frequency]
+    themes = len(subscriber.themes)
+    lists = len(subscriber.watchlists) if watchlists is None else watchlists
     return (
         f"You receive this because you subscribed to {site_name} ({how} at "
-        f"{subscriber.hour:02d}:00 {subscriber.timezone}, {len(subscriber.themes)} themes, "
-        f"{len(subscriber.watchlists) if watchlists is None else watchlists} watchlists)."
+        f"{subscriber.hour:02d}:00 {subscriber.timezone}, {counted(themes, 'theme')}, "
+        f"{counted(lists, 'watchlist')})."
     )
 
 

@@ -63,6 +63,7 @@ from pipeline.core.subscribers import (
     SubscriberError,
     SubscriberStatus,
 )
+from pipeline.core.wording import counted
 from pipeline.subscriptions import Backtest, backtest_query, normalise_email
 from pipeline.web.context import core, themes
 from pipeline.web.forms import (
@@ -338,8 +339,12 @@ def confirm(token: str) -> ResponseReturnValue:
     return _notice(
         "You are subscribed",
         f"Thank you. Your first digest arrives at the next {subscriber.hour:02d}:00 "
-        f"({subscriber.timezone}), with news from {len(subscriber.themes)} themes"
-        + (f" and {len(subscriber.watchlists)} watchlist." if subscriber.watchlists else "."),
+        f"({subscriber.timezone}), with news from {counted(len(subscriber.themes), 'theme')}"
+        + (
+            f" and {counted(len(subscriber.watchlists), 'watchlist')}."
+            if subscriber.watchlists
+            else "."
+        ),
         "Every email has a link to change your choices and a one-click unsubscribe link.",
         links=((_manage_url(subscriber), "Choose themes, schedule and watchlists"),),
     )

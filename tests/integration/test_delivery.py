@@ -134,6 +134,32 @@ def test_a_due_digest_is_built_once_and_sent_once(app: App) -> None:
         assert "2 watchlists)" in part  # all of them, the instant one too
 
 
+@pytest.mark.parametrize(
+    ("themes", "watchlists", "said"),
+    [
+        (1, 1, "1 theme, 1 watchlist)"),
+        (2, 0, "2 themes, 0 watchlists)"),
+        (3, 5, "3 themes, 5 watchlists)"),
+    ],
+)
+def test_why_you_got_this_counts_themes_and_watchlists_in_good_english(
+    themes: int, watchlists: int, said: str
+) -> None:
+    from pipeline.core.subscribers import Frequency, Subscriber
+
+    reader = Subscriber(
+        id=1,
+        email="r@example.com",
+        status=SubscriberStatus.ACTIVE,
+        themes=("sanctions", "india", "economy")[:themes],
+        frequency=Frequency.DAILY,
+        hour=7,
+        timezone="Asia/Karachi",
+    )
+    reason = delivery._reason(reader, "qasid", watchlists)
+    assert reason.endswith(f"(a daily digest at 07:00 Asia/Karachi, {said}.")
+
+
 def test_the_build_runs_without_the_cyclic_collector_and_gives_it_back(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:

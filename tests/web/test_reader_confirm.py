@@ -52,6 +52,7 @@ def test_get_on_the_confirm_link_changes_nothing_and_post_confirms(
     )
     assert response.status_code == 200 and title_of(response) == "You are subscribed"
     assert "/manage/" in response.get_data(as_text=True)
+    assert f"with news from {len(subscriber.themes)} themes." in response.get_data(as_text=True)
     fresh = reload(web_core, subscriber)
     assert fresh is not None and fresh.status is SubscriberStatus.ACTIVE
     rows = consent_rows(web_core, sid)

@@ -51,6 +51,7 @@ from pipeline.core.digest import (
     digest_as_dict,
     entry_as_dict,
     single_entry,
+    theme_names,
 )
 from pipeline.core.due import Period, due_period
 from pipeline.core.errors import ConfigError, QueryError
@@ -128,6 +129,7 @@ class Editorial:
         root = Path(app.settings.root)
         self.root = root
         self.themes: list[ThemeInfo] = load_theme_infos(root)
+        self.names = theme_names(self.themes)  # what a story's reasons call its themes
         self._subscribers = tuple(subscribers)
         cache = app.settings.digest.watchlist_cache
         self.index_cache = app.settings.path(cache) if cache.strip() else None
@@ -968,7 +970,7 @@ def compose(
         matched = editorial.match_watchlists(instant, item.title, item.summary_text)
         queries = [instant[wid] for wid in instant if wid in matched]
         candidate = to_candidate(item, queries)
-        entry = entry_as_dict(single_entry(candidate, subscriber.themes))
+        entry = entry_as_dict(single_entry(candidate, subscriber.themes, editorial.names))
         heading = (
             f"Watchlist: {queries[0]}" if queries else _alert_heading(candidate, editorial.themes)
         )

@@ -416,8 +416,10 @@ def rank_parts(
     }
 
 
-def _reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ...]:
-    return _watch_reasons(candidate.watchlists) + _theme_reasons(candidate, themes)
+def _reasons(
+    candidate: DigestCandidate, themes: Sequence[str], names: Mapping[str, str]
+) -> tuple[str, ...]:
+    return _watch_reasons(candidate.watchlists) + _theme_reasons(candidate, themes, names)
 
 
 @lru_cache(maxsize=1 << 16)  # readers share queries: a build shows the same ones often
@@ -426,15 +428,23 @@ def _watch_reasons(queries: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"watchlist: {query}" for query in queries)
 
 
-def _theme_reasons(candidate: DigestCandidate, themes: Sequence[str]) -> tuple[str, ...]:
-    """The reasons the candidate's evidence gives for the chosen ``themes``."""
+def _theme_reasons(
+    candidate: DigestCandidate, themes: Sequence[str], names: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The reasons the candidate's evidence gives for the chosen ``themes``, each named as
+    readers know it (``names``: theme id → name; the id where it has none)."""
     reasons = []
     for theme in themes:
         if theme in candidate.themes:
             terms = list(dict.fromkeys(candidate.evidence.get(theme, ())))[:4]
             if terms:
-                reasons.append(f"{theme}: {', '.join(terms)}")
+                reasons.append(f"{names.get(theme, theme)}: {', '.join(terms)}")
     return tuple(reasons)
+
+
+def theme_names(themes: Iterable[ThemeInfo]) -> dict[str, str]:
+    """Theme id → the name readers see (what a story's reasons call its themes)."""
+    return {t.id: t.name for t in themes}
 
 
 def _entry_of(
@@ -617,7 +627,10 @@ def _reader_pool(
 
 
 def _story_entry(
-    members: Sequence[DigestCandidate], request: DigestRequest, wanted: Sequence[str]
+    members: Sequence[DigestCandidate],
+    request: DigestRequest,
+    wanted: Sequence[str],
+    names: Mapping[str, str],
 ) -> DigestEntry:
     lead = members[0]
     outlets = [m.source for m in members[1:] if m.source and m.source != lead.source]
@@ -629,7 +642,7 @@ def _story_entry(
     return DigestEntry(
         item=lead,
         rank=round(sum(parts.values()), 3),
-        reasons=_reasons(lead, wanted),
+        reasons=_reasons(lead, wanted, names),
         also=also,
         snippet=snippet(lead.summary_text),
     )
@@ -660,7 +673,8 @@ def build_digest(
     wanted = [t for t in order if t in set(request.themes)]
     pool = _reader_pool(candidates, request, wanted)
     groups = cluster(pool) if stories is None else stories.group(pool)
-    entries = [_story_entry(members, request, wanted) for members in groups]
+    names = theme_names(themes)
+    entries = [_story_entry(members, request, wanted, names) for members in groups]
     entries.sort(key=_entry_order)
 
     top = tuple(entries[: request.top_stories])
@@ -952,6 +966,7 @@ class ReaderDigests:
     ) -> None:
         self.themes = themes
         self.order = [t.id for t in themes]
+        self._names = theme_names(themes)
         self.period_start, self.period_end = period_start, period_end
         self.spare = spare
         self.candidates = {c.id: c for c in candidates if period_start <= c.published < period_end}
@@ -1284,7 +1299,7 @@ class ReaderDigests:
         if themed is None:
             if len(self._theme_reasons) >= HIT_STORIES_KEPT:
                 self._theme_reasons.clear()
-            themed = self._theme_reasons[key] = _theme_reasons(lead, wanted)
+            themed = self._theme_reasons[key] = _theme_reasons(lead, wanted, self._names)
         reasons = _watch_reasons(watchlists) + themed
         return _entry_of(lead, rank, reasons, also, self._snippet(lead))
 
@@ -1465,7 +1480,7 @@ class ReaderDigests:
         if found is None:
             _, story, lead, also, rank = row
             found = base.entries[story] = _entry_of(
-                lead, rank, _reasons(lead, wanted), also, self._snippet(lead)
+                lead, rank, _reasons(lead, wanted, self._names), also, self._snippet(lead)
             )
         return found
 
@@ -1937,12 +1952,14 @@ def expand_edition(
     return out
 
 
-def single_entry(candidate: DigestCandidate, themes: Sequence[str]) -> DigestEntry:
-    """One item as a story on its own (an instant alert)."""
+def single_entry(
+    candidate: DigestCandidate, themes: Sequence[str], names: Mapping[str, str]
+) -> DigestEntry:
+    """One item as a story on its own (an instant alert); ``names``: ``theme_names``."""
     return DigestEntry(
         item=candidate,
         rank=0.0,
-        reasons=_reasons(candidate, themes),
+        reasons=_reasons(candidate, themes, names),
         snippet=snippet(candidate.summary_text),
     )
 

@@ -95,6 +95,16 @@ def test_an_item_without_a_date_earns_no_recency_and_ranks_below_a_dated_one() -
     assert [e.item.id for e in digest.top] == ["i1"]
 
 
+def test_a_storys_reasons_name_its_themes_as_readers_know_them() -> None:
+    story = item(1, watchlists=("IMF",), evidence={"economy": ["IMF", "IMF", "loan"]})
+    digest = build_digest([story], request(), THEMES)
+    assert digest.top[0].reasons == ("watchlist: IMF", "The economy: IMF, loan")
+    from pipeline.core.digest import ReaderDigests
+
+    planner = ReaderDigests([replace(story, watchlists=())], THEMES, START, END)
+    assert planner.build(request(), {"i1": ["IMF"]}) == digest
+
+
 def test_the_same_story_from_several_outlets_appears_once_naming_the_others() -> None:
     story = "Pakistan and IMF reach staff-level agreement on loan programme"
     items = [

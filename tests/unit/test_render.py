@@ -157,7 +157,7 @@ def test_an_alert_for_an_item_without_a_date_says_when_it_was_first_seen(
         relevant=True,
         undated=undated,
     )
-    entry = entry_as_dict(single_entry(candidate, ["sanctions"]))
+    entry = entry_as_dict(single_entry(candidate, ["sanctions"], {"sanctions": "Sanctions"}))
     email = renderer.alert(entry, RECIPIENT, "Sanctions, with US involvement")
     for part in (email.text, re.sub(r"<[^>]+>", "", email.html)):
         assert "29 Nov 2026, 05:00 PKT" in part

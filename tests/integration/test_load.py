@@ -81,7 +81,10 @@ def test_two_hundred_feeds_are_polled_once_within_memory_and_time(
     reader.join()
 
     assert child.returncode == 0, "".join(output)
-    assert all(feed_server.hits(f"/load/{feed}.xml") == 1 for feed in range(FEEDS))
+    hits = {feed: feed_server.hits(f"/load/{feed}.xml") for feed in range(FEEDS)}
+    odd = {feed: count for feed, count in hits.items() if count != 1}
+    # a feed not fetched once (a timeout on a starved machine, say): the poll says why
+    assert not odd, f"feed → requests {odd}; the poll said:\n{''.join(output)[-3000:]}"
     app = make_app(sqlite_url, tmp_path, FakeClock(), **fetch)
     assert app.store.count_items() == FEEDS * ENTRIES
     app.close()

@@ -1500,10 +1500,17 @@ def _subject(title: str, day_of: date, lead_themes: tuple[str, ...], sections: i
     return f"{title}, {day}: {', '.join(lead_themes)}{tail}"
 
 
+PREHEADER_CHARS = 200  # inboxes show the first 90-140 of them beside the subject
+
+
 def _preheader(top: Sequence[DigestEntry]) -> str:
-    if not top:
-        return ""
-    return " · ".join(e.item.title for e in top)[:200]
+    """The top stories' titles; cut at a word (with an ellipsis) when they run long."""
+    text = " · ".join(e.item.title for e in top)
+    if len(text) <= PREHEADER_CHARS:
+        return text
+    cut = text[: PREHEADER_CHARS - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else cut).rstrip(" ·") + "…"
 
 
 # -- serialisation: what an edition stores and templates render ----------------------------

@@ -188,6 +188,16 @@ def test_subject_names_the_lead_themes_and_the_date() -> None:
     assert "India" in digest.subject and "The economy" in digest.subject
 
 
+def test_the_preheader_lists_the_top_titles_and_cuts_a_long_one_at_a_word() -> None:
+    short = [item(n, title=f"Title {n}") for n in (1, 2)]
+    digest = build_digest(short, request(top_stories=2), THEMES)
+    assert digest.preheader in ("Title 1 · Title 2", "Title 2 · Title 1")
+    words = " ".join(["word"] * 30)  # 149 characters each
+    long = [item(n, title=f"{n} {words}", summary_text=f"text{n}") for n in (1, 2)]
+    preheader = build_digest(long, request(top_stories=2), THEMES).preheader
+    assert len(preheader) <= 200 and preheader.endswith("word…")
+
+
 def test_snippet_keeps_whole_sentences_within_the_limit() -> None:
     text = "First sentence here. Second one is longer than the first. " + "x " * 200
     assert snippet(text, 60) == "First sentence here. Second one is longer than the first."

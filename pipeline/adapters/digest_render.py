@@ -123,7 +123,6 @@ class DigestAssembler:
         self._times: dict[tuple[str, str], tuple[str, str]] = {}  # (time, zone): html, text
         self._transitions: dict[tuple[_Key, _Key], tuple[Pieces, Pieces]] = {}
         self._html_text: dict[str, str] = {}  # text → as the HTML part shows it
-        self._wrapped: dict[str, str] = {}  # reasons → as the text part wraps them
         # a shared block (``expand_edition``'s "entries_part", "top_part"): its stories'
         # keys, their stories rendered; and per (part, zone) its stories flat
         # (``_zoned_pieces``)
@@ -422,16 +421,9 @@ class DigestAssembler:
         return tuple(self._slots.split(piece))
 
     def _text_reasons(self, reasons: str) -> str:
-        """The reasons as digest.txt wraps them (the same wordwrap). Remembered: readers of
-        a story with the same queries share its reasons, and an email holds about 17."""
-        known = self._wrapped.get(reasons)
-        if known is None:
-            env = self.renderer.env
-            known = str(env.filters["wordwrap"](env, reasons, REASONS_WIDTH, wrapstring="\n  "))
-            if len(self._wrapped) >= HTML_TEXT_KEPT:
-                self._wrapped.clear()
-            self._wrapped[reasons] = known
-        return known
+        """The reasons as digest.txt wraps them (the same wordwrap, remembered by it)."""
+        env = self.renderer.env
+        return str(env.filters["wordwrap"](env, reasons, REASONS_WIDTH, wrapstring="\n  "))
 
     # -- text in HTML ------------------------------------------------------------------------
 

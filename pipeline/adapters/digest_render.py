@@ -40,7 +40,6 @@ from typing import Any, Protocol
 from markupsafe import Markup
 
 from pipeline.adapters.render import (
-    REASONS_WIDTH,
     EmailRenderer,
     Placeholder,
     Recipient,
@@ -393,7 +392,7 @@ class DigestAssembler:
             if tail_html is not None:  # the reasons' slot between head and tail
                 reasons = "; ".join(e["reasons"])
                 html += (self._html(reasons), tail_html)
-                text += (self._text_reasons(reasons), tail_text or "")  # set with tail_html
+                text += (reasons, tail_text or "")  # set with tail_html
 
     def _fill_time(self, key: _Key, published: str, zone: str) -> _Zoned:
         story_html, story_text = self._stories[key]
@@ -419,11 +418,6 @@ class DigestAssembler:
 
     def _split_slots(self, piece: str) -> Pieces:
         return tuple(self._slots.split(piece))
-
-    def _text_reasons(self, reasons: str) -> str:
-        """The reasons as digest.txt wraps them (the same wordwrap, remembered by it)."""
-        env = self.renderer.env
-        return str(env.filters["wordwrap"](env, reasons, REASONS_WIDTH, wrapstring="\n  "))
 
     # -- text in HTML ------------------------------------------------------------------------
 

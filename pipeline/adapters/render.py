@@ -104,11 +104,6 @@ def local_date(context: Context, value: str) -> str:
     return f"{when:%A} {when.day} {when:%B %Y}"
 
 
-# The text part's "Why:" line is wrapped to this many characters after its label (digest.txt
-# indents it by two and labels it "Why: ": 71 columns at most, as the snippets' 72).
-REASONS_WIDTH = 64
-
-
 def build_environment(
     templates_dir: Path, placeholders: frozenset[str] = frozenset()
 ) -> Environment:
@@ -127,7 +122,6 @@ def build_environment(
     def safe_url_or_tag(value: object) -> str:
         return value if isinstance(value, str) and value in placeholders else safe_url(value)
 
-    env.globals["REASONS_WIDTH"] = REASONS_WIDTH
     env.filters.update(
         safe_url=safe_url_or_tag,
         local_time=local_time,

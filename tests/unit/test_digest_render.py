@@ -226,25 +226,6 @@ def test_an_undated_story_says_first_seen_on_both_paths_and_a_dated_one_is_store
     assert seen is not None  # the time of first sight, in the reader's zone
 
 
-def test_a_long_why_line_is_wrapped_alike_on_both_paths_in_the_text_part(
-    renderer: EmailRenderer,
-) -> None:
-    rng = random.Random(17)
-    long_query = " OR ".join(f'"term number {n}"' for n in range(9))  # about 150 characters
-    stories = [replace(c, watchlists=(long_query, "short")) for c in candidates(rng, 3)]
-    request = DigestRequest(
-        themes=[t.id for t in THEMES], period_start=END - timedelta(days=1), period_end=END
-    )
-    content = digest_as_dict(build_digest(stories, request, THEMES))
-    recipient = Recipient("why", "https://q.example/m", "https://q.example/u")
-    fast = DigestAssembler(renderer).digest(content, recipient, "Daily")
-    assert fast == renderer.digest(content, recipient, "Daily")
-    why = [line for line in fast.text.splitlines() if line.startswith("  Why: ")]
-    assert why and all(len(line) <= 71 for line in why)
-    assert f"watchlist: {long_query}" in re.sub(r"\n  ", " ", fast.text)
-    assert f"watchlist: {long_query}" in fast.html.replace("&quot;", '"')  # whole there
-
-
 def test_an_edition_read_as_references_needs_every_part() -> None:
     content = {"version": 2, "top": [{"part": "gone", "rank": 1.0, "reasons": []}]}
     with pytest.raises(KeyError):

@@ -48,6 +48,7 @@ VARIETY_CAP = 3.0
 # ``item_ids``, is still read.
 COMPACT_VERSION = 3
 COMPACT_VERSIONS = (2, 3)
+WATCH_PREFIX = "watchlist: "  # a reason a watchlist gives: this, then its query
 RECENCY_BONUS = 2.0  # for an item at the very end of the period, falling linearly to 0
 WATCHLIST_BONUS = 3.0
 
@@ -425,7 +426,7 @@ def _reasons(
 @lru_cache(maxsize=1 << 16)  # readers share queries: a build shows the same ones often
 def _watch_reasons(queries: tuple[str, ...]) -> tuple[str, ...]:
     """The reasons the reader's watchlist queries give (before the themes')."""
-    return tuple(f"watchlist: {query}" for query in queries)
+    return tuple(f"{WATCH_PREFIX}{query}" for query in queries)
 
 
 def _theme_reasons(
@@ -1695,7 +1696,7 @@ class DigestJSON:
 
     def compact(self, digest: Digest) -> str:
         """The digest as ``"version": 3`` JSON: each entry a reference to its story's part
-        (``{"part": key, "rank", "reasons", "watchlists"}``: what is the reader's own stays
+        (``{"part": key, "rank", "reasons", "watched"}``: what is the reader's own stays
         here) and each section's theme a reference to the theme's part. A section or top
         stories whose entries many readers share (``SharedEntries``, or a list without
         watchlist hits met before) hold a reference to a part that lists their
@@ -1704,7 +1705,9 @@ class DigestJSON:
         yet are taken by ``new_parts``; ``expand_edition`` gives back what
         ``digest_as_dict`` gives. Unlike version 2, it leaves out ``item_ids``: the shown
         entries' item ids in order, which ``expand_edition`` reads off the expanded
-        entries (a quarter of a personal edition's bytes, stored for nothing)."""
+        entries (a quarter of a personal edition's bytes, stored for nothing); and a
+        reference's watchlists are said by how many of its reasons spell them
+        (``"watched": n``; ``_watched``), an entry without any says nothing of them."""
         return self._document(
             digest,
             COMPACT_VERSION,
@@ -1768,8 +1771,7 @@ class DigestJSON:
             key = self._story_parts[story] = self._part(f'{head}, "also": {_strings(entry.also)}}}')
         return (
             f'{{"part": "{key}", "rank": {_number(entry.rank)}, '
-            f'"reasons": {_strings(entry.reasons)}, '
-            f'"watchlists": {_strings(entry.item.watchlists)}}}'
+            f'"reasons": {_strings(entry.reasons)}{_watched(entry)}}}'
         )
 
     def _block_entries(self, entries: tuple[DigestEntry, ...]) -> str:
@@ -1819,6 +1821,25 @@ class DigestJSON:
             self._handed[key] = None
             self._new_parts[key] = text
         return key
+
+
+def _watched(entry: DigestEntry) -> str:
+    """A compact reference's watchlists: none (no key), how many of its first reasons spell
+    them (``"watched"``: ``_watch_reasons`` made them, the usual case), or the list."""
+    queries = entry.item.watchlists
+    if not queries:
+        return ""
+    if entry.reasons[: len(queries)] == _watch_reasons(queries):
+        return f', "watched": {len(queries)}'
+    return f', "watchlists": {_strings(queries)}'
+
+
+def _ref_watchlists(ref: Mapping[str, Any]) -> Any:
+    """A reference's watchlists (``_watched``; version 2 lists them always)."""
+    listed = ref.get("watchlists")
+    if listed is not None:
+        return listed
+    return [reason[len(WATCH_PREFIX) :] for reason in ref["reasons"][: ref.get("watched", 0)]]
 
 
 def part_key(text: str) -> str:
@@ -1920,7 +1941,7 @@ def expand_edition(
                 **parts[ref["part"]],
                 "rank": ref["rank"],
                 "reasons": ref["reasons"],
-                "watchlists": ref["watchlists"],
+                "watchlists": _ref_watchlists(ref),
             }
             for ref in refs
         ]

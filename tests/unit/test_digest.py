@@ -594,6 +594,24 @@ def test_a_compact_edition_leaves_its_item_ids_out_and_reads_them_off_its_entrie
     assert expand_edition(before, parts) == {**whole, "item_ids": ["as", "stored"]}
 
 
+def test_a_compact_reference_says_its_watchlists_by_the_reasons_that_spell_them() -> None:
+    hit = item(1, watchlists=("IMF", 'loan OR "bail out"'))
+    digest = build_digest([hit, item(2)], request(top_stories=2), THEMES)
+    encoder = DigestJSON()
+    stored = json.loads(encoder.compact(digest))
+    assert [e.item.id for e in digest.top] == ["i1", "i2"]  # the watchlist bonus
+    own = stored["top"][0]
+    assert own["watched"] == 2 and "watchlists" not in own
+    assert own["reasons"][:2] == ["watchlist: IMF", 'watchlist: loan OR "bail out"']
+    assert all("watched" not in ref and "watchlists" not in ref for ref in stored["top"][1:])
+    parts = {k: json.loads(v) for k, v in encoder.new_parts().items()}
+    assert expand_edition(stored, parts) == json.loads(json.dumps(digest_as_dict(digest)))
+    # reasons that do not spell them (an entry made by hand): listed
+    odd = replace(digest, top=(replace(digest.top[0], reasons=("made by hand",)),))
+    listed = json.loads(DigestJSON().compact(odd))["top"][0]
+    assert listed["watchlists"] == list(odd.top[0].item.watchlists) and "watched" not in listed
+
+
 def test_the_builders_quick_constructors_make_equal_frozen_objects() -> None:
     from dataclasses import FrozenInstanceError
 

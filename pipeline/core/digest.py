@@ -45,7 +45,7 @@ TITLE_BONUS = 1.5
 VARIETY_BONUS = 1.0  # per other outlet, up to VARIETY_CAP
 VARIETY_CAP = 3.0
 # A stored edition's compact form (``DigestJSON.compact``); version 2, which also held
-# ``item_ids``, is still read.
+# ``item_ids`` and listed every reference's watchlists, is still read.
 COMPACT_VERSION = 3
 COMPACT_VERSIONS = (2, 3)
 WATCH_PREFIX = "watchlist: "  # a reason a watchlist gives: this, then its query

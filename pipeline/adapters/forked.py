@@ -16,6 +16,7 @@ without helpers). A helper killed from outside is handled the same way.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import fcntl
 import gc
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 # What a helper sends: ("done", task, result) | ("failed", task, traceback text), then
-# ("memory", MiB of its own pages); the reader thread ends with ("end",).
+# ("memory", MiB of its own pages); a ``ChildCall`` that relays its logs also sends
+# ("log", record) as it goes; the reader thread ends with ("end",).
 
 
 @dataclass
@@ -185,8 +187,10 @@ class TaskCounter:
 PIPE_BYTES = 1 << 20
 
 
-def _fork(target: Callable[..., None], *args: Any) -> tuple[Any, Connection]:
-    """Start ``target(*args, pipe)`` in a forked child; return it and the pipe's read end."""
+def _fork(target: Callable[..., None], *args: Any, daemon: bool = True) -> tuple[Any, Connection]:
+    """Start ``target(*args, pipe)`` in a forked child; return it and the pipe's read end.
+    ``daemon``: multiprocessing ends a daemonic child when this process exits, and forbids
+    it children of its own."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     _widen(receiver)
@@ -194,7 +198,7 @@ def _fork(target: Callable[..., None], *args: Any) -> tuple[Any, Connection]:
     gc.freeze()
     try:
         child = context.Process(
-            target=_orphan_proof, args=(os.getpid(), target, *args, sender), daemon=True
+            target=_orphan_proof, args=(os.getpid(), target, *args, sender), daemon=daemon
         )
         child.start()
     finally:
@@ -229,17 +233,27 @@ class ChildCall(Generic[R]):
     """``work()`` run in a forked child while this process goes on; ``result()`` hands its
     value back. When the child fails or is killed, ``result()`` runs ``work()`` here (an
     error then raises here). Not forked when ``fork`` is False or impossible: ``result()``
-    runs it. ``private_mib``: the child's own memory at its end or the most it noted
-    (``note_private_peak``), whichever is more, once ``result()`` returned."""
+    runs it. ``relay_logs``: what the child logs is emitted here, by this process's
+    handlers, as it happens (``_LogRelay``), as if the work ran here. ``forks``: the work
+    forks processes of its own (``run_tasks``, another ``ChildCall``); the child then
+    ends with this process's death alone (not at its exit). ``private_mib``: the
+    child's own memory at its end or the most it noted (``note_private_peak``), whichever
+    is more, once ``result()`` returned."""
 
-    def __init__(self, work: Callable[[], R], fork: bool = True) -> None:
+    def __init__(
+        self,
+        work: Callable[[], R],
+        fork: bool = True,
+        relay_logs: bool = False,
+        forks: bool = False,
+    ) -> None:
         self.work = work
         self.private_mib = 0.0
         self._messages: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._child: Any = None
         if not (fork and can_fork()):
             return
-        self._child, self._receiver = _fork(_call, work)
+        self._child, self._receiver = _fork(_call, work, relay_logs, daemon=not forks)
         self._reader = threading.Thread(
             target=_receive, args=([self._receiver], self._messages), daemon=True
         )
@@ -284,20 +298,68 @@ def note_private_peak() -> None:
     _noted_mib = max(_noted_mib, private_mib())
 
 
-def _call(work: Callable[[], Any], out: Connection) -> None:
+def _call(work: Callable[[], Any], relay_logs: bool, out: Connection) -> None:
     global _noted_mib
     _noted_mib = 0.0  # noted by this child, not inherited
+    relay = _LogRelay.install(out) if relay_logs else None
     try:
         try:
             result = work()
         except BaseException:
-            out.send(("failed", 0, traceback.format_exc()))
-            return
+            message: tuple[Any, ...] = ("failed", 0, traceback.format_exc())
+        else:
+            message = ("done", 0, result)
         memory = max(private_mib(), _noted_mib)  # before the result's pickled copy adds to it
-        out.send(("done", 0, result))
-        out.send(("memory", memory))
+        with relay.lock if relay is not None and relay.lock else contextlib.nullcontext():
+            out.send(message)
+            out.send(("memory", memory))
     finally:
         out.close()
+
+
+class _LogRelay(logging.Handler):
+    """In a ``ChildCall``'s child, in place of the root logger's handlers: each record goes
+    to the parent through the result pipe, already formatted into its message (arguments
+    and tracebacks may not pickle), and the parent's ``_receive`` emits it with its own
+    handlers. Processes forked from the child in turn (its helpers) have no pipe of their
+    own: their records go to the handlers this one replaced, as they did before."""
+
+    def __init__(self, out: Connection, replaced: list[logging.Handler]) -> None:
+        super().__init__()
+        self.out = out
+        self.owner = os.getpid()
+        self.replaced = replaced
+
+    @classmethod
+    def install(cls, out: Connection) -> _LogRelay:
+        root = logging.getLogger()
+        relay = cls(out, list(root.handlers))
+        root.handlers = [relay]
+        return relay
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if os.getpid() != self.owner:
+            for handler in self.replaced:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+            return
+        try:
+            portable = copy.copy(record)
+            portable.msg, portable.args = record.getMessage(), None
+            if record.exc_info:
+                portable.exc_text = portable.exc_text or _formatter.formatException(record.exc_info)
+                portable.exc_info = None
+            self.out.send(("log", portable))
+        except Exception:
+            self.handleError(record)
+
+
+_formatter = logging.Formatter()
+
+
+def _emit(record: logging.LogRecord) -> None:
+    """A relayed record, emitted here as this process's logger of that name would."""
+    logging.getLogger(record.name).handle(record)
 
 
 def _helper(
@@ -349,7 +411,11 @@ def _receive(pipes: list[Connection], arrived: queue.SimpleQueue[tuple[Any, ...]
             for pipe in wait(open_pipes):
                 assert isinstance(pipe, Connection)
                 try:
-                    arrived.put(pipe.recv())
+                    message = pipe.recv()
+                    if message[0] == "log":
+                        _emit(message[1])
+                    else:
+                        arrived.put(message)
                 except (EOFError, OSError):
                     open_pipes.remove(pipe)
                 except Exception:

@@ -21,6 +21,8 @@ import logging
 import sqlite3
 import threading
 
+from pipeline.adapters.fork_gate import GATE
+
 log = logging.getLogger(__name__)
 
 
@@ -67,14 +69,16 @@ class WalCheckpointer:
     def _run(self) -> None:
         connection: sqlite3.Connection | None = None
         try:
-            connection = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            with GATE.inside():  # no fork copies this thread inside SQLite (fork_gate)
+                connection = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
             while True:
                 self._wake.wait()
                 self._wake.clear()
                 if self._stopping:
                     return
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    with GATE.inside():
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     self.checkpoints += 1
                 except sqlite3.Error as error:  # the writer's backstop still checkpoints
                     log.warning("WAL checkpoint of %s failed: %s", self.path, error)
@@ -86,4 +90,5 @@ class WalCheckpointer:
         finally:
             self._idle.set()
             if connection is not None:
-                connection.close()
+                with GATE.inside():
+                    connection.close()

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from pipeline.adapters import fork_gate
 from pipeline.adapters.schema import UTCDateTime, feed, item, metadata
 from pipeline.adapters.sqlite_checkpoint import WalCheckpointer
 from pipeline.core.errors import StorageError
@@ -142,8 +143,10 @@ class Store:
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
+        # SQLite: inside the fork gate, so that no fork copies this thread mid-call
+        gate = fork_gate.GATE.inside() if self.is_sqlite else nullcontext()
         try:
-            with self.engine.begin() as conn:
+            with gate, self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as error:
             raise StorageError(f"database error on {self.safe_url}: {error}") from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import event
 
 from pipeline import delivery
+from pipeline.adapters import forked
 from pipeline.adapters.delivery_store import DeliveryStatus, DeliveryStore
 from pipeline.adapters.subscriber_store import SubscriberStore
 from pipeline.bootstrap import App
@@ -567,6 +569,10 @@ def test_a_build_reports_each_step_with_its_time(
     assert steps[0].startswith("digest build: 1 of 1 readers due (")
     assert any("3 items clustered into 3 stories" in line for line in steps)
     assert re.search(r"1 digests, 2 public editions, \d processes \(\d+\.\d s, ", steps[-1])
+    # with more than one core the build runs in a forked child, its lines relayed here
+    if forked.available_cores() > 1 and forked.can_fork():
+        built_by = {r.process for r in caplog.records if r.getMessage().startswith("digest build:")}
+        assert built_by and os.getpid() not in built_by
 
 
 def editions_by_reader(app: App) -> dict[int, tuple[str, object, int | None]]:

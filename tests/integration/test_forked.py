@@ -220,6 +220,47 @@ def test_a_result_that_does_not_unpickle_is_redone_here_without_hanging(
     assert "cannot be rebuilt here" in caplog.text
 
 
+def test_a_forked_call_relays_its_log_records_here_as_if_it_ran_here(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("qasid.test.relay")
+
+    def logs() -> int:
+        log.info("step %d of %s", 1, "two")
+        try:
+            1 // 0  # noqa: B018
+        except ZeroDivisionError:
+            log.exception("a step failed")
+        # a process the child forks in turn logs to the handlers it replaced, as before
+        forked.ChildCall(lambda: log.info("from a grandchild") or 0).result()
+        log.info("step 2")
+        return os.getpid()
+
+    with caplog.at_level(logging.INFO, logger="qasid.test.relay"):
+        pid = forked.ChildCall(logs, relay_logs=True, forks=True).result()
+    assert pid != os.getpid()
+    relayed = [(r.getMessage(), r.process) for r in caplog.records if r.name == log.name]
+    assert relayed == [("step 1 of two", pid), ("a step failed", pid), ("step 2", pid)]
+    failed = next(r for r in caplog.records if r.getMessage() == "a step failed")
+    assert "ZeroDivisionError" in (failed.exc_text or "")
+    # without relaying, a child's records stay in the child
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="qasid.test.relay"):
+        forked.ChildCall(lambda: log.info("not relayed") or 0).result()
+    assert not [r for r in caplog.records if r.name == log.name]
+
+
+def test_a_forked_call_that_forks_runs_helpers_of_its_own() -> None:
+    def builds() -> tuple[int, int, list[int]]:
+        got: list[int] = []
+        run = forked.run_tasks(6, lambda task: task * task, lambda _, v: got.append(v), 2)
+        return os.getpid(), run.processes, sorted(got)
+
+    pid, processes, squares = forked.ChildCall(builds, forks=True).result()
+    assert pid != os.getpid()  # done there, not failed and redone here
+    assert (processes, squares) == (2, [0, 1, 4, 9, 16, 25])
+
+
 def test_a_forked_call_not_forked_runs_when_asked() -> None:
     call = forked.ChildCall(os.getpid, fork=False)
     assert call.result() == os.getpid()

@@ -15,7 +15,8 @@ often) and live in Karachi (17:00), London (12:00) or New York (07:00): all are 
 same day, which ends at 12:00 UTC, and see times in their own zone.
 
 Measured in a fresh process per engine (so VmHWM is that run's peak), on a migrated
-database seeded beforehand:
+database seeded beforehand by a process of its own that ends before the measured one starts
+(``seed_in_child``: the seeding's leftover heap slowed the measured process):
 
 1. **build**: ``delivery.build_due_digests`` (select, rank, cluster, store each edition and
    queue its delivery row), on every core (``[digest] build_workers`` = 0: forked helpers;
@@ -471,6 +472,38 @@ def yardstick(runs: int = 200) -> dict[str, float]:
     }
 
 
+def seed_in(url: str, folder: Path, subscribers: int, n_items: int) -> dict[str, Any]:
+    app = make_app(url, folder)
+    app.store.upgrade()
+    notes = seed(app, subscribers, n_items)
+    notes["engine cache s"] = warm_watchlist_cache(app)
+    app.close()
+    return notes
+
+
+def seed_in_child(url: str, folder: Path, subscribers: int, n_items: int) -> dict[str, Any]:
+    """Seed in a process of its own, which ends before the measured one starts. Seeded in
+    this process, its leftover heap (about 2 GB resident: the workload and the engine
+    built for the cache file) stayed beside the measured process for its whole run, and on
+    these VMs that slowed the measured process's allocations: the engine's unpickling took
+    3.6-4.0 s there against 1.3 s in a fresh process, and 3.65 s in a fresh process with
+    an idle 4 GB process beside it (eighteenth session, BENCHMARKS.md)."""
+    command = [sys.executable, "-m", "bench.digest_fanout", "--seed", url, str(folder)]
+    command += [str(subscribers), str(n_items)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"seeding failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def run_child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.digest_fanout", "--child", url, str(folder)]
     command += ["--naive-sample", str(naive_sample)]
@@ -522,11 +555,8 @@ def run(
         measured = []
         for attempt in range(runs):
             with database(engine) as url, tempfile.TemporaryDirectory() as folder:
-                app = make_app(url, Path(folder))
-                app.store.upgrade()
-                notes = seed(app, subscribers, n_items)
-                notes["engine cache s"] = warm_watchlist_cache(app)
-                app.close()
+                notes = seed_in_child(url, Path(folder), subscribers, n_items)
+                notes["harness MiB"] = round(rss_mib())
                 step(f"{engine} run {attempt + 1}: seeded {notes}")
                 figures = run_child(url, Path(folder), naive_sample)
                 step(f"{engine} run {attempt + 1}: {figures}")
@@ -616,7 +646,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster-only", action="store_true", help="time the day's clustering alone"
     )
     parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--seed", nargs=4, help=argparse.SUPPRESS)  # URL FOLDER READERS ITEMS
     args = parser.parse_args(argv)
+    if args.seed:
+        url, folder, readers, items = args.seed
+        print(json.dumps(seed_in(url, Path(folder), int(readers), int(items))), flush=True)
+        return 0
     if args.cluster_only:
         seconds = cluster_only(args.items or (4_000 if args.quick else 20_000), args.runs or 1)
         print(f"day_stories CPU s: {spread(seconds)}", flush=True)

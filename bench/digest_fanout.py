@@ -483,11 +483,11 @@ def seed_in(url: str, folder: Path, subscribers: int, n_items: int) -> dict[str,
 
 def seed_in_child(url: str, folder: Path, subscribers: int, n_items: int) -> dict[str, Any]:
     """Seed in a process of its own, which ends before the measured one starts. Seeded in
-    this process, its leftover heap (about 2 GB resident: the workload and the engine
-    built for the cache file) stayed beside the measured process for its whole run, and on
-    these VMs that slowed the measured process's allocations: the engine's unpickling took
-    3.6-4.0 s there against 1.3 s in a fresh process, and 3.65 s in a fresh process with
-    an idle 4 GB process beside it (eighteenth session, BENCHMARKS.md)."""
+    this process (which then stays alive, about 530 MB resident after building the engine's
+    cache file), the measured process's allocations were slower on these VMs for reasons
+    not found (the VM's memory, or the page cache writing back the new files): the engine's
+    unpickling took 3.6-4.1 s in six runs, against 1.4-1.5 s in four runs seeded this way
+    and 1.3 s in a fresh process (eighteenth session, BENCHMARKS.md)."""
     command = [sys.executable, "-m", "bench.digest_fanout", "--seed", url, str(folder)]
     command += [str(subscribers), str(n_items)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)

@@ -213,10 +213,11 @@ def cpu_seconds() -> float:
     return usage.user + usage.system + usage.children_user + usage.children_system
 
 
-def vm_hwm_mib() -> float:
+def status_mib(field: str) -> float:
+    """A memory field of this process's /proc status (VmHWM: its peak; VmRSS: now)."""
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -348,7 +349,7 @@ def child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     # The whole job's peak (PSS of this process and its helpers, sampled), and an upper
     # bound: this process's own peak plus the most a helper held of its own at its end.
     out["peak MiB"] = memory.stop()
-    out["peak bound MiB"] = vm_hwm_mib() + out["helper MiB"]
+    out["peak bound MiB"] = status_mib("VmHWM") + out["helper MiB"]
 
     class Naive:  # the full path in place of the assembler
         def __init__(self, renderer: Any) -> None:
@@ -496,14 +497,6 @@ def seed_in_child(url: str, folder: Path, subscribers: int, n_items: int) -> dic
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run_child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.digest_fanout", "--child", url, str(folder)]
     command += ["--naive-sample", str(naive_sample)]
@@ -556,7 +549,7 @@ def run(
         for attempt in range(runs):
             with database(engine) as url, tempfile.TemporaryDirectory() as folder:
                 notes = seed_in_child(url, Path(folder), subscribers, n_items)
-                notes["harness MiB"] = round(rss_mib())
+                notes["harness MiB"] = round(status_mib("VmRSS"))
                 step(f"{engine} run {attempt + 1}: seeded {notes}")
                 figures = run_child(url, Path(folder), naive_sample)
                 step(f"{engine} run {attempt + 1}: {figures}")

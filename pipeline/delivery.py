@@ -14,18 +14,21 @@ these functions only load, call the core and store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import re
 import secrets
+import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache, cached_property
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -372,10 +375,16 @@ class _PeriodData:
 def match_items(editorial: Editorial, items: Sequence[StoredItem]) -> PackedMatches:
     """Watchlist id → the ids of ``items`` it matches, every watchlist in one batch: the
     items are numbered by place, and the engine's answer in places is packed as it is."""
-    matches = editorial.index.items_by_watchlist(
-        (n, item.title, item.summary_text) for n, item in enumerate(items)
+    return _match_texts(
+        editorial.index, [item.id for item in items], [(i.title, i.summary_text) for i in items]
     )
-    return PackedMatches.of_places(matches, [item.id for item in items])
+
+
+def _match_texts(
+    index: WatchlistIndex[int], item_ids: Sequence[str], texts: Sequence[tuple[str, str]]
+) -> PackedMatches:
+    matches = index.items_by_watchlist((n, title, body) for n, (title, body) in enumerate(texts))
+    return PackedMatches.of_places(matches, item_ids)
 
 
 class PackedMatches(Mapping[int, tuple[str, ...]]):
@@ -497,6 +506,98 @@ def _match_periods(
     return found
 
 
+_ToMatch = list[tuple[list[str], list[tuple[str, str]]]]  # per period: item ids, texts
+
+
+def _engine_child(app: App, wanted: Connection) -> list[PackedMatches]:
+    """The watchlist engine's process, forked as the build starts: it unpickles the
+    engine's file (``watchlist_cache``; the slow part) while the job reads its readers,
+    then reads the active readers' watchlists itself (``active_queries``), brings the
+    engine up to date with them, and matches what the job sends through ``wanted``: each
+    due period's item ids and (title, text), in the job's order (the job's own read of the
+    items, so that an item stored meanwhile cannot appear in one and not the other)."""
+    started = time.perf_counter()
+    root = Path(app.settings.root)
+    aliases_path = root / "config" / "aliases.toml"
+    cache = app.settings.digest.watchlist_cache
+    path = app.settings.path(cache) if cache.strip() else None
+    cached = watchlist_cache.read_cached(path, aliases_path) if path is not None else None
+    unpickled = time.perf_counter()
+    try:
+        periods: _ToMatch = wanted.recv()
+    except EOFError:  # the job ended its build before saying what to match
+        return []
+    finally:
+        wanted.close()
+    if not periods:
+        return []
+    app.store.engine.dispose(close=False)  # database connections of its own
+    queries = SubscriberStore(app.store).active_queries()
+    aliases = dict(load_aliases(aliases_path))
+    if path is None:
+        index: WatchlistIndex[int] = WatchlistIndex(queries.items(), aliases=aliases)
+    else:
+        index = watchlist_cache.up_to_date(path, aliases_path, cached, queries, aliases)
+    del cached, queries
+    loaded = time.perf_counter()
+    found = [_match_texts(index, ids, texts) for ids, texts in periods]
+    log.info(
+        "digest build: watchlist engine loaded (%.1f s, %.1f s of it unpickling as the "
+        "readers were read) and matched against %d period(s) (%.1f s) in a forked child",
+        loaded - started,
+        unpickled - started,
+        len(periods),
+        time.perf_counter() - loaded,
+    )
+    forked.note_private_peak()
+    return found
+
+
+class _EngineChild:
+    """``_engine_child`` started; ``send`` tells it what to match, ``result`` gives the
+    answer. If the child fails or dies, the job matches here (``fallback``), as it would
+    alone. A build that fails before ``send`` closes nothing itself: the job's end of the
+    pipe closes with this object (or with the build's own process), and the child, told
+    nothing, ends."""
+
+    def __init__(self, app: App, fallback: Callable[[], list[PackedMatches]]) -> None:
+        receiver, self._sender = multiprocessing.get_context("fork").Pipe(duplex=False)
+        job = os.getpid()
+
+        def work() -> list[PackedMatches]:
+            if os.getpid() == job:
+                return fallback()
+            self._sender.close()  # the child's copy of the job's end
+            return _engine_child(app, receiver)
+
+        self.call = forked.ChildCall(work)
+        receiver.close()  # the child's end, in the job
+        self._sending: threading.Thread | None = None
+
+    def send(self, periods: _ToMatch) -> None:
+        """Hand the child the periods to match, from a thread: the child reads them only
+        once it has unpickled the engine, and megabytes do not fit in the pipe."""
+
+        def send() -> None:
+            with contextlib.suppress(OSError):  # the child died: ``result`` matches here
+                self._sender.send(periods)
+            self._sender.close()
+
+        self._sending = threading.Thread(target=send, daemon=True)
+        self._sending.start()
+
+    def running(self) -> bool:
+        return self.call.running()
+
+    def result(self) -> list[PackedMatches]:
+        if self._sending is None:
+            self._sender.close()
+        found = self.call.result()
+        if self._sending is not None:
+            self._sending.join()
+        return found
+
+
 _Due = tuple[Subscriber, str, Period]  # a reader, the digest's frequency, its period
 
 
@@ -563,6 +664,19 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     step = _Steps("digest build")
     index_item_archive(app)
     now = now or app.clock()
+    workers = app.settings.digest.build_workers or forked.available_cores()
+    job = os.getpid()
+    # With more than one core the watchlist engine (1.2 GB for 500,000 watchlists) is
+    # loaded and run in a forked child, so it never lives in this process nor in the
+    # build's helpers forked from it. The child starts now: it unpickles the engine's file
+    # while this process reads the readers, and matches once told what (``_EngineChild``);
+    # this process clusters the due periods meanwhile. The matches come back packed
+    # (``PackedMatches``).
+    engine = (
+        _EngineChild(app, lambda: _match_periods(editorial, matched_items(), True, job))
+        if workers > 1 and forked.can_fork()
+        else None
+    )
     people = SubscriberStore(app.store)
     ledger = DeliveryStore(app.store)
     active = people.active()
@@ -600,17 +714,23 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
         span = (period.start, period.end)
         watched[span] = watched.get(span, False) or bool(subscriber.watchlists)
     to_match = [(span, periods.items_in(*span)) for span, lists in watched.items() if lists]
-    workers = app.settings.digest.build_workers or forked.available_cores()
-    # The watchlist engine (1.2 GB for 500,000 watchlists) is loaded and run in a forked
-    # child, so it never lives in this process nor in the build helpers forked from it;
-    # this process clusters the due periods meanwhile. The matches come back packed
-    # (``PackedMatches``).
-    fork_matching = workers > 1 and bool(to_match)
-    job = os.getpid()
-    matching = forked.ChildCall(
-        lambda: _match_periods(editorial, [items for _, items in to_match], fork_matching, job),
-        fork=fork_matching,
-    )
+
+    def matched_items() -> list[Sequence[StoredItem]]:
+        return [items for _, items in to_match]
+
+    matching: _EngineChild | forked.ChildCall[list[PackedMatches]]
+    if engine is not None:
+        engine.send(
+            [
+                ([i.id for i in items], [(i.title, i.summary_text) for i in items])
+                for _, items in to_match
+            ]
+        )
+        matching = engine
+    else:
+        matching = forked.ChildCall(
+            lambda: _match_periods(editorial, matched_items(), False, job), fork=False
+        )
     for span in watched:
         periods.data(*span)
     # The public editions (every theme: their own clustering) are the first tasks of the
@@ -683,7 +803,9 @@ def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
     )
     summary.processes = run.processes
     summary.helper_private_mib = max(
-        run.helper_private_mib, matching.private_mib, counting.private_mib
+        run.helper_private_mib,
+        engine.call.private_mib if engine is not None else 0.0,
+        counting.private_mib,
     )
     log.info("digest build finished: %s", summary.line())
     return summary

@@ -111,6 +111,18 @@ class SubscriberStore:
         parsing 600,000 timestamps (SQLite keeps them as text)."""
         return self._lean(subscriber.c.status == SubscriberStatus.ACTIVE.value)
 
+    def active_queries(self) -> dict[int, str]:
+        """Watchlist id → query of every active subscriber's watchlists: what ``active``
+        gives of them, for the digest build's watchlist engine (which is loaded in a
+        process of its own while the build reads the readers)."""
+        with self.store._begin() as conn:
+            rows = conn.execute(
+                select(watchlist.c.id, watchlist.c.query)
+                .join(subscriber, subscriber.c.id == watchlist.c.subscriber_id)
+                .where(subscriber.c.status == SubscriberStatus.ACTIVE.value)
+            ).all()
+        return {int(wid): text for wid, text in rows}
+
     def by_ids(self, ids: Sequence[int]) -> dict[int, Subscriber]:
         """Subscribers by id, read fresh (the send queue re-checks status just before
         sending), less the creation times (as ``active``)."""

@@ -58,8 +58,28 @@ def load_index(
 ) -> WatchlistIndex[int]:
     """The engine for ``queries`` (watchlist id → query text): the cached one brought up
     to date, or a new one. The cache is rewritten when anything changed."""
+    return up_to_date(path, aliases_path, read_cached(path, aliases_path), queries, aliases)
+
+
+Cached = tuple[WatchlistIndex[int], dict[int, str]]  # the engine, the texts it was built from
+
+
+def read_cached(path: Path, aliases_path: Path) -> Cached | None:
+    """The engine kept in ``path`` and the watchlist texts it was built from, if the file
+    is there and was written by this code with these aliases (the slow part: unpickling)."""
+    return _read(path, cache_key(aliases_path))
+
+
+def up_to_date(
+    path: Path,
+    aliases_path: Path,
+    cached: Cached | None,
+    queries: Mapping[int, str],
+    aliases: Mapping[str, Any],
+) -> WatchlistIndex[int]:
+    """``read_cached``'s engine with what changed since applied (or a new one when there
+    was none), for ``queries``; the file is rewritten when anything changed."""
     key = cache_key(aliases_path)
-    cached = _read(path, key)
     if cached is None:
         index: WatchlistIndex[int] = WatchlistIndex(queries.items(), aliases=aliases)
         _write(path, key, dict(queries), index)

@@ -652,19 +652,26 @@ def test_digests_built_on_several_processes_equal_those_built_in_one(
     assert any(re.search(counted, c) for c in compared)  # the day before had stories
     # the public editions are built and stored by the job's process while the engine's
     # child matches (here slowed down): the same editions
-    match_items = delivery.match_items
+    match_texts = delivery._match_texts
 
     def slow_match(*args: Any, **kwargs: Any) -> Any:
         time.sleep(3)
-        return match_items(*args, **kwargs)
+        return match_texts(*args, **kwargs)
 
-    monkeypatch.setattr(delivery, "match_items", slow_match)
+    monkeypatch.setattr(delivery, "_match_texts", slow_match)
     with caplog.at_level(logging.INFO, logger="pipeline.delivery"):
         early, shared_early, public_early = build(2)
     assert "2 public editions built meanwhile" in caplog.text
     assert (early.built, early.public) == (serial.built, 2)
     assert public_early == public_alone
     assert shared_early == alone
+    # the engine's child dies before it matches: the job matches itself, the same editions
+    monkeypatch.setattr(delivery, "_match_texts", match_texts)
+    monkeypatch.setattr(delivery, "_engine_child", lambda *_: os._exit(3))
+    with caplog.at_level(logging.WARNING):
+        lost, shared_lost, public_lost = build(2)
+    assert "a forked call ended with exit code 3: run here" in caplog.text
+    assert (lost.built, shared_lost, public_lost) == (serial.built, alone, public_alone)
 
 
 def test_theme_choices_lists_are_readied_in_the_job_most_read_first(app: App) -> None:

@@ -125,6 +125,8 @@ def test_active_readers_are_all_active_subscribers_without_creation_times(app: A
     ]
     assert [s.email for s in expected] == ["r0@example.com", "r1@example.com"]
     assert store.active() == expected
+    # what the build's watchlist engine reads of them: the same watchlists, by id
+    assert store.active_queries() == {w.id: w.query for s in expected for w in s.watchlists}
 
 
 def test_readers_for_sending_hold_their_instant_watchlists_and_a_count_of_all(

@@ -639,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster-only", action="store_true", help="time the day's clustering alone"
     )
     parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
-    parser.add_argument("--seed", nargs=4, help=argparse.SUPPRESS)  # URL FOLDER READERS ITEMS
+    parser.add_argument(
+        "--seed", nargs=4, metavar=("URL", "FOLDER", "READERS", "ITEMS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.seed:
         url, folder, readers, items = args.seed

@@ -166,12 +166,29 @@ class Editorial:
     def index(self) -> WatchlistIndex[int]:
         """Every watchlist in one automaton; made only when a job needs to match, from
         the engine kept in var/ by the last job when there is one (watchlist_cache)."""
-        aliases_path = self.root / "config" / "aliases.toml"
+        return self.index_for(self.queries, self.read_cached_index())
+
+    def read_cached_index(self) -> watchlist_cache.Cached | None:
+        """The engine the last job kept (``watchlist_cache.read_cached``: the slow part),
+        None when there is none or no cache is configured."""
         if self.index_cache is None:
-            return WatchlistIndex(self.queries.items(), aliases=self.aliases)
-        return watchlist_cache.load_index(
-            self.index_cache, self.queries, self.aliases, aliases_path
+            return None
+        return watchlist_cache.read_cached(self.index_cache, self._aliases_path)
+
+    def index_for(
+        self, queries: Mapping[int, str], cached: watchlist_cache.Cached | None
+    ) -> WatchlistIndex[int]:
+        """The engine for ``queries``: ``cached`` brought up to date (and kept again), or
+        one made from the texts."""
+        if self.index_cache is None:
+            return WatchlistIndex(queries.items(), aliases=self.aliases)
+        return watchlist_cache.up_to_date(
+            self.index_cache, self._aliases_path, cached, queries, self.aliases
         )
+
+    @property
+    def _aliases_path(self) -> Path:
+        return self.root / "config" / "aliases.toml"
 
     def load_index(self) -> None:
         """Make the watchlist engine now and forget the watchlist texts it was made from
@@ -185,7 +202,7 @@ class Editorial:
 
     @cached_property
     def aliases(self) -> dict[str, Any]:
-        return dict(load_aliases(self.root / "config" / "aliases.toml"))
+        return dict(load_aliases(self._aliases_path))
 
     def match_watchlists(self, watchlists: Mapping[int, str], title: str, body: str) -> set[int]:
         """Which of a few ``watchlists`` (id → query) one item matches, with the job's
@@ -517,11 +534,8 @@ def _engine_child(app: App, wanted: Connection) -> list[PackedMatches]:
     due period's item ids and (title, text), in the job's order (the job's own read of the
     items, so that an item stored meanwhile cannot appear in one and not the other)."""
     started = time.perf_counter()
-    root = Path(app.settings.root)
-    aliases_path = root / "config" / "aliases.toml"
-    cache = app.settings.digest.watchlist_cache
-    path = app.settings.path(cache) if cache.strip() else None
-    cached = watchlist_cache.read_cached(path, aliases_path) if path is not None else None
+    editorial = load_editorial(app, ())  # its engine alone: made from the texts read below
+    cached = editorial.read_cached_index()
     unpickled = time.perf_counter()
     try:
         periods: _ToMatch = wanted.recv()
@@ -532,13 +546,8 @@ def _engine_child(app: App, wanted: Connection) -> list[PackedMatches]:
     if not periods:
         return []
     app.store.engine.dispose(close=False)  # database connections of its own
-    queries = SubscriberStore(app.store).active_queries()
-    aliases = dict(load_aliases(aliases_path))
-    if path is None:
-        index: WatchlistIndex[int] = WatchlistIndex(queries.items(), aliases=aliases)
-    else:
-        index = watchlist_cache.up_to_date(path, aliases_path, cached, queries, aliases)
-    del cached, queries
+    index = editorial.index_for(SubscriberStore(app.store).active_queries(), cached)
+    del cached
     loaded = time.perf_counter()
     found = [_match_texts(index, ids, texts) for ids, texts in periods]
     log.info(

@@ -4,9 +4,11 @@ SQLite keeps process-wide mutexes (its memory allocator's, the file layer's); a 
 holds one for a moment inside almost every call. ``fork()`` copies only the forking thread:
 a mutex another thread held at that instant stays held in the child for ever, and the
 child's first SQLite call (opening its own connection) hangs. SQLite's documentation warns
-against it; it happened in the test suite (a build's child hung in ``sqlite3.connect``
-while the WAL checkpointer thread opened its connection), and in the worker the poll job
-writes items on one thread while the delivery job forks helpers that open connections.
+against it. It happened in the test suite: a build's forked child hung for ever in
+``sqlite3.connect``, forked just after the test had stored items, which wakes the WAL
+checkpointer's thread (the likely holder; the child's stack alone was seen). In the worker
+the poll job writes items on one thread while the delivery job forks helpers that open
+connections.
 
 Every SQLite transaction of a ``Store`` (``Store._begin``) and the checkpointer's work run
 ``inside()`` the process's gate; ``os.register_at_fork`` makes every ``os.fork`` (the

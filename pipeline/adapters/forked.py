@@ -310,6 +310,7 @@ def _call(work: Callable[[], Any], relay_logs: bool, out: Connection) -> None:
         else:
             message = ("done", 0, result)
         memory = max(private_mib(), _noted_mib)  # before the result's pickled copy adds to it
+        # not between the two parts of a record another thread relays meanwhile
         with relay.lock if relay is not None and relay.lock else contextlib.nullcontext():
             out.send(message)
             out.send(("memory", memory))

@@ -59,7 +59,14 @@ class RenderedEmail:
 
 def safe_url(value: object) -> str:
     """The URL if it is absolute http(s) with a host, else "" (never javascript:, data:...)."""
-    if not isinstance(value, str) or any(ch in value for ch in "\r\n\t\x00 "):
+    if not isinstance(value, str):
+        return ""
+    return _safe_url_text(value)
+
+
+@lru_cache(maxsize=65_536)  # a story's link is checked twice per part, in every batch
+def _safe_url_text(value: str) -> str:
+    if any(ch in value for ch in "\r\n\t\x00 "):
         return ""
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
@@ -104,12 +111,30 @@ def local_date(context: Context, value: str) -> str:
     return f"{when:%A} {when.day} {when:%B %Y}"
 
 
+class _EmailEnvironment(Environment):
+    """Jinja2's environment, with ``x.name`` on a plain dict looking up the key first.
+
+    The templates read digests and entries, which are dicts, as ``e.title``; Jinja2 tries
+    the attribute first and raises and catches an ``AttributeError`` before it reads the
+    key, about 40 times per story (a fifth of a story's render). The same value comes
+    back: no key of these dicts names a dict method the templates call (``d.get``, a
+    missing key, still finds the method)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def build_environment(
     templates_dir: Path, placeholders: frozenset[str] = frozenset()
 ) -> Environment:
     """``placeholders``: the renderer's own substitution tags, allowed where a URL goes
     (they become each reader's links at send time; feeds cannot guess them)."""
-    env = Environment(
+    env = _EmailEnvironment(
         loader=FileSystemLoader(str(templates_dir)),
         autoescape=select_autoescape(enabled_extensions=("html", "xml"), default_for_string=True),
         undefined=StrictUndefined,  # a missing variable is a bug, not an empty string

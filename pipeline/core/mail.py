@@ -204,10 +204,7 @@ class OutgoingEmail:
             )
         elif not re.fullmatch(r"<[!-;=?-~]+@[!-;=?-~]+>", self.message_id):
             raise ValueError(f"message_id {self.message_id!r} is not <left@right>")
-        list_id = clean_header_text(self.list_id) or f"<qasid.{_ascii_domain(sender.domain)}>"
-        if "<" not in list_id:
-            list_id = f"<{list_id}>"
-        object.__setattr__(self, "list_id", list_id)
+        object.__setattr__(self, "list_id", _list_id(self.list_id, sender.domain))
 
     # Emails cross processes (composed by the send queue's helpers, sent by the job), and
     # a mapping proxy does not pickle: plain dicts travel, proxies again on arrival.
@@ -236,7 +233,10 @@ def _check_string_pairs(what: str, pairs: Mapping[str, str], *, allow_empty_key:
             raise ValueError(f"{what}: keys and values must be strings ({key!r}: {value!r})")
         if not key and not allow_empty_key:
             raise ValueError(f"{what}: empty key")
-        size += len(key.encode()) + len(value.encode())
+        # UTF-8 bytes; ASCII (links, tokens, most reasons) is one byte a character
+        size += (len(key) if key.isascii() else len(key.encode())) + (
+            len(value) if value.isascii() else len(value.encode())
+        )
     if size > MAX_PERSONAL_BYTES:
         raise ValueError(f"{what}: {size} bytes, more than SendGrid's {MAX_PERSONAL_BYTES}")
 
@@ -340,11 +340,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=64)  # every email of a job has the same list and sender
+def _list_id(list_id: str, sender_domain: str) -> str:
+    found = clean_header_text(list_id) or f"<qasid.{_ascii_domain(sender_domain)}>"
+    return found if "<" in found else f"<{found}>"
+
+
 def message_id_for(delivery_id: str, from_addr: str) -> str:
     """The stable Message-ID of a delivery: ``<delivery-{id}@{domain of the sender}>``.
     A resend of the same delivery carries the same id, so duplicates are recognisable."""
-    domain = _ascii_domain(from_addr.rpartition("@")[2].rstrip(">").strip() or "localhost")
-    return f"<delivery-{delivery_id}@{domain}>"
+    return f"<delivery-{delivery_id}@{_message_id_domain(from_addr)}>"
+
+
+@lru_cache(maxsize=64)
+def _message_id_domain(from_addr: str) -> str:
+    return _ascii_domain(from_addr.rpartition("@")[2].rstrip(">").strip() or "localhost")
 
 
 def apply_substitutions(text: str, substitutions: Mapping[str, str]) -> str:

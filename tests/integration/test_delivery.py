@@ -8,6 +8,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -746,6 +747,12 @@ def test_packed_watchlist_matches_answer_as_the_matches_and_survive_a_pickle() -
             answer[4]
         assert len(answer) == 4 and sorted(answer) == [1, 2, 3, 9]
     assert len(packed._offsets) == 4  # three distinct runs: IMF, loan, talks
+    # the build hands them its own id objects (equal ones): other items are refused
+    own = ["".join(["i", str(n)]) for n in (1, 2, 3)]
+    packed.use_item_ids(own)
+    assert packed.item_ids is own and dict(packed)[3] == ("i1", "i2")
+    with pytest.raises(ValueError, match="not the items"):
+        packed.use_item_ids(["i1", "i2"])
 
 
 def with_digest(app: App, **settings: object) -> None:
@@ -832,6 +839,42 @@ def test_a_helper_that_fails_to_compose_leaves_its_batch_to_be_sent_once(
     assert DeliveryStore(app.store).counts_by_status() == {DeliveryStatus.SENT: 12}
     recipients = [m["To"] for m in outbox_messages(app)]
     assert sorted(recipients) == sorted(f"r{n}@example.com" for n in range(12))
+
+
+def test_send_helpers_run_without_the_collector_and_the_job_keeps_it_while_mailing(
+    app: App, clock: FakeClock
+) -> None:
+    """A forked send helper only sends, then ends: it runs without the cyclic collector.
+    The job's process pauses it per batch (claiming, composing, recording), never while
+    the mailer works: the worker's other jobs share that process."""
+    import gc
+
+    from sqlalchemy import select
+
+    from pipeline.adapters.schema import delivery as delivery_table
+
+    many_built(app, clock, 12)
+    with_digest(app, send_batch=2, send_workers=3)  # 6 batches on 3 processes
+    mailer = app.mailer()
+    send_batch = mailer.send_batch
+    job = os.getpid()
+
+    def noting(emails: Any) -> Any:  # what each process's collector was, in the ledger
+        mark = f"{'job' if os.getpid() == job else 'helper'}:{gc.isenabled()}"
+        return [replace(r, provider_message_id=mark) for r in send_batch(emails)]
+
+    mailer.send_batch = noting  # type: ignore[method-assign]
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        assert delivery.drain_queue(app, mailer).sent == 12
+        assert gc.isenabled()
+    finally:
+        if not was:
+            gc.disable()
+    with app.store.engine.connect() as conn:
+        marks = set(conn.execute(select(delivery_table.c.provider_message_id)).scalars())
+    assert marks == {"job:True", "helper:False"}
 
 
 def test_a_fatal_backend_stops_helpers_and_leaves_the_rest_queued(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
@@ -207,3 +208,47 @@ def test_wordwrap_wraps_as_jinja_does(text: str, width: int, wrapstring: str | N
     assert ours(plain, text, width, wrapstring=wrapstring) == do_wordwrap(
         plain, text, width, wrapstring=wrapstring
     )
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["title", "link", "cut", "x"]),
+        st.text(max_size=8) | st.integers() | st.none(),
+        max_size=4,
+    )
+)
+def test_a_dicts_fields_read_in_templates_as_in_plain_jinja(fields: dict[str, object]) -> None:
+    """The email environment reads ``x.name`` on a dict by its key first (no
+    ``AttributeError`` raised and caught per field): what a template shows is what plain
+    Jinja2 shows, a missing field is undefined, and a dict method the templates call
+    (``d.get``) still answers."""
+    from jinja2 import Environment, StrictUndefined
+
+    source = (
+        "{{ e.title is defined }}|{% if e.title is defined %}{{ e.title }}{% endif %}|"
+        "{{ e.x is defined }}|{{ e.cut is defined }}|{{ e.get('link', '-') }}"
+    )
+    plain = Environment(undefined=StrictUndefined, autoescape=True).from_string(source)
+    ours = build_environment(TEMPLATES).from_string(source)
+    assert ours.render(e=fields) == plain.render(e=fields)
+
+
+def test_a_dict_key_named_like_a_method_is_read_as_the_key() -> None:
+    # The one difference from plain Jinja2 (which gives the method): no digest or entry
+    # field is named like a dict method.
+    env = build_environment(TEMPLATES)
+    assert env.from_string("{{ e.items }}").render(e={"items": "three"}) == "three"
+    digest = hostile_digest()
+    sections = cast(list[dict[str, Any]], digest["sections"])
+    entries = cast(list[dict[str, Any]], digest["top"]) + [
+        e for section in sections for e in section["entries"]
+    ]
+    names = set(digest) | {k for s in sections for k in s} | {k for e in entries for k in e}
+    names |= {k for s in sections for k in s["theme"]}
+    assert entries and not names & set(dir(dict))
+
+
+def test_safe_url_answers_the_same_for_a_link_met_again() -> None:
+    for url in ("https://news.example/a?b=1&c=2", "javascript:alert(1)", "https://x y"):
+        assert safe_url(url) == safe_url(url) == (url if url.startswith("https://n") else "")
+    assert safe_url(["https://news.example/"]) == ""  # not a string: refused, not cached

@@ -841,12 +841,14 @@ def test_a_helper_that_fails_to_compose_leaves_its_batch_to_be_sent_once(
     assert sorted(recipients) == sorted(f"r{n}@example.com" for n in range(12))
 
 
-def test_send_helpers_run_without_the_collector_and_the_job_keeps_it_while_mailing(
+def test_send_helpers_freeze_what_their_batches_leave_and_the_job_keeps_its_collector(
     app: App, clock: FakeClock
 ) -> None:
-    """A forked send helper only sends, then ends: it runs without the cyclic collector.
-    The job's process pauses it per batch (claiming, composing, recording), never while
-    the mailer works: the worker's other jobs share that process."""
+    """A forked send helper ends with the queue: once a batch is composed, what it leaves
+    alive is frozen (never walked by the collector again), and the collector stays on for
+    what sending makes. The job's process freezes nothing: it pauses the collector per
+    batch (claiming, composing, recording), never while the mailer works, and the worker's
+    other jobs share that process."""
     import gc
 
     from sqlalchemy import select
@@ -859,8 +861,9 @@ def test_send_helpers_run_without_the_collector_and_the_job_keeps_it_while_maili
     send_batch = mailer.send_batch
     job = os.getpid()
 
-    def noting(emails: Any) -> Any:  # what each process's collector was, in the ledger
-        mark = f"{'job' if os.getpid() == job else 'helper'}:{gc.isenabled()}"
+    def noting(emails: Any) -> Any:  # each process's collector as it sends, in the ledger
+        who = "job" if os.getpid() == job else "helper"
+        mark = f"{who}:{gc.isenabled()}:{gc.get_freeze_count() > 0}"
         return [replace(r, provider_message_id=mark) for r in send_batch(emails)]
 
     mailer.send_batch = noting  # type: ignore[method-assign]
@@ -868,13 +871,13 @@ def test_send_helpers_run_without_the_collector_and_the_job_keeps_it_while_maili
     gc.enable()
     try:
         assert delivery.drain_queue(app, mailer).sent == 12
-        assert gc.isenabled()
+        assert gc.isenabled() and gc.get_freeze_count() == 0
     finally:
         if not was:
             gc.disable()
     with app.store.engine.connect() as conn:
         marks = set(conn.execute(select(delivery_table.c.provider_message_id)).scalars())
-    assert marks == {"job:True", "helper:False"}
+    assert marks == {"job:True:False", "helper:True:True"}
 
 
 def test_a_fatal_backend_stops_helpers_and_leaves_the_rest_queued(

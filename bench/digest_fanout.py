@@ -4,6 +4,7 @@
     python -m bench.digest_fanout --quick          # 10,000 readers, 4,000 items
     python -m bench.digest_fanout --engine postgres --subscribers 20000
     python -m bench.digest_fanout --send-workers 1  # the send queue on one process
+    python -m bench.digest_fanout --children 3 --against /tmp/base  # A/B, one seeding
 
 Workload (fixed seed): the items and the readers' 5 watchlists each come from
 ``bench.watchlist_fanout.make_workload`` (Zipf-shared terms and queries). Each item is
@@ -39,6 +40,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -516,16 +518,44 @@ def seed_in_child(url: str, folder: Path, subscribers: int, n_items: int) -> dic
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def run_child(url: str, folder: Path, naive_sample: int) -> dict[str, Any]:
+def run_child(url: str, folder: Path, naive_sample: int, tree: Path = ROOT) -> dict[str, Any]:
+    """The measured child, with the code of ``tree`` (a checkout of this project: run from
+    there, ``python -m`` imports its ``bench`` and ``pipeline`` before any installed)."""
     command = [sys.executable, "-m", "bench.digest_fanout", "--child", url, str(folder)]
     command += ["--naive-sample", str(naive_sample)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"measured run failed:\n{done.stderr[-3000:]}")
     for line in done.stderr.splitlines():
         if line.startswith(("digest build:", "send queue:")):
             step(f"  {line}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def snapshot(url: str, folder: Path, into: Path) -> None:
+    """Copy a seeded SQLite database (with its WAL, if any) and the run's folder (the
+    watchlist engine's cache file) into ``into``: every measured child starts from the same
+    bytes (``restore``)."""
+    database = sqlite_path(url)
+    for path in (database, *(database.with_name(database.name + x) for x in ("-wal", "-shm"))):
+        if path.exists():
+            shutil.copy2(path, into / path.name)
+    shutil.copytree(folder, into / "folder")
+
+
+def restore(url: str, folder: Path, saved: Path) -> None:
+    database = sqlite_path(url)
+    for suffix in ("", "-wal", "-shm"):
+        path = database.with_name(database.name + suffix)
+        path.unlink(missing_ok=True)
+        if (saved / path.name).exists():
+            shutil.copy2(saved / path.name, path)
+    shutil.rmtree(folder)
+    shutil.copytree(saved / "folder", folder)
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -538,7 +568,14 @@ def run(
     subscribers: int | None = None,
     n_items: int | None = None,
     naive_sample: int | None = None,
+    children: int = 1,
+    against: Path | None = None,
 ) -> dict[str, Any]:
+    """``children``: measured runs per seeded database (SQLite: each on a copy of the same
+    seeded bytes); ``against``: another checkout of the project whose measured child runs
+    beside each of this one's, on the same copy, the two in turn (this one first in odd
+    runs, that one first in even runs), so that a comparison sees the same phases of a
+    shared machine."""
     subscribers = subscribers or (10_000 if quick else 100_000)
     n_items = n_items or (4_000 if quick else 20_000)
     runs = runs or 1
@@ -564,17 +601,39 @@ def run(
         if engine == "postgres" and not postgres_available():
             step("postgres: not reachable, skipped")
             continue
-        measured = []
+        if engine != "sqlite" and (children > 1 or against is not None):
+            step(f"{engine}: --children and --against copy a SQLite file; skipped")
+            continue
+        measured: list[dict[str, Any]] = []
+        measured_against: list[dict[str, Any]] = []
         for attempt in range(runs):
-            with database(engine) as url, tempfile.TemporaryDirectory() as folder:
+            with (
+                database(engine) as url,
+                tempfile.TemporaryDirectory() as folder,
+                tempfile.TemporaryDirectory() as saved,
+            ):
                 notes = seed_in_child(url, Path(folder), subscribers, n_items)
                 notes["harness MiB"] = round(status_mib("VmRSS"))
                 step(f"{engine} run {attempt + 1}: seeded {notes}")
-                figures = run_child(url, Path(folder), naive_sample)
-                step(f"{engine} run {attempt + 1}: {figures}")
-                measured.append(figures)
+                copies = children * (2 if against is not None else 1)
+                if copies > 1:
+                    snapshot(url, Path(folder), Path(saved))
+                trees = [(ROOT, measured)]
+                if against is not None:
+                    trees.append((against, measured_against))
+                for index in range(children):
+                    for turn, (tree, into) in enumerate(trees[:: 1 if index % 2 == 0 else -1]):
+                        if index or turn:
+                            restore(url, Path(folder), Path(saved))
+                        figures = run_child(url, Path(folder), naive_sample, tree)
+                        label = "" if tree == ROOT else f" ({tree})"
+                        step(f"{engine} run {attempt + 1}.{index + 1}{label}: {figures}")
+                        into.append(figures)
         results["engines"][engine] = measured
         rows_out.append(summarise(engine, measured))
+        if against is not None:
+            results["engines"][f"{engine} against"] = measured_against
+            rows_out.append(summarise(f"{engine} ({against})", measured_against))
     sticks.append(yardstick())
     step(f"yardstick after: {_yardstick_line(sticks[-1])}")
     about["load after"] = machine()["load"]
@@ -657,6 +716,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cluster-only", action="store_true", help="time the day's clustering alone"
     )
+    parser.add_argument(
+        "--children",
+        type=int,
+        default=1,
+        help="measured runs per seeded database (SQLite; each on a copy of the same bytes)",
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="TREE",
+        help="another checkout (compiled alike) measured in turn with this one, same copies",
+    )
     parser.add_argument("--child", nargs=2, metavar=("URL", "FOLDER"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--seed", nargs=4, metavar=("URL", "FOLDER", "READERS", "ITEMS"), help=argparse.SUPPRESS
@@ -683,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         subscribers=args.subscribers,
         n_items=args.items,
         naive_sample=args.naive_sample,
+        children=max(args.children, 1),
+        against=args.against.resolve() if args.against else None,
     )
     return 0
 

@@ -664,27 +664,26 @@ def build_due_digests(app: App, now: datetime | None = None) -> BuildSummary:
     if workers > 1 and forked.can_fork():
         job = os.getpid()
         build = forked.ChildCall(
-            lambda: _build_in_child(app, now, job), relay_logs=True, forks=True
+            lambda: _build_in_child(app, now, job, workers), relay_logs=True, forks=True
         )
         return build.result()
     with gc_paused():
-        return _build_due_digests(app, now)
+        return _build_due_digests(app, now, workers)
 
 
-def _build_in_child(app: App, now: datetime | None, job: int) -> BuildSummary:
+def _build_in_child(app: App, now: datetime | None, job: int, workers: int) -> BuildSummary:
     if os.getpid() != job:  # a forked child opens database connections of its own
         app.store.engine.dispose(close=False)
     with gc_paused():
-        return _build_due_digests(app, now)
+        return _build_due_digests(app, now, workers)
 
 
-def _build_due_digests(app: App, now: datetime | None) -> BuildSummary:
+def _build_due_digests(app: App, now: datetime | None, workers: int) -> BuildSummary:
     from pipeline.jobs import index_item_archive
 
     step = _Steps("digest build")
     index_item_archive(app)
     now = now or app.clock()
-    workers = app.settings.digest.build_workers or forked.available_cores()
     job = os.getpid()
     # With more than one core the watchlist engine (1.2 GB for 500,000 watchlists) is
     # loaded and run in a forked child, so it never lives in this process nor in the

@@ -418,7 +418,13 @@ def yardstick(runs: int = 200) -> dict[str, float]:
     """Median ms of a 30-item digest's Jinja2 render (HTML part) and of its CSS inlining."""
     from jinja2 import Environment
 
-    from pipeline.adapters.render import EmailRenderer, Recipient, SiteInfo, _safe_url_text
+    from pipeline.adapters.render import (
+        EmailRenderer,
+        Recipient,
+        SiteInfo,
+        _safe_url_text,
+        build_environment,
+    )
     from pipeline.core.digest import (
         DigestCandidate,
         DigestRequest,
@@ -461,17 +467,7 @@ def yardstick(runs: int = 200) -> dict[str, float]:
     # Plain Jinja2 as the issue measured it, with the renderer's options and filters: the
     # renderer's own environment reads dict fields faster and remembers checked links
     # (nineteenth session), which would move the yardstick with the code.
-    ours = renderer.env
-    plain = Environment(
-        loader=ours.loader,
-        autoescape=ours.autoescape,
-        undefined=ours.undefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        auto_reload=False,
-    )
-    plain.filters.update(ours.filters)
+    plain = build_environment(ROOT / "templates", environment=Environment)
     plain.filters["safe_url"] = lambda value: (
         _safe_url_text.__wrapped__(value) if isinstance(value, str) else ""
     )
@@ -532,25 +528,24 @@ def run_child(url: str, folder: Path, naive_sample: int, tree: Path = ROOT) -> d
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def sqlite_path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:///"))
+def sqlite_files(url: str) -> list[Path]:
+    """A SQLite database's file, its WAL and its shared-memory index."""
+    database = Path(url.removeprefix("sqlite:///"))
+    return [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm")]
 
 
 def snapshot(url: str, folder: Path, into: Path) -> None:
     """Copy a seeded SQLite database (with its WAL, if any) and the run's folder (the
     watchlist engine's cache file) into ``into``: every measured child starts from the same
     bytes (``restore``)."""
-    database = sqlite_path(url)
-    for path in (database, *(database.with_name(database.name + x) for x in ("-wal", "-shm"))):
+    for path in sqlite_files(url):
         if path.exists():
             shutil.copy2(path, into / path.name)
     shutil.copytree(folder, into / "folder")
 
 
 def restore(url: str, folder: Path, saved: Path) -> None:
-    database = sqlite_path(url)
-    for suffix in ("", "-wal", "-shm"):
-        path = database.with_name(database.name + suffix)
+    for path in sqlite_files(url):
         path.unlink(missing_ok=True)
         if (saved / path.name).exists():
             shutil.copy2(saved / path.name, path)

@@ -1261,8 +1261,8 @@ def _drain_round(
                 if os.getpid() != job:
                     # A helper ends with the queue: what its batches leave alive (emails
                     # until sent, new stories, parts) is never walked by the collector
-                    # again, which then only walks what sending makes (0.45 s of CPU a
-                    # helper otherwise, walking each batch's survivors once it ended).
+                    # again, which then only walks what sending makes (0.6-0.8 s of CPU
+                    # a helper otherwise, walking each batch's survivors once it ended).
                     gc.freeze()
         except BaseException:  # nothing of the batch was sent: back to the queue
             for row in rows:

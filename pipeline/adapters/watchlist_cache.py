@@ -78,11 +78,11 @@ def up_to_date(
     aliases: Mapping[str, Any],
 ) -> WatchlistIndex[int]:
     """``read_cached``'s engine with what changed since applied (or a new one when there
-    was none), for ``queries``; the file is rewritten when anything changed."""
-    key = cache_key(aliases_path)
+    was none), for ``queries``; the file is rewritten when anything changed (its key,
+    which ``read_cached`` checked, is made again only then)."""
     if cached is None:
         index: WatchlistIndex[int] = WatchlistIndex(queries.items(), aliases=aliases)
-        _write(path, key, dict(queries), index)
+        _write(path, cache_key(aliases_path), dict(queries), index)
         return index
     index, texts = cached
     removed = [wid for wid in texts if wid not in queries]
@@ -98,7 +98,7 @@ def up_to_date(
             len(removed),
             len(changed),
         )
-        _write(path, key, dict(queries), index)
+        _write(path, cache_key(aliases_path), dict(queries), index)
     return index
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, fields
@@ -18,8 +19,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Text, and_, bindparam, cast, func, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import JSON, Table, Text, and_, bindparam, cast, func, select, update
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 
@@ -40,6 +41,60 @@ def read_json(text: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def _sqlite_insert(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], returning_id: bool = False
+) -> list[int]:
+    """Insert ``rows`` (dicts with the same keys) on SQLite through the connection's own
+    cursor, in its transaction; the new ids in order when ``returning_id``. A build stores
+    100,000 editions with their delivery rows: SQLAlchemy ran the edition insert row by row
+    (RETURNING in parameter order) and bound each row's values through its processors,
+    about 40% of the write's CPU on top of SQLite's own (bench/digest_fanout.py). Values go
+    through the columns' bind processors as SQLAlchemy's would, each distinct value once
+    (a chunk's rows share their period and time); text bound to a JSON column is stored as
+    it is (``JSONText``, as ``_EncodedJSON`` binds it)."""
+    names = list(rows[0])
+    dialect = conn.dialect
+    processors = [
+        None
+        if isinstance(table.c[name].type, JSON)
+        else table.c[name].type._cached_bind_processor(dialect)
+        for name in names
+    ]
+    done: list[dict[Any, Any]] = [{} for _ in names]
+
+    def bound(at: int, value: Any) -> Any:
+        process = processors[at]
+        if process is None or value is None:
+            return value
+        known = done[at]
+        found = known.get(value, _MISSING)
+        if found is _MISSING:
+            found = known[value] = process(value)
+        return found
+
+    preparer = dialect.identifier_preparer
+    quoted = ", ".join(preparer.quote(name) for name in names)
+    marks = ", ".join("?" * len(names))
+    sql = f"INSERT INTO {preparer.format_table(table)} ({quoted}) VALUES ({marks})"
+    params = [tuple(bound(at, row[name]) for at, name in enumerate(names)) for row in rows]
+    cursor = conn.connection.cursor()
+    try:
+        if not returning_id:
+            cursor.executemany(sql, params)
+            return []
+        sql += " RETURNING id"
+        ids: list[int] = []
+        for values in params:
+            cursor.execute(sql, values)
+            ids.append(int(cursor.fetchall()[0][0]))
+        return ids
+    finally:
+        cursor.close()
+
+
+_MISSING = object()
 
 
 class DeliveryStatus:
@@ -215,15 +270,18 @@ class DeliveryStore:
         ]
         try:
             with self.store._begin() as conn:
-                ids = [
-                    int(row[0])
-                    for row in conn.execute(
-                        edition.insert()
-                        .values(content=bindparam("content", type_=_EncodedJSON()))
-                        .returning(edition.c.id, sort_by_parameter_order=True),
-                        rows,
-                    )
-                ]
+                if self.store.is_sqlite:
+                    ids = _sqlite_insert(conn, edition, rows, returning_id=True)
+                else:
+                    ids = [
+                        int(row[0])
+                        for row in conn.execute(
+                            edition.insert()
+                            .values(content=bindparam("content", type_=_EncodedJSON()))
+                            .returning(edition.c.id, sort_by_parameter_order=True),
+                            rows,
+                        )
+                    ]
                 queued = [
                     {
                         "subscriber_id": e["subscriber_id"],
@@ -236,12 +294,16 @@ class DeliveryStore:
                     for e, edition_id in zip(editions, ids, strict=True)
                     if e["queue_delivery"] and e["subscriber_id"] is not None
                 ]
-                if queued:
+                if queued and self.store.is_sqlite:
+                    _sqlite_insert(conn, delivery, queued)
+                elif queued:
                     conn.execute(delivery.insert(), queued)
             return [(edition_id, True) for edition_id in ids]
         except StorageError as error:
             if not _is_integrity_error(error):
                 raise
+        except sqlite3.IntegrityError:  # from ``_sqlite_insert``'s cursor, unwrapped
+            pass
         return [self.create_edition(**e) for e in editions]
 
     def _find_edition(

@@ -181,6 +181,14 @@ watchlist = Table(
     Column("instant", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", UTCDateTime(), nullable=False),
     Index("uq_watchlist_subscriber_id_query", "subscriber_id", "query", unique=True),
+    # a reader's instant watchlists alone (the send queue's reads; migration 0011)
+    Index(
+        "ix_watchlist_instant",
+        "subscriber_id",
+        "id",
+        sqlite_where=text("instant IS 1"),
+        postgresql_where=text("instant IS true"),
+    ),
 )
 
 edition = Table(

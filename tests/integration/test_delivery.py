@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event
 
 from pipeline import delivery
-from pipeline.adapters import forked
+from pipeline.adapters import delivery_store, forked
 from pipeline.adapters.delivery_store import DeliveryStatus, DeliveryStore
 from pipeline.adapters.subscriber_store import SubscriberStore
 from pipeline.bootstrap import App
@@ -420,7 +420,9 @@ def test_a_worker_that_died_mid_send_leaves_no_one_skipped_and_no_one_mailed_twi
     assert sorted(m["To"] for m in outbox_messages(app)) == [f"r{n}@example.com" for n in range(5)]
 
 
-def test_a_crash_between_edition_and_delivery_rows_leaves_nothing(app: App) -> None:
+def test_a_crash_between_edition_and_delivery_rows_leaves_nothing(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store_news(app, *NEWS)
     subscribe(app, "crash@example.com", hour=7, timezone="Asia/Karachi")
 
@@ -428,10 +430,20 @@ def test_a_crash_between_edition_and_delivery_rows_leaves_nothing(app: App) -> N
         if "INSERT INTO delivery" in str(clauseelement):
             raise RuntimeError("power cut")
 
+    # SQLite's editions and delivery rows go through the connection's own cursor
+    insert = delivery_store._sqlite_insert
+
+    def insert_then_explode(conn: Any, table: Any, rows: Any, returning_id: bool = False) -> Any:
+        if table.name == "delivery":
+            raise RuntimeError("power cut")
+        return insert(conn, table, rows, returning_id)
+
+    monkeypatch.setattr(delivery_store, "_sqlite_insert", insert_then_explode)
     event.listen(app.store.engine, "before_execute", explode)
     with pytest.raises(Exception, match="power cut"):
         delivery.build_due_digests(app)
     event.remove(app.store.engine, "before_execute", explode)
+    monkeypatch.undo()
     ledger = DeliveryStore(app.store)
     sub = SubscriberStore(app.store).get("crash@example.com")
     assert sub is not None

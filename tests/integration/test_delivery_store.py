@@ -60,6 +60,40 @@ def test_building_the_same_edition_twice_gives_one_edition_and_one_delivery(stor
     assert ledger.last_period_end("personal", sid, "daily") == NOW
 
 
+def test_a_batch_of_editions_is_stored_as_one_at_a_time_and_an_existing_one_is_kept(
+    store: Store,
+) -> None:
+    from pipeline.adapters.schema import edition as edition_table
+
+    ledger = DeliveryStore(store)
+    a, b, c = (subscriber(store, f"{n}@example.com") for n in "abc")
+    alone, _ = edition(ledger, a)
+    batch = [
+        {"kind": "personal", "subscriber_id": sid, "frequency": "daily",
+         "period_start": NOW - timedelta(days=1), "period_end": NOW,
+         "local_date": NOW.date().isoformat(), "subject": "s", "item_count": 1,
+         "content": {"x": 1}, "now": NOW, "queue_delivery": True}
+        for sid in (b, c)
+    ]  # fmt: skip
+    (second, made_b), (third, made_c) = ledger.create_editions(batch)
+    assert made_b and made_c and alone < second < third
+    # the same rows as ``create_edition`` stores, the delivery rows queued with them
+    columns = [col for col in edition_table.c if col.name not in ("id", "subscriber_id")]
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(*columns).where(edition_table.c.id.in_([alone, second, third]))
+        ).all()
+    assert rows[0] == rows[1] == rows[2]
+    for sid, made in ((b, second), (c, third)):
+        (queued,) = ledger.deliveries_for(sid)
+        assert (queued.edition_id, queued.status) == (made, DeliveryStatus.QUEUED)
+    # a batch holding an edition already built: that one is found, the others made
+    d = subscriber(store, "d@example.com")
+    again = ledger.create_editions([batch[0], {**batch[0], "subscriber_id": d}])
+    assert again[0] == (second, False) and again[1][1]
+    assert len(ledger.deliveries_for(b)) == 1 and len(ledger.deliveries_for(d)) == 1
+
+
 def test_public_editions_are_unique_per_period_and_listed_newest_first(store: Store) -> None:
     ledger = DeliveryStore(store)
     edition(ledger, None, NOW - timedelta(days=1))

@@ -151,6 +151,38 @@ def test_readers_for_sending_hold_their_instant_watchlists_and_a_count_of_all(
     assert store.for_sending([]) == ({}, {})
 
 
+def test_readers_for_sending_are_read_with_their_instant_watchlists_index(app: App) -> None:
+    """Only the instant watchlists are read (a partial index, migration 0011), not every
+    watchlist of every reader of the batch: the statement is checked against SQLite's plan."""
+    from sqlalchemy import event
+
+    if not app.store.is_sqlite:
+        pytest.skip("the plan is SQLite's; PostgreSQL's planner picks by its statistics")
+    subscribe(app, "a@example.com")
+    add_watchlist(app, "a@example.com", "Gwadar")
+    add_watchlist(app, "a@example.com", "IMF", instant=True)
+    store = SubscriberStore(app.store)
+    seen: list[tuple[str, tuple[object, ...]]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "FROM watchlist" in statement and "instant IS 1" in statement:
+            seen.append((statement, tuple(parameters)))
+
+    event.listen(app.store.engine, "before_cursor_execute", record)
+    try:
+        readers, _ = store.for_sending([s.id for s in store.all()])
+    finally:
+        event.remove(app.store.engine, "before_cursor_execute", record)
+    assert [w.query for r in readers.values() for w in r.watchlists] == ["IMF"]
+    ((statement, parameters),) = seen
+    with app.store.engine.connect() as conn:
+        plan = " ".join(
+            str(row[-1])
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        )
+    assert "ix_watchlist_instant" in plan, plan
+
+
 def test_backtest_counts_matches_per_week_with_examples(app: App) -> None:
     from dataclasses import replace
     from datetime import timedelta

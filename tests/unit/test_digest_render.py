@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.adapters.digest_render import STORY_FIELDS, DigestAssembler, escape_text
 from pipeline.adapters.render import EmailRenderer, Recipient, SiteInfo
@@ -316,3 +318,52 @@ def test_escape_text_matches_the_inliner(renderer: EmailRenderer, value: str) ->
     html = renderer.env.from_string("<p>[{{ v }}]</p>").render(v=value)
     inlined = renderer.inliner.inline(html)
     assert f"[{escape_text(value)}]" in inlined
+
+
+# feed text HTML escapes (& < > and no-break spaces), quotes, Urdu, line breaks, a
+# word like the assembler's slots, and now and then a control character (rendered whole)
+PLAIN_TEXT = st.lists(
+    st.sampled_from([*"ab &<>\"'\u00a0\n\t-.:;پاکستان", "Dawn", " qslotx ", "\x0b"]),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    title=PLAIN_TEXT,
+    source=PLAIN_TEXT,
+    snippet=PLAIN_TEXT,
+    also=st.lists(PLAIN_TEXT, max_size=3),
+    link=st.sampled_from(["https://ok.example/b", "https://ok.example/a?x=1", "", "ftp://x/"]),
+    undated=st.booleans(),
+    reasons=st.booleans(),
+)
+def test_a_story_filled_into_its_shape_is_the_story_rendered_whole(
+    title: str,
+    source: str,
+    snippet: str,
+    also: list[str],
+    link: str,
+    undated: bool,
+    reasons: bool,
+) -> None:
+    """Stories whose fields HTML shows as escape_text escapes them are filled into their
+    shape's skeleton rather than rendered: the email is the full render's all the same."""
+    renderer = EmailRenderer(TEMPLATES, SITE, TAGS)
+    entry = {"id": "i1", "title": title, "link": link, "source": source,
+             "published": (END - timedelta(hours=3)).isoformat(), "snippet": snippet,
+             "also": also, "rank": 1.0, "reasons": ["watchlist: x & y"] if reasons else [],
+             "themes": ["economy"], "us_link": False}  # fmt: skip
+    if undated:
+        entry["undated"] = True
+    content = digest_as_dict(build_digest([], DigestRequest(["economy"], END, END), THEMES))
+    content["top"] = [entry]
+    recipient = Recipient("why", "https://qasid.example/m", "https://qasid.example/u", "", ZONES[0])
+    assembler = DigestAssembler(renderer)
+    assert assembler.digest(content, recipient, "Daily") == renderer.digest(
+        content, recipient, "Daily"
+    )
+    # a story without control characters took its shape's skeleton
+    assert bool(assembler._skeletons) == all(
+        "\x0b" not in v and "\x00" not in v for v in (title, source, snippet, *also)
+    )

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -1059,16 +1059,25 @@ def _links(app: App, tokens: Tokens, subscriber: Subscriber) -> tuple[str, str]:
 
 
 def _reason(subscriber: Subscriber, site_name: str, watchlists: int | None = None) -> str:
+    lists = len(subscriber.watchlists) if watchlists is None else watchlists
+    return _reason_text(
+        subscriber.frequency, subscriber.hour, subscriber.timezone, len(subscriber.themes),
+        lists, site_name,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=4096)  # readers of a send share a few hours, zones and counts
+def _reason_text(
+    frequency: Frequency, hour: int, timezone: str, themes: int, lists: int, site_name: str
+) -> str:
     how = {
         Frequency.INSTANT: "instant alerts and a daily digest",
         Frequency.DAILY: "a daily digest",
         Frequency.WEEKLY: "a weekly digest",
-    }[subscriber.frequency]
-    themes = len(subscriber.themes)
-    lists = len(subscriber.watchlists) if watchlists is None else watchlists
+    }[frequency]
     return (
         f"You receive this because you subscribed to {site_name} ({how} at "
-        f"{subscriber.hour:02d}:00 {subscriber.timezone}, {counted(themes, 'theme')}, "
+        f"{hour:02d}:00 {timezone}, {counted(themes, 'theme')}, "
         f"{counted(lists, 'watchlist')})."
     )
 
@@ -1097,10 +1106,12 @@ def compose(
         tags["manage"]: manage,
         tags["unsubscribe"]: unsubscribe,
     }
+    # a digest's footer links to the edition on the web too (``view_url``, set below)
     recipient = Recipient(
         reason=tags["reason"],
         manage_url=tags["manage"],
         unsubscribe_url=tags["unsubscribe"],
+        view_url=tags["view"] if row.edition_id is not None and row.channel == "digest" else "",
         timezone=subscriber.timezone,
     )
     custom_args: dict[str, str] = {}  # the mailer adds delivery_id itself
@@ -1122,7 +1133,8 @@ def compose(
             return None
         view_token = editorial.tokens.make("view", subscriber.id, subscriber.email, str(edition.id))
         values[tags["view"]] = f"{base}/editions/{edition.id}/{view_token}"
-        recipient = replace(recipient, view_url=tags["view"])
+        if not recipient.view_url:
+            recipient = replace(recipient, view_url=tags["view"])
         heading = {"weekly": "Weekly digest", "daily": "Daily digest"}.get(
             edition.frequency, "Digest"
         )

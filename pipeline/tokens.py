@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import struct
 import time
@@ -55,6 +56,8 @@ def fingerprint(email: str) -> str:
 
 _TIMESTAMP = struct.Struct(">Q")
 _COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Text that JSON writes as it is, between quotes.
+_JSON_AS_IS = re.compile(r"[A-Za-z0-9 ._:/-]*")
 # Below this many bytes of JSON a token is not compressed (see _TokenSigner).
 _COMPRESS_FROM = 96
 
@@ -85,16 +88,22 @@ class _TokenSigner:
     def __init__(self, secret: str, salt: str) -> None:
         derived = hashlib.sha1(salt.encode() + b"signer" + secret.encode()).digest()
         self._mac = hmac.new(derived, digestmod=hashlib.sha1)
+        self._stamped: tuple[int, bytes] = (-1, b"")  # a second and its encoded stamp
 
     def dumps(self, data: Any) -> str:
-        text = _COMPACT_JSON(data).encode()
+        return self.dumps_json(_COMPACT_JSON(data).encode())
+
+    def dumps_json(self, text: bytes) -> str:
+        """``dumps`` of the value whose compact JSON is ``text``."""
         payload = _b64(text)
         if len(text) >= _COMPRESS_FROM:
             compressed = zlib.compress(text)
             if len(compressed) < len(text) - 1:
                 payload = b"." + _b64(compressed)
-        stamp = _TIMESTAMP.pack(_timestamp()).lstrip(b"\x00")
-        value = payload + b"." + _b64(stamp)
+        now = _timestamp()
+        if self._stamped[0] != now:  # a send signs thousands of links in the same second
+            self._stamped = (now, b"." + _b64(_TIMESTAMP.pack(now).lstrip(b"\x00")))
+        value = payload + self._stamped[1]
         mac = self._mac.copy()
         mac.update(value)
         return (value + b"." + _b64(mac.digest())).decode()
@@ -119,7 +128,12 @@ class Tokens:
         signer = self._signers.get(purpose)
         if signer is None:
             raise ValueError(f"unknown token purpose {purpose!r}")
-        return signer.dumps([subscriber_id, fingerprint(email), extra])
+        mark = fingerprint(email)
+        if type(subscriber_id) is int and _JSON_AS_IS.fullmatch(extra):
+            # what the compact JSON of the three is: the fingerprint is hex digits, and
+            # the extra (an edition id, or nothing) holds nothing JSON escapes
+            return signer.dumps_json(f'[{subscriber_id},"{mark}","{extra}"]'.encode())
+        return signer.dumps([subscriber_id, mark, extra])
 
     def read(self, purpose: str, token: str) -> tuple[TokenSubject, str]:
         """The subject (and extra payload) of a valid token; TokenError otherwise."""

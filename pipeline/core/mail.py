@@ -312,13 +312,21 @@ def check_unsubscribe_url(url: str) -> None:
     """RFC 8058 wants https. Plain http is accepted only for a loopback host (local demo)."""
     if len(url) > MAX_URL_LENGTH or _URL_UNSAFE.search(url):
         raise ValueError(f"list_unsubscribe_url {url[:80]!r}: not a printable ASCII URL")
-    parts = urlsplit(url)
+    # The scheme and host decide, and a send's links share them: judged once per origin
+    # (what precedes the path; the whole URL when it has none).
+    start = url.find("//")
+    cut = url.find("/", start + 2) if start >= 0 else -1
+    if not _secure_origin(url if cut < 0 else url[:cut]):
+        raise ValueError(f"list_unsubscribe_url {url[:80]!r} must be an https URL")
+
+
+@lru_cache(maxsize=64)
+def _secure_origin(origin: str) -> bool:
+    parts = urlsplit(origin)
     host = parts.hostname or ""
     if parts.scheme == "https" and host:
-        return
-    if parts.scheme == "http" and _is_loopback(host):
-        return
-    raise ValueError(f"list_unsubscribe_url {url[:80]!r} must be an https URL")
+        return True
+    return parts.scheme == "http" and _is_loopback(host)
 
 
 def check_unsubscribe_mailto(mailto: str) -> None:

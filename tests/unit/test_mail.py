@@ -8,6 +8,8 @@ from email.message import EmailMessage
 from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.core.mail import (
     SendOutcome,
@@ -273,3 +275,35 @@ def test_an_email_pickles_whole_and_stays_read_only() -> None:
     assert isinstance(again.substitutions, MappingProxyType)
     with pytest.raises(TypeError):
         again.custom_args["edition_id"] = "8"  # type: ignore[index]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["https://", "http://", "https:", "ftp://", "", "//"])
+    .flatmap(
+        lambda scheme: st.tuples(
+            st.just(scheme),
+            st.sampled_from(["qasid.example", "127.0.0.1:8000", "[::1]", "u@h.example", ""]),
+            st.text("/?#a.@:", max_size=6),
+        )
+    )
+    .map("".join)
+)
+def test_an_unsubscribe_url_is_judged_by_its_whole_scheme_and_host(url: str) -> None:
+    """Judged once per origin (the text before the path): as the whole URL's scheme and
+    host would judge it."""
+    from urllib.parse import urlsplit
+
+    from pipeline.core.mail import _is_loopback, check_unsubscribe_url
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = (parts.scheme == "https" and bool(host)) or (
+        parts.scheme == "http" and _is_loopback(host)
+    )
+    try:
+        check_unsubscribe_url(url)
+    except ValueError:
+        assert not secure
+    else:
+        assert secure

@@ -853,14 +853,14 @@ def test_a_helper_that_fails_to_compose_leaves_its_batch_to_be_sent_once(
     assert sorted(recipients) == sorted(f"r{n}@example.com" for n in range(12))
 
 
-def test_send_helpers_freeze_what_their_batches_leave_and_the_job_keeps_its_collector(
+def test_send_processes_freeze_what_their_batches_leave_and_the_job_unfreezes_at_the_end(
     app: App, clock: FakeClock
 ) -> None:
-    """A forked send helper ends with the queue: once a batch is composed, what it leaves
-    alive is frozen (never walked by the collector again), and the collector stays on for
-    what sending makes. The job's process freezes nothing: it pauses the collector per
-    batch (claiming, composing, recording), never while the mailer works, and the worker's
-    other jobs share that process."""
+    """Once a batch is composed, what it leaves alive is frozen (not walked by the
+    collector again) in every sending process, and the collector stays on for what sending
+    makes. A forked helper ends with the queue; the job's process, which the worker's
+    other jobs share, unfreezes everything when the drain ends, and leaves a freeze it did
+    not make as it was."""
     import gc
 
     from sqlalchemy import select
@@ -889,7 +889,32 @@ def test_send_helpers_freeze_what_their_batches_leave_and_the_job_keeps_its_coll
             gc.disable()
     with app.store.engine.connect() as conn:
         marks = set(conn.execute(select(delivery_table.c.provider_message_id)).scalars())
-    assert marks == {"job:True:False", "helper:True:True"}
+    assert marks == {"job:True:True", "helper:True:True"}
+
+
+def test_a_freeze_made_before_the_drain_is_left_as_it_was(app: App, clock: FakeClock) -> None:
+    import gc
+
+    many_built(app, clock, 4)
+    with_digest(app, send_batch=2, send_workers=1)  # 2 batches, both in this process
+    mailer = app.mailer()
+    send_batch = mailer.send_batch
+    seen: list[int] = []
+
+    def noting(emails: Any) -> Any:
+        seen.append(gc.get_freeze_count())
+        return send_batch(emails)
+
+    mailer.send_batch = noting  # type: ignore[method-assign]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert delivery.drain_queue(app, mailer).sent == 4
+        # not unfrozen, and nothing more frozen (frozen objects freed meanwhile leave it)
+        assert len(seen) == 2 and all(0 < count <= frozen for count in seen)
+        assert 0 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_a_fatal_backend_stops_helpers_and_leaves_the_rest_queued(
